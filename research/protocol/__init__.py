@@ -1,0 +1,64 @@
+"""The ReSearch protocol, written once: templates, tags, answers, metrics, reward, loop.
+
+Serving, training and evaluation all import from here, so they can never disagree.
+"""
+
+from research.protocol.answer import FormatCheck, check_format, extract_answer, last_boxed
+from research.protocol.loop import (
+    Finished,
+    LoopLimits,
+    ModelText,
+    Retriever,
+    Search,
+    SearchDone,
+    SearchIssued,
+    Trajectory,
+    run_search_loop,
+    stream_search_loop,
+)
+from research.protocol.metrics import cover_exact_match, exact_match, f1_score, normalize_answer, reward
+from research.protocol.tags import SEARCH_STOP, Segment, TagParser, extract_query, format_result, parse
+from research.protocol.templates import (
+    BASE_TEMPLATE,
+    EOS_TOKENS,
+    INSTRUCT_SYSTEM,
+    TemplateName,
+    eos_token_ids,
+    instruct_messages,
+    render_prompt,
+)
+
+__all__ = [
+    "BASE_TEMPLATE",
+    "EOS_TOKENS",
+    "INSTRUCT_SYSTEM",
+    "SEARCH_STOP",
+    "Finished",
+    "FormatCheck",
+    "LoopLimits",
+    "ModelText",
+    "Retriever",
+    "Search",
+    "SearchDone",
+    "SearchIssued",
+    "Segment",
+    "TagParser",
+    "TemplateName",
+    "Trajectory",
+    "check_format",
+    "cover_exact_match",
+    "eos_token_ids",
+    "exact_match",
+    "extract_answer",
+    "extract_query",
+    "f1_score",
+    "format_result",
+    "instruct_messages",
+    "last_boxed",
+    "normalize_answer",
+    "parse",
+    "render_prompt",
+    "reward",
+    "run_search_loop",
+    "stream_search_loop",
+]
