@@ -1,0 +1,12 @@
+"""Generation engines behind one interface (:class:`Engine`).
+
+* :mod:`research.engines.vllm_engine` — vLLM in-process, continuous batching (default).
+* :mod:`research.engines.hf` — plain transformers, portable.
+* :mod:`research.engines.upstream` — a running ``vllm serve`` deployment (scale-out).
+
+The implementations import their heavy dependencies lazily; import them by module.
+"""
+
+from research.engines.base import GREEDY, Chunk, Engine, Generation, SamplingOptions, collect
+
+__all__ = ["GREEDY", "Chunk", "Engine", "Generation", "SamplingOptions", "collect"]

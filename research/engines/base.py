@@ -1,0 +1,138 @@
+"""The one small interface every generation engine implements.
+
+An engine continues a sequence of token ids and streams what it generates as
+:class:`Chunk` objects. The contract, checked by ``tests/engines/test_contract.py``
+for every engine:
+
+* generation stops at the first stop string in the generated text, even when it
+  spans several tokens; the chunks' ``token_ids`` then end with the token that
+  completed it, and their joined ``text`` ends with the stop string itself;
+* generation stops at an end-of-sequence token (which is included in
+  ``token_ids`` but not in ``text``), after ``max_tokens`` tokens, or when the
+  sequence fills the model's context window (``max_model_len``): a prompt that
+  already fills it yields one empty chunk with finish reason ``length``;
+* the last chunk carries ``finish_reason``; ``stop_reason`` names the stop string
+  matched (None for EOS and for the length limit);
+* leaving the ``async for`` early (``break``, task cancellation, ``aclose()``)
+  aborts the request on the engine.
+
+Engines are async and safe to call concurrently; each decides how to batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOptions:
+    """How to pick tokens. ``temperature=0`` is greedy; ``top_k <= 0`` disables top-k."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    logprobs: bool = False
+    """Also return the log-probability of each sampled token under the model."""
+
+
+GREEDY = SamplingOptions(temperature=0.0)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """What one engine step produced: new token ids, their text, maybe their logprobs."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Generation:
+    """Chunks of one request folded together (see :func:`collect`)."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[float] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | None = None
+
+    def add(self, chunk: Chunk) -> None:
+        self.token_ids += chunk.token_ids
+        self.text += chunk.text
+        if chunk.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + chunk.logprobs
+        if chunk.finish_reason is not None:
+            self.finish_reason, self.stop_reason = chunk.finish_reason, chunk.stop_reason
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Continue token ids; see the module docstring for the contract."""
+
+    tokenizer: Any
+    """A Hugging Face tokenizer of the served model (templates, result blocks)."""
+    max_model_len: int | None
+    """Context window (prompt + generated tokens); None when the engine cannot tell."""
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        sampling: SamplingOptions = GREEDY,
+        request_id: str | None = None,
+    ) -> AsyncIterator[Chunk]: ...
+
+    async def close(self) -> None: ...
+
+
+async def collect(chunks: AsyncIterator[Chunk]) -> Generation:
+    """Drain a chunk stream into one :class:`Generation`."""
+    out = Generation()
+    async for chunk in chunks:
+        out.add(chunk)
+    return out
+
+
+def find_stop(text: str, stop: Sequence[str], new_from: int) -> tuple[int, str] | None:
+    """End offset and string of the first stop in ``text`` that ends after ``new_from``.
+
+    Used by engines that detect stop strings themselves: only stops overlapping the
+    newest text are looked for, so a long generation is not rescanned each step.
+
+    >>> find_stop("a </search> b", ["</search>"], 5)
+    (11, '</search>')
+    """
+    best: tuple[int, str] | None = None
+    for s in stop:
+        pos = text.find(s, max(0, new_from - len(s) + 1))
+        if pos >= 0 and (best is None or pos + len(s) < best[0]):
+            best = (pos + len(s), s)
+    return best
+
+
+def fit_max_tokens(max_tokens: int, prompt_len: int, max_model_len: int | None) -> int:
+    """``max_tokens`` cut to the room left in the context window (0: no room at all).
+
+    >>> fit_max_tokens(8192, 1000, 4096), fit_max_tokens(10, 5000, 4096), fit_max_tokens(10, 5, None)
+    (3096, 0, 10)
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    if max_model_len is None:
+        return max_tokens
+    return max(0, min(max_tokens, max_model_len - prompt_len))
+
+
+def context_full() -> Chunk:
+    """The one chunk an engine yields for a prompt that already fills its context window."""
+    return Chunk([], "", finish_reason="length")
