@@ -1,0 +1,21 @@
+"""Retrieval: the LanceDB passage index, its embedders and an async batching front."""
+
+from research.retrieval.batching import BatchingRetriever
+from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, TESTBED_EMBEDDER, Embedder, EmbedderSpec
+from research.retrieval.index import IndexMismatchError, PassageIndex, build_index, connect, read_jsonl
+from research.retrieval.passage import Passage
+
+__all__ = [
+    "DEFAULT_EMBEDDER",
+    "REGISTRY",
+    "TESTBED_EMBEDDER",
+    "BatchingRetriever",
+    "Embedder",
+    "EmbedderSpec",
+    "IndexMismatchError",
+    "Passage",
+    "PassageIndex",
+    "build_index",
+    "connect",
+    "read_jsonl",
+]

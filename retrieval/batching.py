@@ -1,0 +1,79 @@
+"""Dynamic batching of searches from many concurrent loops.
+
+Each search loop asks for one query at a time. :class:`BatchingRetriever` queues
+those requests and a single worker drains the queue: everything that arrived
+while the previous batch was being embedded goes out as the next batch, in one
+embedding call, on a worker thread. Under load, batches grow by themselves; at
+low load a query waits for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from research.retrieval.index import PassageIndex
+from research.retrieval.passage import Passage
+
+
+@dataclass(slots=True)
+class _Request:
+    query: str
+    k: int
+    future: asyncio.Future[list[Passage]]
+
+
+class BatchingRetriever:
+    """Async retriever over a :class:`PassageIndex` that merges concurrent searches."""
+
+    def __init__(self, index: PassageIndex, *, max_batch: int = 256) -> None:
+        self.index = index
+        self.max_batch = max_batch
+        self.batch_sizes: list[int] = []
+        """Size of every batch sent to the index (observability, tests)."""
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def search(self, queries: Sequence[str], *, k: int) -> list[list[Passage]]:
+        """Top-``k`` passages per query; concurrent callers share embedding calls."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run(), name="batching-retriever")
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        requests = [_Request(q, k, loop.create_future()) for q in queries]
+        for request in requests:
+            self._queue.put_nowait(request)
+        return list(await asyncio.gather(*(r.future for r in requests)))
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            by_k: defaultdict[int, list[_Request]] = defaultdict(list)
+            for request in batch:
+                if not request.future.done():  # its caller may have been cancelled
+                    by_k[request.k].append(request)
+            for k, group in by_k.items():
+                self.batch_sizes.append(len(group))
+                try:
+                    results = await asyncio.to_thread(self.index.search, [r.query for r in group], k=k)
+                except Exception as exc:
+                    for r in group:
+                        if not r.future.done():
+                            r.future.set_exception(exc)
+                    continue
+                for r, passages in zip(group, results, strict=True):
+                    if not r.future.done():
+                        r.future.set_result(passages)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
