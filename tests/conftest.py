@@ -1,0 +1,163 @@
+"""Shared fixtures: real engines on the scripted tiny model, a real LanceDB index.
+
+Every engine is real: transformers in-process, vLLM (CPU build) in-process, and
+a real ``vllm serve`` process on loopback behind the upstream engine. Each is
+started once per session, only when a test asks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import httpx
+import pytest
+import pytest_asyncio
+from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
+
+from research.engines.base import Engine
+from research.testbed.models import SCRIPT_CORPUS, load_tokenizer, scripted_model
+
+VLLM_ARGS = {"dtype": "float32", "max_model_len": 4096, "gpu_memory_utilization": 0.1, "enforce_eager": True}
+ENGINES = ("transformers", "vllm", "upstream")
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return scripted_model()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_path: Path):
+    return load_tokenizer(model_path)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def transformers_engine(model_path: Path) -> AsyncIterator[Engine]:
+    from research.engines.hf import TransformersEngine
+
+    engine = TransformersEngine.from_pretrained(str(model_path))
+    yield engine
+    await engine.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
+    from research.engines.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine.from_pretrained(str(model_path), **VLLM_ARGS)
+    yield engine
+    await engine.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``vllm serve`` on loopback; yields its ``/v1`` base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
+    args += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in VLLM_ARGS.items()]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vllm serve did not come up:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def upstream_engine(vllm_server: str, tokenizer) -> AsyncIterator[Engine]:
+    from research.engines.upstream import UpstreamEngine
+
+    engine = UpstreamEngine(vllm_server, tokenizer)
+    yield engine
+    await engine.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Each real engine in turn, all on the same scripted checkpoint."""
+    return request.getfixturevalue(f"{request.param}_engine")
+
+
+async def in_flight(engine: Engine) -> int:
+    """Requests the engine is still working on, read from the engine itself."""
+    from research.engines.hf import TransformersEngine
+    from research.engines.upstream import UpstreamEngine
+    from research.engines.vllm_engine import VLLMEngine
+
+    if isinstance(engine, TransformersEngine):
+        return int(engine.busy)
+    if isinstance(engine, VLLMEngine):
+        return engine.engine.output_processor.get_num_unfinished_requests()
+    assert isinstance(engine, UpstreamEngine)
+    metrics = httpx.get(engine.base_url.removesuffix("/v1") + "/metrics").text
+    gauges = re.findall(r"^vllm:num_requests_(?:running|waiting)\{.*\} (\S+)$", metrics, re.M)
+    return int(sum(float(g) for g in gauges))
+
+
+async def _wait_idle(engine: Engine, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (n := await in_flight(engine)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return n
+
+
+@pytest.fixture
+def wait_idle():
+    """``await wait_idle(engine)``: poll until the engine has no request left; the last count."""
+    return _wait_idle
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real all-MiniLM-L6-v2, loaded offline from its PyPI package."""
+    return Embedder("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def script_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> PassageIndex:
+    """A real LanceDB table on disk over the scripted model's fictional corpus."""
+    passages = [Passage(p["id"], p["contents"]) for p in SCRIPT_CORPUS]
+    return build_index(tmp_path_factory.mktemp("lance") / "index", passages, embedder=embedder, batch_size=3)
+
+
+@pytest_asyncio.fixture
+async def retriever(script_index: PassageIndex) -> AsyncIterator[BatchingRetriever]:
+    retriever = BatchingRetriever(script_index)
+    yield retriever
+    await retriever.close()

@@ -1,0 +1,94 @@
+"""The engine contract (research/engines/base.py), run against every real engine."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+import pytest
+
+from research.engines import GREEDY, SamplingOptions, collect
+from research.protocol import SEARCH_STOP, format_result, render_prompt
+from research.testbed.models import SCRIPT_AFTER, SCRIPT_BEFORE, SCRIPT_CORPUS, SCRIPT_QUESTION
+
+IM_END = 151645
+
+
+@pytest.fixture
+def prompt_ids(tokenizer) -> list[int]:
+    return tokenizer.encode(render_prompt(SCRIPT_QUESTION, "instruct", tokenizer))
+
+
+def result_ids(tokenizer) -> list[int]:
+    return tokenizer.encode(format_result([p["contents"] for p in SCRIPT_CORPUS[:5]]), add_special_tokens=False)
+
+
+async def test_generation_stops_at_a_stop_string_that_spans_several_tokens(engine, prompt_ids, tokenizer):
+    out = await collect(engine.generate(prompt_ids, max_tokens=200, stop=[SEARCH_STOP]))
+    assert out.text == SCRIPT_BEFORE
+    assert (out.finish_reason, out.stop_reason) == ("stop", SEARCH_STOP)
+    tail = [tokenizer.decode([t]) for t in out.token_ids[-3:]]
+    assert tail == [" </", "search", ">"]  # the stop was completed by its last token, not one token
+    assert tokenizer.decode(out.token_ids) == out.text
+
+
+async def test_eos_ends_generation_and_is_reported_in_ids_not_text(engine, prompt_ids, tokenizer):
+    first = await collect(engine.generate(prompt_ids, max_tokens=200, stop=[SEARCH_STOP]))
+    ids = prompt_ids + first.token_ids + result_ids(tokenizer)
+    out = await collect(engine.generate(ids, max_tokens=200, stop=[SEARCH_STOP]))
+    assert out.text == SCRIPT_AFTER
+    assert (out.finish_reason, out.stop_reason) == ("stop", None)
+    assert out.token_ids[-1] == IM_END
+    assert tokenizer.decode(out.token_ids, skip_special_tokens=True) == out.text
+
+
+async def test_max_tokens_limits_the_generation(engine, prompt_ids, tokenizer):
+    out = await collect(engine.generate(prompt_ids, max_tokens=5, stop=[SEARCH_STOP]))
+    assert out.finish_reason == "length"
+    assert len(out.token_ids) == 5
+    assert tokenizer.decode(out.token_ids) == out.text == SCRIPT_BEFORE[: len(out.text)]
+
+
+async def test_logprobs_come_one_per_token_when_asked(engine, prompt_ids):
+    sampling = SamplingOptions(temperature=0.0, logprobs=True)
+    out = await collect(engine.generate(prompt_ids, max_tokens=8, stop=[SEARCH_STOP], sampling=sampling))
+    assert out.logprobs is not None and len(out.logprobs) == len(out.token_ids) == 8
+    assert all(lp <= 0.0 for lp in out.logprobs)
+    plain = await collect(engine.generate(prompt_ids, max_tokens=8, stop=[SEARCH_STOP], sampling=GREEDY))
+    assert plain.logprobs is None and plain.token_ids == out.token_ids
+
+
+async def test_seeded_sampling_is_reproducible(engine, tokenizer):
+    ids = tokenizer.encode("Tell me a long story about rivers")
+    sampling = SamplingOptions(temperature=1.0, seed=7)
+    a = await collect(engine.generate(ids, max_tokens=12, sampling=sampling))
+    b = await collect(engine.generate(ids, max_tokens=12, sampling=sampling))
+    assert a.token_ids == b.token_ids
+
+
+async def test_leaving_the_stream_early_aborts_the_request(engine, tokenizer, wait_idle):
+    # Sampling at temperature 1 off-script runs for thousands of tokens unless aborted.
+    ids = tokenizer.encode("Tell me a long story about rivers")
+    stream = engine.generate(ids, max_tokens=3000, sampling=SamplingOptions(temperature=1.0, seed=1))
+    async with aclosing(stream):
+        async for chunk in stream:
+            assert chunk.finish_reason is None
+            break
+    assert await wait_idle(engine) == 0
+
+
+async def test_max_tokens_is_cut_to_the_room_left_in_the_context_window(engine, prompt_ids):
+    assert engine.max_model_len == 4096
+    long_prompt = [220] * (engine.max_model_len - len(prompt_ids) - 3) + prompt_ids
+    out = await collect(engine.generate(long_prompt, max_tokens=8192, stop=[SEARCH_STOP]))
+    assert (out.finish_reason, len(out.token_ids)) == ("length", 3)
+
+
+async def test_a_prompt_that_fills_the_context_ends_at_once_with_length(engine, prompt_ids):
+    full = [220] * (engine.max_model_len - len(prompt_ids)) + prompt_ids
+    out = await collect(engine.generate(full, max_tokens=10))
+    assert (out.finish_reason, out.token_ids, out.text) == ("length", [], "")
+
+
+async def test_a_budget_below_one_token_is_rejected(engine, prompt_ids):
+    with pytest.raises(ValueError, match="max_tokens"):
+        await collect(engine.generate(prompt_ids, max_tokens=0))

@@ -1,0 +1,137 @@
+"""The search loop end to end: every real engine, a real LanceDB index, MiniLM embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+
+import pytest
+
+from research.engines import SamplingOptions
+from research.protocol import (
+    LoopLimits,
+    ModelText,
+    SearchDone,
+    SearchIssued,
+    format_result,
+    render_prompt,
+    reward,
+    run_search_loop,
+    stream_search_loop,
+)
+from research.protocol.loop import retrieve
+from research.testbed.models import SCRIPT_AFTER, SCRIPT_ANSWER, SCRIPT_BEFORE, SCRIPT_QUERY, SCRIPT_QUESTION
+
+
+@pytest.fixture
+def prompt_ids(tokenizer) -> list[int]:
+    return tokenizer.encode(render_prompt(SCRIPT_QUESTION, "instruct", tokenizer))
+
+
+async def test_the_loop_searches_reads_the_result_and_answers(engine, retriever, prompt_ids, tokenizer):
+    traj = await run_search_loop(engine, retriever, prompt_ids)
+    assert [s.query for s in traj.searches] == [SCRIPT_QUERY]
+    passages = traj.searches[0].passages
+    assert len(passages) == 5 and passages[0].id in {"fr-1", "fr-2"}
+    block = format_result(passages)
+    assert traj.text == SCRIPT_BEFORE + block + SCRIPT_AFTER
+    assert traj.answer == SCRIPT_ANSWER
+    assert traj.finish_reason == "stop" and traj.well_formed
+    assert reward(traj.text, SCRIPT_ANSWER, ended_with_eos=traj.ended_with_eos) == 1.0
+    assert traj.prompt_ids == prompt_ids
+
+
+async def test_the_mask_marks_exactly_the_retrieved_tokens(engine, retriever, prompt_ids, tokenizer):
+    traj = await run_search_loop(engine, retriever, prompt_ids)
+    assert len(traj.mask) == len(traj.completion_ids)
+    retrieved = [t for t, m in zip(traj.completion_ids, traj.mask, strict=True) if m == 0]
+    generated = [t for t, m in zip(traj.completion_ids, traj.mask, strict=True) if m == 1]
+    assert tokenizer.decode(retrieved) == format_result(traj.searches[0].passages)
+    assert tokenizer.decode(generated, skip_special_tokens=True) == SCRIPT_BEFORE + SCRIPT_AFTER
+    # One contiguous block of zeros, right after the model's </search>:
+    first_zero = traj.mask.index(0)
+    assert tokenizer.decode(traj.completion_ids[:first_zero]) == SCRIPT_BEFORE
+    assert traj.mask == [1] * first_zero + [0] * len(retrieved) + [1] * (len(traj.mask) - first_zero - len(retrieved))
+
+
+async def test_model_tokens_keep_their_logprobs_and_retrieved_ones_have_none(engine, retriever, prompt_ids):
+    sampling = SamplingOptions(temperature=0.0, logprobs=True)
+    traj = await run_search_loop(engine, retriever, prompt_ids, sampling=sampling)
+    assert traj.logprobs is not None and len(traj.logprobs) == len(traj.mask)
+    assert all((lp is None) == (m == 0) for lp, m in zip(traj.logprobs, traj.mask, strict=True))
+
+
+async def test_the_search_limit_ends_the_response(engine, retriever, prompt_ids):
+    traj = await run_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(max_searches=0))
+    assert traj.finish_reason == "search_limit"
+    assert traj.searches == [] and traj.text == SCRIPT_BEFORE and 0 not in traj.mask
+
+
+async def test_the_token_budget_counts_retrieved_tokens_too(engine, retriever, prompt_ids, tokenizer):
+    before = len(tokenizer.encode(SCRIPT_BEFORE))
+    traj = await run_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(max_tokens=before + 10))
+    assert traj.finish_reason == "length"
+    assert len(traj.completion_ids) == before + 10 and traj.mask[before:] == [0] * 10
+    assert traj.text.startswith(SCRIPT_BEFORE + " <result>")
+    assert not traj.well_formed
+
+
+async def test_top_k_sets_the_passages_per_search(engine, retriever, prompt_ids):
+    traj = await run_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(top_k=2))
+    assert len(traj.searches[0].passages) == 2
+    assert traj.answer == SCRIPT_ANSWER
+
+
+async def test_events_stream_in_order_and_add_up_to_the_trajectory(engine, retriever, prompt_ids):
+    events = [e async for e in stream_search_loop(engine, retriever, prompt_ids)]
+    order = [type(e).__name__ for e in events if not isinstance(e, ModelText)]
+    assert order == ["SearchIssued", "SearchDone", "Finished"]
+    traj = events[-1].trajectory
+    streamed = "".join(e.text for e in events if isinstance(e, ModelText | SearchDone))
+    assert streamed == traj.text
+    issued = next(e for e in events if isinstance(e, SearchIssued))
+    done = next(e for e in events if isinstance(e, SearchDone))
+    assert issued.query == done.search.query == SCRIPT_QUERY
+
+
+async def test_closing_the_stream_mid_generation_aborts_it(engine, retriever, prompt_ids, wait_idle):
+    stream = stream_search_loop(engine, retriever, prompt_ids)
+    async with aclosing(stream):
+        async for event in stream:
+            if isinstance(event, SearchDone):
+                break
+    assert await wait_idle(engine) == 0
+
+
+async def test_concurrent_loops_share_retrieval_batches(engine, retriever, prompt_ids):
+    trajectories = await asyncio.gather(*(run_search_loop(engine, retriever, prompt_ids) for _ in range(6)))
+    assert {t.answer for t in trajectories} == {SCRIPT_ANSWER}
+    assert sum(retriever.batch_sizes) == 6
+
+
+class CountingRetriever:
+    """The real retriever, with its calls counted."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    async def search(self, queries, *, k):
+        self.calls += 1
+        return await self.inner.search(queries, k=k)
+
+
+async def test_an_empty_query_gets_nothing_to_search_without_touching_the_index(retriever):
+    counting = CountingRetriever(retriever)
+    assert await retrieve(counting, "", k=5) == ([], " <result>\nnothing to search\n</result>")
+    assert counting.calls == 0
+    passages, block = await retrieve(counting, SCRIPT_QUERY, k=3)
+    assert counting.calls == 1 and len(passages) == 3 and block == format_result(passages)
+
+
+def test_limits_are_validated_in_the_users_words():
+    with pytest.raises(ValueError, match="top_k must be at least 1"):
+        LoopLimits(top_k=0)
+    with pytest.raises(ValueError, match="max_searches"):
+        LoopLimits(max_searches=-1)
+    with pytest.raises(ValueError, match="max_tokens"):
+        LoopLimits(max_tokens=0)

@@ -1,0 +1,79 @@
+"""The LanceDB passage index on disk with the real MiniLM embedder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from research.retrieval import BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
+
+
+def test_search_finds_the_passage_that_answers_the_query(script_index):
+    [hits] = script_index.search(["What is the capital of Freedonia?"], k=3)
+    assert hits[0].id in {"fr-1", "fr-2"}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert 0 < hits[0].score <= 1.0
+
+
+def test_one_call_answers_many_queries_in_order(script_index):
+    results = script_index.search(["copper mines winter festival", "Freedonia capital"], k=2)
+    assert results[0][0].id == "sy-2"
+    assert results[1][0].id in {"fr-1", "fr-2"}
+    assert script_index.search([], k=2) == []
+
+
+def test_reopening_uses_the_embedder_recorded_in_the_table(script_index):
+    reopened = connect(script_index.uri)
+    assert reopened.embedder.spec.name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert len(reopened) == 8
+
+
+def test_a_different_embedder_is_refused(tmp_path, embedder):
+    from research.retrieval import build_index
+
+    build_index(tmp_path / "idx", [Passage("1", '"A"\nalpha')], embedder=embedder)
+    with pytest.raises(IndexMismatchError, match="all-MiniLM-L6-v2"):
+        connect(tmp_path / "idx", embedder="intfloat/e5-base-v2")
+
+
+def test_a_missing_index_says_how_to_build_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="research-index"):
+        connect(tmp_path / "nowhere")
+
+
+def test_k_below_one_is_refused(script_index):
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        script_index.search(["x"], k=0)
+
+
+def test_e5_reads_its_query_and_passage_prefixes():
+    spec = Embedder("intfloat/e5-base-v2").spec
+    assert (spec.query_prefix, spec.passage_prefix) == ("query: ", "passage: ")
+
+
+def test_wiki18_jsonl_is_read_line_by_line_with_clear_errors(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"id": 3, "contents": '"T"\nbody'}) + "\n\n" + '{"id": "4"}\n')
+    rows = read_jsonl(path)
+    assert next(rows) == Passage("3", '"T"\nbody')
+    with pytest.raises(ValueError, match=r"c.jsonl:3: not a wiki-18 passage"):
+        next(rows)
+
+
+async def test_concurrent_searches_are_merged_into_one_embedding_batch(script_index):
+    retriever = BatchingRetriever(script_index)
+    queries = ["Freedonia capital", "copper mines", "signal stone monument", "maps archive"] * 4
+    results = await asyncio.gather(*(retriever.search([q], k=1) for q in queries))
+    assert retriever.batch_sizes == [16]
+    assert [r[0][0].id for r in results[:4]] == [r[0][0].id for r in results[4:8]]
+    assert results[0][0][0].id in {"fr-1", "fr-2"}
+    await retriever.close()
+
+
+async def test_a_failing_index_fails_only_its_batch(script_index):
+    retriever = BatchingRetriever(script_index)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        await retriever.search(["x"], k=0)
+    assert len((await retriever.search(["Freedonia"], k=2))[0]) == 2
+    await retriever.close()
