@@ -55,6 +55,8 @@ class ChatTokenizer(Protocol):
 
     def convert_tokens_to_ids(self, tokens: Any) -> Any: ...
 
+    def convert_ids_to_tokens(self, ids: Any) -> Any: ...
+
 
 def instruct_messages(question: str) -> list[dict[str, str]]:
     """The chat turns an instruct checkpoint expects for ``question``.
@@ -88,10 +90,9 @@ def eos_token_ids(tokenizer: ChatTokenizer) -> list[int]:
     ids = []
     for token in EOS_TOKENS:
         token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id >= 0 and token_id not in ids:
+        # An unknown token maps to the unk id (or None): keep only ids that are the token itself.
+        if isinstance(token_id, int) and tokenizer.convert_ids_to_tokens(token_id) == token and token_id not in ids:
             ids.append(token_id)
-    unk = getattr(tokenizer, "unk_token_id", None)
-    ids = [i for i in ids if i != unk]
     if not ids:
         raise ValueError(f"the tokenizer has none of the end-of-sequence tokens {EOS_TOKENS}")
     return ids

@@ -72,3 +72,12 @@ def test_unknown_template_is_a_clear_error():
 
 def test_both_qwen_end_tokens_end_a_response(qwen):
     assert eos_token_ids(qwen) == [151645, 151643]
+
+
+def test_an_end_token_with_id_zero_is_kept_and_unknown_ones_are_dropped():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "a": 2}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>")))
+    assert eos_token_ids(tok) == [0]  # '<|im_end|>' is unknown here: it maps to id 0 but is not that token
