@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from research.protocol.tags import format_result
-from research.protocol.templates import render_prompt
+from research.protocol.templates import eos_token_ids, render_prompt
 
 QWEN_TOKENIZER = Path(__file__).parent / "assets" / "qwen2.5-tokenizer"
 """The genuine Qwen2.5-Instruct tokenizer (vocab, merges, chat template); see its SOURCES.md."""
@@ -92,12 +92,13 @@ def load_tokenizer(path: str | Path | None = None) -> Any:
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def _new_model(config: TinyConfig, tokenizer: Any, *, vocab_size: int | None = None) -> Any:
+def new_qwen2(config: TinyConfig, tokenizer: Any, *, vocab_size: int | None = None) -> Any:
+    """A randomly initialised tiny Qwen2 for ``tokenizer`` (both Qwen end tokens end generation)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(config.seed)
-    eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    eos = eos_token_ids(tokenizer)
     model = Qwen2ForCausalLM(
         Qwen2Config(
             vocab_size=vocab_size or (len(tokenizer) + 63) // 64 * 64,
@@ -127,7 +128,7 @@ def random_model(config: TinyConfig = TinyConfig()) -> Path:
 
     def build(out: Path) -> None:
         tokenizer = load_tokenizer()
-        _save(_new_model(config, tokenizer), tokenizer, out)
+        _save(new_qwen2(config, tokenizer), tokenizer, out)
 
     return cached("random-qwen2", {"config": asdict(config), "v": 1}, build)
 
@@ -193,7 +194,7 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300) -> Pa
         # embedding to the full 151k vocabulary with zero rows: every other token then
         # scores exactly 0 at inference. Seconds instead of minutes on two cores.
         used = torch.tensor(sorted({t for ids, _ in examples for t in ids}))
-        small = _new_model(config, tokenizer, vocab_size=len(used))
+        small = new_qwen2(config, tokenizer, vocab_size=len(used))
         width = max(len(ids) for ids, _ in examples)
 
         def remap(seqs: list[list[int]], pad: int) -> torch.Tensor:
@@ -210,7 +211,7 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300) -> Pa
             small(input_ids=input_ids[batch], attention_mask=attention[batch], labels=labels[batch]).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-        model = _new_model(config, tokenizer)
+        model = new_qwen2(config, tokenizer)
         state = small.state_dict()
         full = torch.zeros_like(model.get_input_embeddings().weight)
         full[used] = state.pop("model.embed_tokens.weight")
