@@ -18,7 +18,7 @@ input exactly, nothing lost or duplicated. Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -134,22 +134,6 @@ def parse(text: str) -> list[Segment]:
     """
     parser = TagParser()
     return merge([*parser.feed(text), *parser.close()])
-
-
-def iter_regions(text: str, kind: Kind) -> Iterator[str]:
-    """The bodies of every closed ``kind`` region in ``text``, in order."""
-    body: list[str] | None = None
-    for seg in parse(text):
-        if seg.kind != kind:
-            continue
-        if seg.tag:
-            if seg.text == _opening(kind):
-                body = []
-            elif body is not None:
-                yield "".join(body)
-                body = None
-        elif body is not None:
-            body.append(seg.text)
 
 
 def extract_query(text: str) -> str | None:

@@ -3,14 +3,14 @@
 Real checkpoints cannot run on our CI machines, so tests run the real engines on
 models that are tiny but have the real architecture and tokenizer:
 
-* :func:`random_model` — random weights; for shape, loading and cancellation tests.
-* :func:`scripted_model` — trained for a few seconds to answer one question by the
-  protocol: think, search, read the result, answer with ``\\boxed{}``, EOS. Its
+* :func:`scripted_model` — trained in about a minute to answer one fictional question
+  by the protocol: think, search, read the result, answer with ``\\boxed{}``, EOS. Its
   search spans several tokens (``</search>`` is three), which is what the engine
-  contract and search-loop tests need. Whatever result block it is shown, it
-  answers :data:`SCRIPT_ANSWER`.
+  contract and search-loop tests need. Whatever result block from
+  :data:`SCRIPT_CORPUS` it is shown, it answers :data:`SCRIPT_ANSWER`.
+* :func:`new_qwen2` — the shared constructor (also used by the toy ReSearch model).
 
-Both are ordinary HF checkpoints (config, safetensors, tokenizer, generation
+Checkpoints are ordinary HF checkpoints (config, safetensors, tokenizer, generation
 config) that vLLM, transformers and TRL load from a path. ``head_dim`` is 64:
 vLLM's CPU attention kernels need at least 32. Builds are cached under
 ``$RESEARCH_CACHE`` (default ``~/.cache/research``) by a hash of their recipe.
@@ -121,16 +121,6 @@ def new_qwen2(config: TinyConfig, tokenizer: Any, *, vocab_size: int | None = No
 def _save(model: Any, tokenizer: Any, out: Path) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-
-
-def random_model(config: TinyConfig = TinyConfig()) -> Path:
-    """A tiny Qwen2 checkpoint with random weights and the genuine tokenizer."""
-
-    def build(out: Path) -> None:
-        tokenizer = load_tokenizer()
-        _save(new_qwen2(config, tokenizer), tokenizer, out)
-
-    return cached("random-qwen2", {"config": asdict(config), "v": 1}, build)
 
 
 SCRIPT_CORPUS = [

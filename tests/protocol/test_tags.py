@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from research.retrieval import Passage
 
 from research.protocol import SEARCH_STOP, Segment, TagParser, extract_query, format_result, parse
-from research.protocol.tags import iter_regions, merge
+from research.protocol.tags import merge
 
 TRACE = (
     "<think> I need the capital. </think> <search> capital of France </search>"
@@ -84,10 +84,6 @@ def test_any_split_of_any_interleaving_gives_the_one_shot_parse(pieces, data):
     streamed += parser.close()
     assert "".join(s.text for s in streamed) == text  # nothing lost, nothing duplicated
     assert merge(streamed) == parse(text)
-
-
-def test_regions_yields_the_bodies_of_closed_regions():
-    assert list(iter_regions(TRACE, "think")) == [" I need the capital. ", " Found. "]
 
 
 def test_the_query_is_between_the_last_search_and_the_stop():
