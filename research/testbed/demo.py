@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from contextlib import aclosing
 
 from research.engines.base import Engine
@@ -29,7 +30,8 @@ from research.protocol import (
 from research.retrieval import TESTBED_EMBEDDER, BatchingRetriever, Embedder, Passage, build_index
 from research.testbed.models import SCRIPT_CORPUS, SCRIPT_QUESTION, cache_root, scripted_model
 
-DIM, BOLD, CYAN, RESET = "\033[2m", "\033[1m", "\033[36m", "\033[0m"
+_COLOR = sys.stdout.isatty()
+DIM, BOLD, CYAN, RESET = ("\033[2m", "\033[1m", "\033[36m", "\033[0m") if _COLOR else ("", "", "", "")
 
 
 def open_engine(name: str, model: str) -> Engine:
