@@ -29,7 +29,7 @@ from research.engines.base import Engine
 from research.protocol import LoopLimits, exact_match, render_prompt, run_search_loop
 from research.protocol.loop import Retriever
 from research.retrieval import BatchingRetriever
-from research.testbed.models import cache_root
+from research.testbed.models import cache_root, open_engine
 from research.testbed.toy_model import ToyRecipe, index_world, toy_model
 from research.testbed.world import Question, World, counterfactual, make_world
 
@@ -79,21 +79,6 @@ async def score(
     )
 
 
-def open_engine(name: str, model: str) -> Engine:
-    if name == "vllm":
-        import os
-
-        from research.engines.vllm_engine import VLLMEngine
-
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        return VLLMEngine.from_pretrained(
-            model, dtype="float32", max_model_len=2048, gpu_memory_utilization=0.1, enforce_eager=True
-        )
-    from research.engines.hf import TransformersEngine
-
-    return TransformersEngine.from_pretrained(model)
-
-
 async def measure(engine_name: str, n: int, recipe: ToyRecipe | None = None) -> list[Score]:
     recipe = recipe or ToyRecipe()
     model = str(toy_model(recipe))
@@ -104,7 +89,7 @@ async def measure(engine_name: str, n: int, recipe: ToyRecipe | None = None) -> 
     twisted_questions = [by_id[q.id] for q in questions]
     real_index = BatchingRetriever(index_world(world, "all", cache_root() / "toy-index-true"))
     twisted_index = BatchingRetriever(index_world(twisted, "all", cache_root() / "toy-index-counterfactual"))
-    engine = open_engine(engine_name, model)
+    engine = open_engine(engine_name, model, max_model_len=2048)
     try:
         return [
             await score("research", engine, real_index, questions, top_k=recipe.top_k),

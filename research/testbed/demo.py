@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from contextlib import aclosing
 
-from research.engines.base import Engine
 from research.protocol import (
     Finished,
     LoopLimits,
@@ -28,23 +26,10 @@ from research.protocol import (
     stream_search_loop,
 )
 from research.retrieval import TESTBED_EMBEDDER, BatchingRetriever, Embedder, Passage, build_index
-from research.testbed.models import SCRIPT_CORPUS, SCRIPT_QUESTION, cache_root, scripted_model
+from research.testbed.models import SCRIPT_CORPUS, SCRIPT_QUESTION, cache_root, open_engine, scripted_model
 
 _COLOR = sys.stdout.isatty()
 DIM, BOLD, CYAN, RESET = ("\033[2m", "\033[1m", "\033[36m", "\033[0m") if _COLOR else ("", "", "", "")
-
-
-def open_engine(name: str, model: str) -> Engine:
-    if name == "vllm":
-        from research.engines.vllm_engine import VLLMEngine
-
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        return VLLMEngine.from_pretrained(
-            model, dtype="float32", max_model_len=4096, gpu_memory_utilization=0.1, enforce_eager=True
-        )
-    from research.engines.hf import TransformersEngine
-
-    return TransformersEngine.from_pretrained(model)
 
 
 async def demo(engine_name: str) -> int:

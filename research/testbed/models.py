@@ -211,3 +211,23 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300) -> Pa
         _save(model, tokenizer, out)
 
     return cached("scripted-qwen2", {"config": asdict(config), "steps": steps, "v": 3}, build)
+
+
+def open_engine(kind: str, model: str | Path, *, max_model_len: int = 4096) -> Any:
+    """A ``"vllm"`` (CPU build) or ``"transformers"`` engine on a test-bed checkpoint.
+
+    vLLM gets the settings it needs on a CPU-only machine: float32 weights, eager
+    mode, a 1 GiB KV cache (``VLLM_CPU_KVCACHE_SPACE``) and a small memory share.
+    """
+    if kind == "vllm":
+        from research.engines.vllm_engine import VLLMEngine
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        return VLLMEngine.from_pretrained(
+            str(model), dtype="float32", max_model_len=max_model_len, gpu_memory_utilization=0.1, enforce_eager=True
+        )
+    if kind == "transformers":
+        from research.engines.hf import TransformersEngine
+
+        return TransformersEngine.from_pretrained(str(model))
+    raise ValueError(f"unknown engine {kind!r}; choose vllm or transformers")
