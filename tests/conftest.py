@@ -27,9 +27,8 @@ import pytest_asyncio
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 
 from research.engines.base import Engine
-from research.testbed.models import SCRIPT_CORPUS, load_tokenizer, scripted_model
+from research.testbed.models import SCRIPT_CORPUS, VLLM_CPU_ARGS, load_tokenizer, open_engine, scripted_model
 
-VLLM_ARGS = {"dtype": "float32", "max_model_len": 4096, "gpu_memory_utilization": 0.1, "enforce_eager": True}
 ENGINES = ("transformers", "vllm", "upstream")
 
 
@@ -45,18 +44,14 @@ def tokenizer(model_path: Path):
 
 @pytest_asyncio.fixture(scope="session")
 async def transformers_engine(model_path: Path) -> AsyncIterator[Engine]:
-    from research.engines.hf import TransformersEngine
-
-    engine = TransformersEngine.from_pretrained(str(model_path))
+    engine = open_engine("transformers", model_path)
     yield engine
     await engine.close()
 
 
 @pytest_asyncio.fixture(scope="session")
 async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
-    from research.engines.vllm_engine import VLLMEngine
-
-    engine = VLLMEngine.from_pretrained(str(model_path), **VLLM_ARGS)
+    engine = open_engine("vllm", model_path, max_model_len=4096)
     yield engine
     await engine.close()
 
@@ -74,7 +69,8 @@ def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
-    args += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in VLLM_ARGS.items()]
+    flags = {**VLLM_CPU_ARGS, "max_model_len": 4096}
+    args += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in flags.items()]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 600

@@ -213,6 +213,10 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300) -> Pa
     return cached("scripted-qwen2", {"config": asdict(config), "steps": steps, "v": 3}, build)
 
 
+VLLM_CPU_ARGS: dict[str, Any] = {"dtype": "float32", "gpu_memory_utilization": 0.1, "enforce_eager": True}
+"""vLLM engine arguments for test-bed checkpoints on a CPU-only machine (``vllm serve`` takes the same)."""
+
+
 def open_engine(kind: str, model: str | Path, *, max_model_len: int = 4096) -> Any:
     """A ``"vllm"`` (CPU build) or ``"transformers"`` engine on a test-bed checkpoint.
 
@@ -223,9 +227,7 @@ def open_engine(kind: str, model: str | Path, *, max_model_len: int = 4096) -> A
         from research.engines.vllm_engine import VLLMEngine
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        return VLLMEngine.from_pretrained(
-            str(model), dtype="float32", max_model_len=max_model_len, gpu_memory_utilization=0.1, enforce_eager=True
-        )
+        return VLLMEngine.from_pretrained(str(model), max_model_len=max_model_len, **VLLM_CPU_ARGS)
     if kind == "transformers":
         from research.engines.hf import TransformersEngine
 
