@@ -2,12 +2,22 @@
 
 from research.retrieval.batching import BatchingRetriever
 from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, TESTBED_EMBEDDER, Embedder, EmbedderSpec
-from research.retrieval.index import IndexMismatchError, PassageIndex, build_index, connect, read_jsonl
+from research.retrieval.index import (
+    SEARCH_MODES,
+    IndexMismatchError,
+    PassageIndex,
+    SearchMode,
+    build_index,
+    connect,
+    read_corpus,
+    read_jsonl,
+)
 from research.retrieval.passage import Passage
 
 __all__ = [
     "DEFAULT_EMBEDDER",
     "REGISTRY",
+    "SEARCH_MODES",
     "TESTBED_EMBEDDER",
     "BatchingRetriever",
     "Embedder",
@@ -15,7 +25,9 @@ __all__ = [
     "IndexMismatchError",
     "Passage",
     "PassageIndex",
+    "SearchMode",
     "build_index",
     "connect",
+    "read_corpus",
     "read_jsonl",
 ]

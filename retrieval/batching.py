@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from research.retrieval.index import PassageIndex
+from research.retrieval.index import SEARCH_MODES, PassageIndex, SearchMode
 from research.retrieval.passage import Passage
 
 
@@ -22,6 +22,7 @@ from research.retrieval.passage import Passage
 class _Request:
     query: str
     k: int
+    mode: SearchMode
     future: asyncio.Future[list[Passage]]
 
 
@@ -36,16 +37,18 @@ class BatchingRetriever:
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task[None] | None = None
 
-    async def search(self, queries: Sequence[str], *, k: int) -> list[list[Passage]]:
+    async def search(self, queries: Sequence[str], *, k: int, mode: SearchMode = "vector") -> list[list[Passage]]:
         """Top-``k`` passages per query; concurrent callers share embedding calls."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(), name="batching-retriever")
         assert self._queue is not None
         loop = asyncio.get_running_loop()
-        requests = [_Request(q, k, loop.create_future()) for q in queries]
+        requests = [_Request(q, k, mode, loop.create_future()) for q in queries]
         for request in requests:
             self._queue.put_nowait(request)
         return list(await asyncio.gather(*(r.future for r in requests)))
@@ -56,14 +59,14 @@ class BatchingRetriever:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            by_k: defaultdict[int, list[_Request]] = defaultdict(list)
+            groups: defaultdict[tuple[int, SearchMode], list[_Request]] = defaultdict(list)
             for request in batch:
                 if not request.future.done():  # its caller may have been cancelled
-                    by_k[request.k].append(request)
-            for k, group in by_k.items():
+                    groups[request.k, request.mode].append(request)
+            for (k, mode), group in groups.items():
                 self.batch_sizes.append(len(group))
                 try:
-                    results = await asyncio.to_thread(self.index.search, [r.query for r in group], k=k)
+                    results = await asyncio.to_thread(self.index.search, [r.query for r in group], k=k, mode=mode)
                 except Exception as exc:
                     for r in group:
                         if not r.future.done():
@@ -73,7 +76,22 @@ class BatchingRetriever:
                     if not r.future.done():
                         r.future.set_result(passages)
 
+    def using(self, mode: SearchMode) -> ModeRetriever:
+        """This retriever with ``mode`` fixed: the shape the search loop calls."""
+        return ModeRetriever(self, mode)
+
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeRetriever:
+    """A :class:`BatchingRetriever` searching in one mode (see :meth:`BatchingRetriever.using`)."""
+
+    retriever: BatchingRetriever
+    mode: SearchMode
+
+    async def search(self, queries: Sequence[str], *, k: int) -> list[list[Passage]]:
+        return await self.retriever.search(queries, k=k, mode=self.mode)

@@ -11,19 +11,25 @@ schema metadata; opening it with another embedder is an :class:`IndexMismatchErr
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lancedb
 import pyarrow as pa
-from research.retrieval.embedders import Embedder
-from research.retrieval.passage import Passage
+from lancedb.index import FTS, IvfHnswSq
 from tqdm import tqdm
 
+from research.retrieval.embedders import Embedder
+from research.retrieval.passage import Passage
+
 TABLE = "passages"
+SearchMode = Literal["vector", "fts", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
 _META = {
     "embedder": b"research.embedder",
     "query_prefix": b"research.query_prefix",
@@ -44,8 +50,38 @@ def read_jsonl(path: str | Path) -> Iterator[Passage]:
                 try:
                     row = json.loads(line)
                     yield Passage(str(row["id"]), row["contents"])
-                except (json.JSONDecodeError, KeyError) as exc:
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise ValueError(f"{path}:{n}: not a wiki-18 passage ({exc})") from None
+
+
+def read_tsv(path: str | Path) -> Iterator[Passage]:
+    """Passages of DPR's ``psgs_w100.tsv`` (``id  text  title`` with a header row)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f, delimiter="\t")
+        header = next(rows, None)
+        if header is None or [h.strip() for h in header[:3]] != ["id", "text", "title"]:
+            raise ValueError(f"{path}: expected DPR's header 'id<TAB>text<TAB>title', got {header}")
+        for n, row in enumerate(rows, 2):
+            if len(row) < 3:
+                raise ValueError(f"{path}:{n}: expected 3 tab-separated columns, got {len(row)}")
+            yield Passage(row[0], f'"{row[2]}"\n{row[1]}')
+
+
+def read_corpus(path: str | Path) -> Iterator[Passage]:
+    """Stream a corpus file: wiki-18 ``.jsonl`` or DPR ``.tsv``, chosen by its suffix."""
+    suffix = Path(path).suffix
+    if suffix in {".jsonl", ".json"}:
+        return read_jsonl(path)
+    if suffix == ".tsv":
+        return read_tsv(path)
+    raise ValueError(f"{path}: unknown corpus format {suffix!r}; use wiki-18 .jsonl or DPR .tsv")
+
+
+def count_lines(path: str | Path) -> int:
+    """Rows in a corpus file (for the progress bar), counted in large binary blocks."""
+    with open(path, "rb") as f:
+        lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
+    return lines - (1 if Path(path).suffix == ".tsv" else 0)
 
 
 def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
@@ -70,6 +106,32 @@ def _schema(embedder: Embedder) -> pa.Schema:
     return pa.schema(fields, metadata=metadata)
 
 
+ANN_MIN_ROWS = 100_000
+"""Below this many rows exact search is fast enough and an ANN index is not built."""
+
+
+def ann_index(rows: int) -> IvfHnswSq:
+    """The vector index for a table of ``rows`` rows: IVF partitions of ~1M rows, HNSW + int8 inside.
+
+    Few, large partitions keep recall high (HNSW does the fine search inside each),
+    and SQ stores vectors in a quarter of the space of float32.
+    """
+    return IvfHnswSq(distance_type="dot", num_partitions=max(1, round(rows / 1_000_000)))
+
+
+def _committed_prefix(tbl: Any, passages: Iterator[Passage], rows: int, uri: str | Path) -> None:
+    """Skip the ``rows`` passages a previous run committed, checking the table holds those very passages."""
+    last = None
+    for last in islice(passages, rows):  # noqa: B007 - only the last one is checked
+        pass
+    stored = tbl.search().select(["id"]).offset(rows - 1).limit(1).to_list()
+    if last is None or not stored or stored[0]["id"] != last.id:
+        raise ValueError(
+            f"the index at {uri} holds {rows} rows that are not the first {rows} passages of this corpus; "
+            "rebuild it with overwrite=True (research-index build --overwrite)"
+        )
+
+
 def build_index(
     uri: str | Path,
     passages: Iterable[Passage],
@@ -78,12 +140,30 @@ def build_index(
     batch_size: int = 1024,
     table: str = TABLE,
     total: int | None = None,
+    overwrite: bool = False,
 ) -> PassageIndex:
-    """Embed ``passages`` in batches into a new table ``table`` at ``uri``."""
+    """Embed ``passages`` into table ``table`` at ``uri``, then index it for search.
+
+    Streaming and resumable: passages are read lazily and appended in corpus order,
+    one atomic LanceDB commit per batch, so a killed build leaves exactly the first
+    N passages. Run it again with the same corpus and it checks those N and goes on
+    from N + 1: no passage missing, none twice. A finished index is left as it is.
+    Then a full-text (BM25) index is built, and from :data:`ANN_MIN_ROWS` rows on
+    an ANN vector index (:func:`ann_index`).
+    """
     schema = _schema(embedder)
     db = lancedb.connect(str(uri))
-    tbl = db.create_table(table, schema=schema, mode="overwrite")
-    with tqdm(total=total, unit="passage", desc="indexing") as bar:
+    passages = iter(passages)
+    done = 0
+    if not overwrite and table in db.table_names():
+        tbl = db.open_table(table)
+        _check_embedder(tbl, embedder, uri)
+        done = tbl.count_rows()
+        if done:
+            _committed_prefix(tbl, passages, done, uri)
+    else:
+        tbl = db.create_table(table, schema=schema, mode="overwrite")
+    with tqdm(total=total, initial=done, unit="passage", desc="embedding", dynamic_ncols=True) as bar:
         for batch in _batches(passages, batch_size):
             vectors = embedder.encode_passages([p.contents for p in batch])
             tbl.add(
@@ -97,7 +177,30 @@ def build_index(
                 )
             )
             bar.update(len(batch))
+    _ensure_indices(tbl)
     return PassageIndex(uri, tbl, embedder)
+
+
+def _ensure_indices(tbl: Any) -> None:
+    """Build the full-text index and (for large tables) the ANN index, unless current."""
+    indexed = {cfg.columns[0]: cfg for cfg in tbl.list_indices()}
+    rows = tbl.count_rows()
+    for column, config in [("contents", FTS()), ("vector", ann_index(rows) if rows >= ANN_MIN_ROWS else None)]:
+        if config is None:
+            continue
+        current = column in indexed and tbl.index_stats(indexed[column].name).num_unindexed_rows == 0
+        if not current:
+            print(f"building the {type(config).__name__} index on {column!r} ({rows} rows)")
+            tbl.create_index(column, config=config, replace=True)
+
+
+def _check_embedder(tbl: Any, embedder: Embedder, uri: str | Path) -> None:
+    built_with = (tbl.schema.metadata or {}).get(_META["embedder"], b"").decode()
+    if built_with and embedder.spec.name != built_with:
+        raise IndexMismatchError(
+            f"the index at {uri} was built with {built_with!r}; searching it with {embedder.spec.name!r} "
+            "would compare vectors from different models. Pass embedder=None to use the index's own."
+        )
 
 
 class PassageIndex:
@@ -111,12 +214,30 @@ class PassageIndex:
     def __len__(self) -> int:
         return self.table.count_rows()
 
-    def search(self, queries: Sequence[str], *, k: int = 5) -> list[list[Passage]]:
-        """Top-``k`` passages for each query, best first, scored by cosine similarity."""
+    def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
+        """Top-``k`` passages for each query, best first.
+
+        ``vector`` (as ReSearch was trained): cosine similarity of the embeddings, all
+        queries in one embedding call and one vector query. ``fts``: BM25 over the
+        passage text. ``hybrid``: both lists fused by reciprocal rank (RRF, k=60).
+        """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
         if not queries:
             return []
+        if mode == "vector":
+            return self._vector(queries, k)
+        if mode == "fts":
+            return [self._fts(q, k) for q in queries]
+        depth = max(2 * k, 20)
+        return [
+            _rrf([dense, self._fts(q, depth)], k)
+            for q, dense in zip(queries, self._vector(queries, depth), strict=True)
+        ]
+
+    def _vector(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         vectors = self.embedder.encode_queries(list(queries))
         rows = (
             self.table.search(list(vectors) if len(vectors) > 1 else vectors[0])
@@ -131,6 +252,29 @@ class PassageIndex:
             out[row.get("query_index", 0)].append(Passage(row["id"], row["contents"], 1.0 - row["_distance"]))
         return out
 
+    def _fts(self, query: str, k: int) -> list[Passage]:
+        if not query.strip():
+            return []
+        try:
+            rows = self.table.search(query, query_type="fts").limit(k).select(["id", "contents"]).to_list()
+        except ValueError as exc:
+            raise ValueError(
+                f"full-text search failed on {self.uri} ({exc}); rebuild with research-index build"
+            ) from exc
+        return [Passage(r["id"], r["contents"], r["_score"]) for r in rows]
+
+
+def _rrf(rankings: list[list[Passage]], k: int, c: int = 60) -> list[Passage]:
+    """Reciprocal-rank fusion: score = sum over lists of 1 / (c + rank)."""
+    scores: dict[str, float] = {}
+    first: dict[str, Passage] = {}
+    for ranking in rankings:
+        for rank, p in enumerate(ranking, 1):
+            scores[p.id] = scores.get(p.id, 0.0) + 1.0 / (c + rank)
+            first.setdefault(p.id, p)
+    best = sorted(scores, key=scores.__getitem__, reverse=True)[:k]
+    return [replace(first[i], score=scores[i]) for i in best]
+
 
 def connect(uri: str | Path, *, embedder: str | Embedder | None = None, table: str = TABLE) -> PassageIndex:
     """Open the passage index at ``uri``; ``embedder`` defaults to the one that built it."""
@@ -144,9 +288,5 @@ def connect(uri: str | Path, *, embedder: str | Embedder | None = None, table: s
         embedder = Embedder(built_with)
     elif isinstance(embedder, str):
         embedder = Embedder(embedder)
-    if built_with and embedder.spec.name != built_with:
-        raise IndexMismatchError(
-            f"the index at {uri} was built with {built_with!r}; searching it with {embedder.spec.name!r} "
-            "would compare vectors from different models. Pass embedder=None to use the index's own."
-        )
+    _check_embedder(tbl, embedder, uri)
     return PassageIndex(uri, tbl, embedder)

@@ -24,9 +24,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import httpx
 import pytest
 import pytest_asyncio
-from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 
 from research.engines.base import Engine
+from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.testbed.models import SCRIPT_CORPUS, VLLM_CPU_ARGS, load_tokenizer, open_engine, scripted_model
 
 ENGINES = ("transformers", "vllm", "upstream")

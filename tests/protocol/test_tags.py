@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from research.retrieval import Passage
 
 from research.protocol import SEARCH_STOP, Segment, TagParser, extract_query, format_result, parse
 from research.protocol.tags import merge
+from research.retrieval import Passage
 
 TRACE = (
     "<think> I need the capital. </think> <search> capital of France </search>"

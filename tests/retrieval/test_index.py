@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+
 from research.retrieval import BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
 
 

@@ -1,0 +1,90 @@
+"""OpenAI-style error bodies for every HTTP API we serve (chat server and retriever).
+
+Every error is ``{"error": {"message", "type", "param", "code"}}`` with the status
+OpenAI would use: malformed JSON and schema violations are 400 (not FastAPI's
+422), naming the offending field in ``param``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class APIError(Exception):
+    """An error with an HTTP status, raised anywhere in a request handler."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+
+def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """The JSON body of an error response.
+
+    >>> error_body(404, "no such model", param="model", code="model_not_found")["error"]["type"]
+    'not_found_error'
+    """
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "internal_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(error: APIError) -> JSONResponse:
+    body = error_body(error.status, error.message, param=error.param, code=error.code)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def _describe(errors: list[Any]) -> tuple[str, str | None]:
+    """One readable sentence for pydantic's error list, and the first bad field."""
+    parts, param = [], None
+    for err in errors:
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        field = ".".join(loc) or None
+        param = param or field
+        if err.get("type") == "json_invalid":
+            parts.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        elif err.get("type") == "extra_forbidden":
+            parts.append(f"unrecognized request argument: {field}")
+        elif err.get("type") == "value_error":  # our own validators: the message says it all
+            parts.append(str(err.get("ctx", {}).get("error", err.get("msg"))))
+        else:
+            parts.append(f"{field}: {err.get('msg')}" if field else str(err.get("msg")))
+    return "; ".join(parts), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer validation errors, HTTP errors and :class:`APIError` in the OpenAI shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _describe(list(exc.errors()))
+        return error_response(APIError(400, message, param=param, code="invalid_request"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(APIError(exc.status_code, str(exc.detail), headers=exc.headers))

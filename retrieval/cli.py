@@ -1,0 +1,110 @@
+"""``research-index``: build, search and serve the LanceDB passage index.
+
+    research-index build --corpus wiki-18.jsonl --index ./wiki18
+    research-index search "who founded Apple" --index ./wiki18 -k 5
+    research-index serve --index ./wiki18 --port 8001
+
+``--index`` takes a local path (embedded LanceDB, the default) or any LanceDB
+URI: ``s3://bucket/wiki18`` or ``db://project`` for LanceDB Cloud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder
+from research.retrieval.index import SEARCH_MODES, build_index, connect, count_lines, read_corpus
+
+
+def _build(args: argparse.Namespace) -> None:
+    embedder = Embedder(args.embedder, device=args.device, batch_size=args.batch_size)
+    total = count_lines(args.corpus)
+    index = build_index(
+        args.index,
+        read_corpus(args.corpus),
+        embedder=embedder,
+        batch_size=args.commit_every,
+        total=total,
+        overwrite=args.overwrite,
+    )
+    print(f"{args.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
+
+
+def _search(args: argparse.Namespace) -> None:
+    index = connect(args.index)
+    for query, hits in zip(args.queries, index.search(args.queries, k=args.k, mode=args.mode), strict=True):
+        print(f"# {query}")
+        for rank, p in enumerate(hits, 1):
+            text = p.text if len(p.text) <= 200 else p.text[:197] + "..."
+            print(f"{rank:>2}. [{p.score:.4f}] {p.title} (id {p.id})\n    {text}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from research.retrieval.batching import BatchingRetriever
+    from research.retrieval.service import create_app
+
+    app = create_app(BatchingRetriever(connect(args.index)), default_k=args.k)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="research-index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser(
+        "build",
+        help="embed a corpus into a LanceDB index (resumable)",
+        description="Embed a wiki-18 .jsonl or DPR .tsv corpus into a LanceDB table, then build its "
+        "full-text index and (from 100k passages) an IVF-HNSW-SQ vector index. Killed midway? "
+        "Run the same command again: it checks what was committed and goes on from there.",
+    )
+    b.add_argument("--corpus", required=True, help="wiki-18 jsonl ({id, contents} a line) or DPR psgs_w100.tsv")
+    b.add_argument("--index", required=True, help="local folder or LanceDB URI (s3://..., db://...)")
+    b.add_argument(
+        "--embedder",
+        default=DEFAULT_EMBEDDER,
+        help=f"sentence-transformers model (default {DEFAULT_EMBEDDER}; prefixes known for: {', '.join(REGISTRY)})",
+    )
+    b.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: best available)")
+    b.add_argument("--batch-size", type=int, default=128, help="passages per embedding forward pass")
+    b.add_argument("--commit-every", type=int, default=8192, help="passages per LanceDB commit (resume granularity)")
+    b.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing index")
+    b.set_defaults(run=_build)
+
+    s = sub.add_parser("search", help="print the top passages for queries", description="Search an index.")
+    s.add_argument("queries", nargs="+", help="one or more queries")
+    s.add_argument("--index", required=True, help="local folder or LanceDB URI")
+    s.add_argument("-k", type=int, default=5, help="passages per query (default 5, as trained)")
+    s.add_argument("--mode", choices=SEARCH_MODES, default="vector", help="vector (default), fts (BM25) or hybrid")
+    s.set_defaults(run=_search)
+
+    v = sub.add_parser(
+        "serve",
+        help="serve the index over HTTP (ReSearch, Search-R1 and /v1/search APIs)",
+        description="Serve POST /search and /batch_search (ReSearch), /retrieve (Search-R1) and /v1/search.",
+    )
+    v.add_argument("--index", required=True, help="local folder or LanceDB URI")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8001)
+    v.add_argument("-k", type=int, default=5, help="passages when a request does not say (Search-R1's topk)")
+    v.set_defaults(run=_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"research-index: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The retriever over HTTP: ReSearch's, Search-R1's and our own search APIs.
+
+Drop-in for the retrievers the reference training and evaluation scripts call:
+
+* ReSearch (FlashRAG style): ``POST /search`` ``{"query", "top_n", "return_score"}``
+  and ``POST /batch_search`` with a list of queries; documents are
+  ``{"id", "contents"}``, and with ``return_score`` the reply is ``[documents, scores]``.
+* Search-R1: ``POST /retrieve`` ``{"queries", "topk", "return_scores"}`` answering
+  ``{"result": [[doc | {"document": doc, "score"}, ...], ...]}``.
+* Ours: ``POST /v1/search`` ``{"queries", "k", "mode"}`` answering passages with
+  id, title, text and score, in vector, BM25 or hybrid mode.
+
+Every request goes through the app's :class:`BatchingRetriever`, so concurrent
+requests share embedding calls and never block the event loop. The router is
+mounted by ``research-index serve`` and by the chat server alike.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from research.http_errors import APIError, install_error_handlers
+from research.retrieval.batching import BatchingRetriever
+from research.retrieval.index import SearchMode
+from research.retrieval.passage import Passage
+
+MAX_K = 100
+"""Most passages one query may ask for."""
+MAX_QUERIES = 1024
+"""Most queries one request may carry."""
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ReSearchQuery(_Request):
+    query: str
+    top_n: int = Field(10, ge=1, le=MAX_K)
+    return_score: bool = False
+
+
+class ReSearchBatch(_Request):
+    query: list[str] = Field(min_length=1, max_length=MAX_QUERIES)
+    top_n: int = Field(10, ge=1, le=MAX_K)
+    return_score: bool = False
+
+
+class SearchR1Query(_Request):
+    queries: list[str] = Field(min_length=1, max_length=MAX_QUERIES)
+    topk: int | None = Field(None, ge=1, le=MAX_K)
+    return_scores: bool = False
+
+
+class SearchRequest(_Request):
+    queries: list[str] = Field(min_length=1, max_length=MAX_QUERIES)
+    k: int = Field(5, ge=1, le=MAX_K)
+    mode: SearchMode = "vector"
+
+
+def passage_json(p: Passage) -> dict[str, Any]:
+    """How our APIs show a passage (id, title, text, contents, score)."""
+    return {"id": p.id, "title": p.title, "text": p.text, "contents": p.contents, "score": p.score}
+
+
+def _doc(p: Passage) -> dict[str, str]:
+    return {"id": p.id, "contents": p.contents}
+
+
+async def search(request: Request, queries: list[str], k: int, mode: SearchMode = "vector") -> list[list[Passage]]:
+    """Search with the app's retriever; a failing index is a 503 that names the cause."""
+    retriever: BatchingRetriever = request.app.state.retriever
+    try:
+        return await retriever.search(queries, k=k, mode=mode)
+    except Exception as exc:
+        raise APIError(503, f"retrieval failed: {exc}", code="retriever_unavailable") from exc
+
+
+def search_router() -> APIRouter:
+    """The search endpoints; the app must set ``app.state.retriever`` (and ``default_k``)."""
+    router = APIRouter(tags=["retrieval"])
+
+    @router.post("/search")
+    async def research_search(body: ReSearchQuery, request: Request) -> Any:
+        [hits] = await search(request, [body.query], body.top_n)
+        docs = [_doc(p) for p in hits]
+        return [docs, [p.score for p in hits]] if body.return_score else docs
+
+    @router.post("/batch_search")
+    async def research_batch_search(body: ReSearchBatch, request: Request) -> Any:
+        results = await search(request, body.query, body.top_n)
+        docs = [[_doc(p) for p in hits] for hits in results]
+        return [docs, [[p.score for p in hits] for hits in results]] if body.return_score else docs
+
+    @router.post("/retrieve")
+    async def search_r1_retrieve(body: SearchR1Query, request: Request) -> dict[str, Any]:
+        results = await search(request, body.queries, body.topk or request.app.state.default_k)
+        if body.return_scores:
+            return {"result": [[{"document": _doc(p), "score": p.score} for p in hits] for hits in results]}
+        return {"result": [[_doc(p) for p in hits] for hits in results]}
+
+    @router.post("/v1/search")
+    async def v1_search(body: SearchRequest, request: Request) -> dict[str, Any]:
+        results = await search(request, body.queries, body.k, body.mode)
+        return {
+            "object": "list",
+            "data": [
+                {"query": q, "passages": [passage_json(p) for p in hits]}
+                for q, hits in zip(body.queries, results, strict=True)
+            ],
+        }
+
+    return router
+
+
+def create_app(retriever: BatchingRetriever, *, default_k: int = 5) -> FastAPI:
+    """The standalone retriever service (``research-index serve``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await retriever.close()
+
+    app = FastAPI(title="ReSearch retriever", lifespan=lifespan)
+    app.state.retriever, app.state.default_k = retriever, default_k
+    install_error_handlers(app)
+    app.include_router(search_router())
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "index": retriever.index.uri, "passages": len(retriever.index)}
+
+    return app

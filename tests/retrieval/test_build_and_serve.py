@@ -1,0 +1,170 @@
+"""research-index end to end: a resumable build killed midway, search modes, the HTTP APIs under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import httpx
+import lancedb
+import pytest
+
+from research.retrieval import BatchingRetriever, Passage, build_index
+from research.retrieval.service import create_app
+from research.testbed.world import make_world
+from tests.server.conftest import free_port
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[str, list[str]]:
+    passages = make_world(7, chains=400).passages()
+    path = tmp_path_factory.mktemp("corpus") / "toy.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in passages))
+    return str(path), [p["id"] for p in passages]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "research.retrieval.cli", *args]
+
+
+def _rows(uri) -> int:
+    try:
+        return lancedb.connect(str(uri)).open_table("passages").count_rows()
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def test_a_build_killed_midway_resumes_without_duplicates_or_gaps(corpus, tmp_path):
+    path, ids = corpus
+    uri = tmp_path / "index"
+    build = _cli("build", "--corpus", path, "--index", str(uri), "--embedder", MINILM, "--device", "cpu")
+    build += ["--commit-every", "128", "--batch-size", "64"]
+    proc = subprocess.Popen(build, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while _rows(uri) < 256 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _rows(uri)
+    assert 0 < killed_at < len(ids), "the build should have been killed midway"
+
+    done = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    table = lancedb.connect(str(uri)).open_table("passages")
+    stored = table.to_arrow().column("id").to_pylist()
+    assert len(stored) == len(ids) and Counter(stored) == Counter(ids)
+    assert stored == ids  # corpus order, the resumed part right after the committed one
+    index_types = {i.index_type for i in table.list_indices()}
+    assert "FTS" in index_types
+
+
+def test_resuming_over_another_corpus_is_refused(corpus, tmp_path, embedder):
+    path, _ = corpus
+    build_index(tmp_path / "i", [Passage("other", '"X"\nx')], embedder=embedder)
+    with pytest.raises(ValueError, match="not the first 1 passages of this corpus"):
+        from research.retrieval import read_corpus
+
+        build_index(tmp_path / "i", read_corpus(path), embedder=embedder)
+
+
+def test_search_modes_find_the_named_entity(script_index):
+    for mode in ("vector", "fts", "hybrid"):
+        [hits] = script_index.search(["capital of Freedonia"], k=3, mode=mode)
+        assert hits[0].id in {"fr-1", "fr-2"}, mode
+        assert len(hits) == 3
+    with pytest.raises(ValueError, match="unknown search mode"):
+        script_index.search(["x"], mode="semantic")
+
+
+def test_the_search_command_prints_ranked_passages(script_index):
+    out = subprocess.run(
+        _cli("search", "capital of Freedonia", "--index", script_index.uri, "-k", "2", "--mode", "hybrid"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "# capital of Freedonia" and lines[1].startswith(" 1. [") and "Freedonia" in lines[1]
+
+
+def test_a_missing_index_is_a_one_line_error():
+    out = subprocess.run(_cli("search", "x", "--index", "/nonexistent/idx"), capture_output=True, text=True)
+    assert out.returncode == 2 and "research-index: error: no passage index" in out.stderr
+
+
+@pytest.fixture
+async def service(script_index):
+    import uvicorn
+
+    retriever = BatchingRetriever(script_index)
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(create_app(retriever, default_k=3), port=port, log_level="warning"))
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", retriever
+    uv.should_exit = True
+    await task
+
+
+async def test_research_and_search_r1_clients_payloads(service):
+    url, _ = service
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        # ReSearch's evaluation client: POST /batch_search {"query": [...], "top_n": 5}
+        docs = (await http.post("/batch_search", json={"query": ["capital of Freedonia", "copper"], "top_n": 5})).json()
+        assert len(docs) == 2 and all(len(d) == 5 for d in docs)
+        assert set(docs[0][0]) == {"id", "contents"} and docs[0][0]["contents"].startswith('"Freedonia"')
+        asked = {"query": "Freedonia", "top_n": 2, "return_score": True}
+        single, scores = (await http.post("/search", json=asked)).json()
+        assert len(single) == len(scores) == 2 and scores[0] >= scores[1]
+        # Search-R1's retriever client: POST /retrieve {"queries": [...], "topk": 3, "return_scores": true}
+        asked = {"queries": ["capital of Freedonia"], "topk": 3, "return_scores": True}
+        r1 = await http.post("/retrieve", json=asked)
+        [hits] = r1.json()["result"]
+        assert len(hits) == 3 and set(hits[0]) == {"document", "score"}
+        assert hits[0]["document"]["contents"].split("\n")[0] == '"Freedonia"'
+        default_k = (await http.post("/retrieve", json={"queries": ["x"]})).json()["result"][0]
+        assert len(default_k) == 3
+        ours = (await http.post("/v1/search", json={"queries": ["Freedonia"], "k": 2, "mode": "fts"})).json()
+        assert ours["data"][0]["passages"][0]["title"] == "Freedonia"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/search", {"query": "x", "top_n": 0}, "top_n"),
+        ("/batch_search", {"query": []}, "query"),
+        ("/retrieve", {"queries": "x"}, "queries"),
+        ("/v1/search", {"queries": ["x"], "k": 1000}, "k"),
+        ("/v1/search", {"queries": ["x"], "mode": "magic"}, "mode"),
+    ],
+)
+async def test_bad_retriever_requests_are_400s(service, path, body, param):
+    url, _ = service
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        response = await http.post(path, json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+async def test_fifty_concurrent_requests_are_answered_correctly_in_shared_batches(service, script_index):
+    url, retriever = service
+    queries = ["capital of Freedonia", "copper mines", "signal stone monument", "maps archive", "harbor ore"]
+    expected = {q: script_index.search([q], k=2)[0][0].id for q in queries}
+    retriever.batch_sizes.clear()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        replies = await asyncio.gather(
+            *(http.post("/retrieve", json={"queries": [queries[i % 5]], "topk": 2}) for i in range(50))
+        )
+    for i, reply in enumerate(replies):
+        assert reply.status_code == 200
+        assert reply.json()["result"][0][0]["id"] == expected[queries[i % 5]]
+    assert sum(retriever.batch_sizes) == 50 and len(retriever.batch_sizes) < 50
