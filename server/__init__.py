@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server: chat/text completions with the search loop on the server."""

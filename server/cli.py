@@ -1,0 +1,166 @@
+"""``research-serve``: the OpenAI-compatible ReSearch server.
+
+    research-serve --model agentrl/ReSearch-Qwen-7B-Instruct --index ./wiki18
+    research-serve --model ./ckpt --index s3://bucket/wiki18 --engine upstream \\
+        --upstream-url http://gpu-node:8000/v1
+
+The model's ``<search>`` queries are answered from the LanceDB index on the
+server; clients see the interleaved reasoning stream (see openai_compat.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from research.protocol import TemplateName
+from research.retrieval import BatchingRetriever, connect
+from research.server.app import Server, ServerConfig, create_app
+
+ENGINES = ("vllm", "transformers", "upstream")
+
+
+def default_template(model: str) -> TemplateName:
+    """The template a checkpoint was trained with.
+
+    A ``research.json`` next to the weights (written by ``research-train`` and the
+    test bed) says it; otherwise names with "instruct" use the chat template and
+    the rest the base template, as ReSearch's released checkpoints are named.
+    """
+    card = Path(model) / "research.json"
+    if card.is_file():
+        return json.loads(card.read_text())["template"]
+    return "instruct" if "instruct" in model.lower() else "base"
+
+
+class JsonLogs(logging.Formatter):
+    """One JSON object per log line, with the request id when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name}
+        if request_id := getattr(record, "request_id", None):
+            line["request_id"] = request_id
+        line["message"] = record.getMessage()
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def open_engine(args: argparse.Namespace) -> Any:
+    """The generation engine the flags ask for (call inside the server's event loop)."""
+    if args.engine == "upstream":
+        from transformers import AutoTokenizer
+
+        from research.engines.upstream import UpstreamEngine
+
+        if not args.upstream_url:
+            raise SystemExit("research-serve: error: --engine upstream needs --upstream-url")
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+        return UpstreamEngine(args.upstream_url, tokenizer, model=args.upstream_model, api_key=args.upstream_api_key)
+    if args.engine == "transformers":
+        from research.engines.hf import TransformersEngine
+
+        return TransformersEngine.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    import torch
+
+    from research.engines.vllm_engine import VLLMEngine
+
+    engine_args: dict[str, Any] = {
+        "dtype": args.dtype,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "max_model_len": args.max_model_len,
+    }
+    if not torch.cuda.is_available():  # vLLM's CPU build: eager mode and a bounded KV cache
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+        engine_args["enforce_eager"] = True
+    return VLLMEngine.from_pretrained(args.model, **{k: v for k, v in engine_args.items() if v is not None})
+
+
+async def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    engine = open_engine(args)
+    retriever = BatchingRetriever(connect(args.index))
+    config = ServerConfig(
+        model_name=args.served_model_name or args.model,
+        template=args.template if args.template != "auto" else default_template(args.model),
+        max_tokens=args.max_tokens,
+        max_searches=args.max_searches,
+        search_top_k=args.search_top_k,
+        max_concurrent_requests=args.max_concurrent_requests,
+        api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
+    )
+    server = Server(engine, retriever, config)
+    logging.getLogger("research").info(
+        "serving %s (template %s, engine %s) with index %s",
+        config.model_name,
+        config.template,
+        args.engine,
+        args.index,
+    )
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_config=None))
+    try:
+        await uv.serve()
+    finally:
+        await server.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="research-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", required=True, help="checkpoint path or Hugging Face id")
+    p.add_argument("--index", required=True, help="passage index: local folder or LanceDB URI (s3://, db://)")
+    p.add_argument("--served-model-name", help="the name clients put in 'model' (default: --model)")
+    p.add_argument(
+        "--template",
+        choices=["auto", "base", "instruct"],
+        default="auto",
+        help="prompt template the model was trained with (auto: research.json, else 'instruct' in the name)",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also $RESEARCH_API_KEY)")
+
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=ENGINES, default="vllm", help="who generates (default: vLLM in-process)")
+    g.add_argument("--dtype", default="auto", help="weights dtype (auto, bfloat16, float16, float32)")
+    g.add_argument("--tensor-parallel-size", type=int, help="vLLM: GPUs per model (e.g. 4 or 8 for 32B)")
+    g.add_argument("--gpu-memory-utilization", type=float, help="vLLM: share of GPU memory to use (default 0.9)")
+    g.add_argument("--max-model-len", type=int, help="vLLM: context window (default: the model's)")
+    g.add_argument("--device", default="cpu", help="transformers engine: cpu, cuda, cuda:1...")
+    g.add_argument("--upstream-url", help="upstream engine: base URL of a vLLM/SGLang server, e.g. http://h:8000/v1")
+    g.add_argument("--upstream-model", help="upstream engine: model name there (default: its first)")
+    g.add_argument("--upstream-api-key", help="upstream engine: its API key")
+    g.add_argument("--tokenizer", help="upstream engine: tokenizer path or id (default: --model)")
+
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-tokens", type=int, default=8192, help="largest response budget, model + retrieved tokens")
+    lim.add_argument("--max-searches", type=int, help="largest number of searches per response (default: unbounded)")
+    lim.add_argument("--search-top-k", type=int, default=5, help="passages per search when a request does not say")
+    lim.add_argument("--max-concurrent-requests", type=int, default=256, help="beyond this, 429 with Retry-After")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogs())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    try:
+        asyncio.run(serve(args))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"research-serve: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Prometheus metrics of one server (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "research_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.running = Gauge("research_requests_running", "Requests in flight", registry=r)
+        self.prompt_tokens = Counter("research_prompt_tokens", "Prompt tokens", registry=r)
+        self.generation_tokens = Counter("research_generation_tokens", "Tokens the model generated", registry=r)
+        self.retrieved_tokens = Counter("research_retrieved_tokens", "Result-block tokens fed back", registry=r)
+        self.searches = Counter("research_searches", "Searches run", registry=r)
+        self.retrieval_seconds = Histogram(
+            "research_retrieval_seconds", "Latency of one search (embed + index)", buckets=_LATENCY, registry=r
+        )
+        self.generation_seconds = Histogram(
+            "research_generation_seconds", "Time a request spent generating", buckets=_LATENCY, registry=r
+        )
+        self.request_seconds = Histogram(
+            "research_request_seconds", "End-to-end request latency", buckets=_LATENCY, registry=r
+        )

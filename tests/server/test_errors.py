@@ -1,0 +1,76 @@
+"""Bad input gets a 4xx in OpenAI's error shape, with a message that says what to fix; the server keeps serving."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+MODEL = "scripted"
+GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "What is the capital of Freedonia?"}]}
+
+BAD = [
+    pytest.param(b'{"model": "scripted", "messages": [', 400, None, "not valid JSON", id="malformed-json"),
+    pytest.param({**GOOD, "messages": "hi"}, 400, "messages", "valid list", id="messages-not-a-list"),
+    pytest.param({**GOOD, "temperature": "hot"}, 400, "temperature", "valid number", id="temperature-a-string"),
+    pytest.param({**GOOD, "model": "gpt-4"}, 404, "model", "does not exist", id="unknown-model"),
+    pytest.param({**GOOD, "messages": []}, 400, "messages", "at least 1", id="empty-messages"),
+    pytest.param(
+        {**GOOD, "messages": [{"role": "system", "content": "hi"}]}, 400, None, "user message", id="no-user-message"
+    ),
+    pytest.param({**GOOD, "max_tokens": 10**9}, 400, "max_tokens", "limit of 8192", id="huge-max-tokens"),
+    pytest.param({**GOOD, "max_tokens": 0}, 400, "max_tokens", "greater than or equal to 1", id="zero-max-tokens"),
+    pytest.param({**GOOD, "search_top_k": 0}, 400, "search_top_k", "greater than or equal to 1", id="zero-top-k"),
+    pytest.param({**GOOD, "search_top_k": -2}, 400, "search_top_k", "greater than or equal to 1", id="neg-top-k"),
+    pytest.param({**GOOD, "top_k": -3}, 400, "top_k", "-1 or 0", id="sampling-top-k-3"),
+    pytest.param({**GOOD, "n": 2}, 400, "n", "only n=1", id="n-2"),
+    pytest.param({**GOOD, "max_searches": 9}, 400, "max_searches", "limit of 4", id="too-many-searches"),
+    pytest.param({**GOOD, "search_mode": "magic"}, 400, "search_mode", "vector", id="unknown-search-mode"),
+    pytest.param({**GOOD, "stop": ["x"]}, 400, None, "stop is not supported", id="stop"),
+    pytest.param({**GOOD, "tools": [{"type": "function"}]}, 400, None, "search tool itself", id="tools"),
+    pytest.param({**GOOD, "frobnicate": 1}, 400, "frobnicate", "unrecognized request argument", id="unknown-field"),
+    pytest.param(
+        {**GOOD, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        400, "messages.0.content", None, id="image-content",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "status", "param", "message"), BAD)
+async def test_bad_requests_get_a_clear_openai_error(live_transformers, body, status, param, message):
+    async with httpx.AsyncClient(base_url=live_transformers.url, timeout=60) as http:
+        if isinstance(body, bytes):
+            response = await http.post("/chat/completions", content=body, headers={"content-type": "application/json"})
+        else:
+            response = await http.post("/chat/completions", json=body)
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
+        if param is not None:
+            assert error["param"] == param or error["param"].startswith(param)
+        if message is not None:
+            assert message in error["message"]
+        # ... and the server keeps serving.
+        ok = await http.post("/chat/completions", json={**GOOD, "temperature": 0})
+        assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["answer"] == "Marxville"
+
+
+async def test_the_sdk_raises_its_own_typed_errors(live_transformers):
+    client = openai.AsyncOpenAI(base_url=live_transformers.url, api_key="unused")
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        await client.chat.completions.create(model="nope", messages=GOOD["messages"])
+    with pytest.raises(openai.BadRequestError, match="search_top_k"):
+        await client.chat.completions.create(**GOOD, extra_body={"search_top_k": 0})
+    await client.close()
+
+
+async def test_a_base_model_takes_exactly_one_question(transformers_engine, script_index):
+    from tests.server.conftest import serving
+
+    async with serving(transformers_engine, script_index) as live:
+        live.server.config.template = "base"
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
+            two = {**GOOD, "messages": GOOD["messages"] * 2}
+            response = await http.post("/chat/completions", json=two)
+    assert response.status_code == 400 and "exactly one user message" in response.json()["error"]["message"]
