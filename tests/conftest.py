@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -24,9 +26,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
 
 from research.engines.base import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
+from research.server.app import Server, ServerConfig, create_app
 from research.testbed.models import SCRIPT_CORPUS, VLLM_CPU_ARGS, load_tokenizer, open_engine, scripted_model
 
 ENGINES = ("transformers", "vllm", "upstream")
@@ -56,7 +60,7 @@ async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
     await engine.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -65,7 +69,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``vllm serve`` on loopback; yields its ``/v1`` base URL."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
@@ -157,3 +161,71 @@ async def retriever(script_index: PassageIndex) -> AsyncIterator[BatchingRetriev
     retriever = BatchingRetriever(script_index)
     yield retriever
     await retriever.close()
+
+
+# -- a live OpenAI-compatible server per engine (tests/server, tests/clients) --
+
+MODEL = "scripted"
+
+
+@dataclass
+class Live:
+    """A running server: its base URL (``.../v1``), its state and its engine."""
+
+    url: str
+    server: Server
+    engine: Engine
+
+
+async def start(server: Server) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    port = free_port()
+    config = uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    return uv, task, f"http://127.0.0.1:{port}"
+
+
+async def stop(uv: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    uv.should_exit = True
+    await task
+
+
+@asynccontextmanager
+async def serving(engine: Engine, index: PassageIndex, **config) -> AsyncIterator[Live]:
+    """Serve ``engine`` on a free loopback port for the duration of the block."""
+    retriever = BatchingRetriever(index)
+    server = Server(engine, retriever, ServerConfig(**{"model_name": MODEL, "template": "instruct", **config}))
+    uv, task, base = await start(server)
+    try:
+        yield Live(f"{base}/v1", server, engine)
+    finally:
+        await stop(uv, task)
+        await retriever.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def live_transformers(transformers_engine: Engine, script_index: PassageIndex) -> AsyncIterator[Live]:
+    async with serving(transformers_engine, script_index, max_searches=4) as live:
+        yield live
+
+
+@pytest_asyncio.fixture(scope="session")
+async def live_vllm(vllm_engine: Engine, script_index: PassageIndex) -> AsyncIterator[Live]:
+    async with serving(vllm_engine, script_index) as live:
+        yield live
+
+
+@pytest_asyncio.fixture(scope="session")
+async def live_upstream(upstream_engine: Engine, script_index: PassageIndex) -> AsyncIterator[Live]:
+    async with serving(upstream_engine, script_index) as live:
+        yield live
+
+
+@pytest.fixture(params=ENGINES)
+def live(request: pytest.FixtureRequest) -> Live:
+    """The server on each real engine in turn."""
+    return request.getfixturevalue(f"live_{request.param}")

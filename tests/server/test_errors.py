@@ -66,7 +66,7 @@ async def test_the_sdk_raises_its_own_typed_errors(live_transformers):
 
 
 async def test_a_base_model_takes_exactly_one_question(transformers_engine, script_index):
-    from tests.server.conftest import serving
+    from tests.conftest import serving
 
     async with serving(transformers_engine, script_index) as live:
         live.server.config.template = "base"

@@ -12,7 +12,7 @@ import pytest
 from research.protocol import render_prompt
 from research.retrieval import Passage, build_index
 from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
-from tests.server.conftest import serving
+from tests.conftest import serving
 
 MODEL = "scripted"
 ASK = {"model": MODEL, "messages": [{"role": "user", "content": SCRIPT_QUESTION}], "temperature": 0}

@@ -1,0 +1,1 @@
+"""Clients of the ReSearch server: ``research ask`` and LangChain integrations."""
