@@ -10,12 +10,18 @@ low load a query waits for nobody.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from research.retrieval.index import SEARCH_MODES, PassageIndex, SearchMode
 from research.retrieval.passage import Passage
+
+INDEX_SECONDS: ContextVar[float] = ContextVar("index_seconds", default=0.0)
+"""Seconds the index (embedding + query) spent on the batch that served the caller's last
+search; set in the caller's context, so a server can tell search overhead from index time."""
 
 
 @dataclass(slots=True)
@@ -23,7 +29,7 @@ class _Request:
     query: str
     k: int
     mode: SearchMode
-    future: asyncio.Future[list[Passage]]
+    future: asyncio.Future[tuple[list[Passage], float]]
 
 
 class BatchingRetriever:
@@ -51,7 +57,9 @@ class BatchingRetriever:
         requests = [_Request(q, k, mode, loop.create_future()) for q in queries]
         for request in requests:
             self._queue.put_nowait(request)
-        return list(await asyncio.gather(*(r.future for r in requests)))
+        results = await asyncio.gather(*(r.future for r in requests))
+        INDEX_SECONDS.set(max(seconds for _, seconds in results))
+        return [passages for passages, _ in results]
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -65,6 +73,7 @@ class BatchingRetriever:
                     groups[request.k, request.mode].append(request)
             for (k, mode), group in groups.items():
                 self.batch_sizes.append(len(group))
+                started = time.perf_counter()
                 try:
                     results = await asyncio.to_thread(self.index.search, [r.query for r in group], k=k, mode=mode)
                 except Exception as exc:
@@ -72,9 +81,10 @@ class BatchingRetriever:
                         if not r.future.done():
                             r.future.set_exception(exc)
                     continue
+                seconds = time.perf_counter() - started
                 for r, passages in zip(group, results, strict=True):
                     if not r.future.done():
-                        r.future.set_result(passages)
+                        r.future.set_result((passages, seconds))
 
     def using(self, mode: SearchMode) -> ModeRetriever:
         """This retriever with ``mode`` fixed: the shape the search loop calls."""

@@ -36,6 +36,7 @@ from research.protocol import (
     stream_search_loop,
 )
 from research.retrieval import BatchingRetriever
+from research.retrieval.batching import INDEX_SECONDS
 from research.retrieval.service import search_router
 from research.server.metrics import Metrics
 from research.server.render import ReasoningSplitter, chat_prompt, citations, search_json
@@ -169,12 +170,14 @@ class Server:
                         yield delta
                 elif isinstance(event, SearchIssued):
                     searching_since = time.perf_counter()
+                    INDEX_SECONDS.set(0.0)
                     yield {"search": {"index": issued, "query": event.query}}
                     issued += 1
                 elif isinstance(event, SearchDone):
                     elapsed = time.perf_counter() - searching_since
                     retrieval_time += elapsed
                     m.retrieval_seconds.observe(elapsed)
+                    m.search_overhead_seconds.observe(max(0.0, elapsed - INDEX_SECONDS.get()))
                     m.searches.inc()
                     m.retrieved_tokens.inc(len(event.token_ids))
                     yield {"search": search_json(issued - 1, event.search)}

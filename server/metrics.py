@@ -22,6 +22,12 @@ class Metrics:
         self.retrieval_seconds = Histogram(
             "research_retrieval_seconds", "Latency of one search (embed + index)", buckets=_LATENCY, registry=r
         )
+        self.search_overhead_seconds = Histogram(
+            "research_search_overhead_seconds",
+            "Server time per search beyond the index's own (embedding + query): queueing, formatting, tokenising",
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
         self.generation_seconds = Histogram(
             "research_generation_seconds", "Time a request spent generating", buckets=_LATENCY, registry=r
         )

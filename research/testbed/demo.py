@@ -25,17 +25,23 @@ from research.protocol import (
     render_prompt,
     stream_search_loop,
 )
-from research.retrieval import TESTBED_EMBEDDER, BatchingRetriever, Embedder, Passage, build_index
+from research.retrieval import TESTBED_EMBEDDER, BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.testbed.models import SCRIPT_CORPUS, SCRIPT_QUESTION, cache_root, open_engine, scripted_model
 
 _COLOR = sys.stdout.isatty()
 DIM, BOLD, CYAN, RESET = ("\033[2m", "\033[1m", "\033[36m", "\033[0m") if _COLOR else ("", "", "", "")
 
 
+def demo_index() -> PassageIndex:
+    """The LanceDB index of the scripted model's corpus, under the cache (built on first use)."""
+    passages = [Passage(p["id"], p["contents"]) for p in SCRIPT_CORPUS]
+    embedder = Embedder(TESTBED_EMBEDDER, device="cpu")
+    return build_index(cache_root() / "demo-index", passages, embedder=embedder, overwrite=True)
+
+
 async def demo(engine_name: str) -> int:
     model = str(scripted_model())
-    passages = [Passage(p["id"], p["contents"]) for p in SCRIPT_CORPUS]
-    index = build_index(cache_root() / "demo-index", passages, embedder=Embedder(TESTBED_EMBEDDER, device="cpu"))
+    index = demo_index()
     engine = open_engine(engine_name, model)
     retriever = BatchingRetriever(index)
     prompt_ids = engine.tokenizer.encode(render_prompt(SCRIPT_QUESTION, "instruct", engine.tokenizer))

@@ -1,0 +1,266 @@
+"""Server-side search vs the reference client-side loop: throughput and latency under load.
+
+    python bench/serve_throughput.py                   # toy ReSearch model, toy-world index, CPU
+    python bench/serve_throughput.py --model M --index I --template instruct --questions 256
+
+Same model, same index, same questions, one run, two set-ups:
+
+(a) ``research-serve`` (vLLM in-process): one chat request per question; the
+    search loop runs on the server, continuing from token ids.
+(b) the reference pattern (ReSearch's evaluation pipeline): a client-side loop
+    that calls a plain ``vllm serve`` (``/v1/completions`` with the whole text,
+    stop at ``</search>``) and the retriever service (``research-index serve``,
+    ReSearch's ``/batch_search``), re-sending the growing text each turn.
+
+Prints questions/s and p50/p95 latency at each concurrency, the ratio (a)/(b),
+both set-ups' exact match (they should agree), and the server's overhead per search
+(time beyond the index's own embedding + query), read from its /metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from research.protocol import exact_match, extract_answer, extract_query, format_result, render_prompt
+from research.testbed.models import VLLM_CPU_ARGS
+
+BIN = Path(sys.executable).parent
+MODEL_NAME = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def launched(args: list[str], health: str, log: Path):
+    """Run a server process until the block ends; wait for its health URL first."""
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args[0]} exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(health, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def vllm_flags(max_model_len: int) -> list[str]:
+    flags = {**VLLM_CPU_ARGS, "max_model_len": max_model_len} if not _has_gpu() else {"max_model_len": max_model_len}
+    return [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in flags.items()]
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+async def run_clients(
+    n_clients: int, questions: list[dict], ask: Callable[[dict], Awaitable[str]]
+) -> tuple[float, list[float], list[str]]:
+    """``n_clients`` workers answer all questions; (wall seconds, latencies, answers in order)."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(questions)):
+        queue.put_nowait(i)
+    latencies: list[float] = []
+    answers = [""] * len(questions)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            started = time.perf_counter()
+            answers[i] = await ask(questions[i])
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(n_clients)))
+    return time.perf_counter() - started, latencies, answers
+
+
+def overhead_p50(metrics: str) -> tuple[float, float, int]:
+    """p50 (bucket-interpolated) and mean of research_search_overhead_seconds, and its count."""
+    buckets, total, count = [], 0.0, 0
+    for line in metrics.splitlines():
+        if line.startswith("research_search_overhead_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+        elif line.startswith("research_search_overhead_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("research_search_overhead_seconds_count"):
+            count = int(float(line.split()[-1]))
+    half, prev_le, prev_n = count / 2, 0.0, 0.0
+    for le, n in buckets:
+        if n >= half:
+            p50 = prev_le + (le - prev_le) * ((half - prev_n) / max(n - prev_n, 1e-9)) if le != float("inf") else le
+            return p50, total / max(count, 1), count
+        prev_le, prev_n = le, n
+    return 0.0, 0.0, count
+
+
+def toy_defaults() -> tuple[str, str, list[dict]]:
+    """The toy ReSearch model, the toy world's index and its held-out 2-hop questions."""
+    from research.testbed.acceptance import held_out
+    from research.testbed.models import cache_root
+    from research.testbed.toy_model import ToyRecipe, index_world, toy_model
+    from research.testbed.world import make_world
+
+    recipe = ToyRecipe()
+    world = make_world(recipe.seed, chains=recipe.chains)
+    index = index_world(world, "all", cache_root() / "toy-index-true")
+    questions = [{"question": q.question, "answer": [q.answer]} for q in held_out(world, 10_000)]
+    return str(toy_model(recipe)), index.uri, questions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint (default: the toy ReSearch model)")
+    parser.add_argument("--index", help="passage index (default: the toy world's)")
+    parser.add_argument("--questions-file", help="jsonl with question and answer (default: toy held-out 2-hop)")
+    parser.add_argument("--template", choices=["base", "instruct"], default="base")
+    parser.add_argument("--questions", type=int, default=96, help="questions per concurrency level")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--top-k", type=int, default=1, help="passages per search (the toy model was trained on 1)")
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    args = parser.parse_args()
+
+    model, index, questions = toy_defaults()
+    if args.model:
+        model, index = args.model, args.index
+    if args.questions_file:
+        import json
+
+        with open(args.questions_file) as f:
+            questions = [json.loads(line) for line in f]
+    questions = random.Random(0).sample(questions, min(args.questions, len(questions)))
+    levels = [int(c) for c in args.concurrency.split(",")]
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    results: dict[str, dict[int, tuple[float, list[float], list[str]]]] = {"server": {}, "reference": {}}
+
+    # (a) this server
+    port = free_port()
+    serve = [str(BIN / "research-serve"), "--model", model, "--index", index, "--port", str(port)]
+    serve += ["--engine", "vllm", "--template", args.template, "--served-model-name", MODEL_NAME]
+    serve += ["--search-top-k", str(args.top_k), "--max-concurrent-requests", "1024"]
+    serve += ["--max-model-len", str(args.max_model_len)]
+    if not _has_gpu():
+        serve += ["--dtype", "float32", "--gpu-memory-utilization", "0.1"]
+    base = f"http://127.0.0.1:{port}"
+    with launched(serve, f"{base}/health", logs / "bench-research-serve.log"):
+
+        async def run_server() -> str:
+            async with httpx.AsyncClient(base_url=base, timeout=600, limits=httpx.Limits(max_connections=256)) as http:
+
+                async def ask(q: dict) -> str:
+                    body = {
+                        "model": MODEL_NAME,
+                        "messages": [{"role": "user", "content": q["question"]}],
+                        "temperature": 0,
+                        "max_tokens": args.max_tokens,
+                    }
+                    reply = (await http.post("/v1/chat/completions", json=body)).json()
+                    return reply["choices"][0]["message"]["answer"] or ""
+
+                await ask(questions[0])  # warm-up
+                for c in levels:
+                    results["server"][c] = await run_clients(c, questions, ask)
+                return (await http.get("/metrics")).text
+
+        metrics = asyncio.run(run_server())
+
+    # (b) the reference pattern: plain vllm serve + the retriever service + a client-side loop
+    gen_port, ret_port = free_port(), free_port()
+    vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(gen_port)]
+    vllm += ["--served-model-name", MODEL_NAME, *vllm_flags(args.max_model_len)]
+    retriever = [str(BIN / "research-index"), "serve", "--index", index, "--port", str(ret_port)]
+    gen, ret = f"http://127.0.0.1:{gen_port}/v1", f"http://127.0.0.1:{ret_port}"
+    with (
+        launched(retriever, f"{ret}/health", logs / "bench-retriever.log"),
+        launched(vllm, f"{gen.removesuffix('/v1')}/health", logs / "bench-vllm.log"),
+    ):
+
+        async def run_reference() -> None:
+            async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=256)) as http:
+                tokenizer = None
+                if args.template == "instruct":
+                    from transformers import AutoTokenizer
+
+                    tokenizer = AutoTokenizer.from_pretrained(model)
+
+                async def ask(q: dict) -> str:
+                    prompt = render_prompt(q["question"], args.template, tokenizer)
+                    response = ""
+                    while True:
+                        body = {
+                            "model": MODEL_NAME,
+                            "prompt": prompt + response,
+                            "max_tokens": args.max_tokens,  # as the reference: a fresh budget each turn
+                            "temperature": 0,
+                            "stop": ["</search>"],
+                            "include_stop_str_in_output": True,
+                        }
+                        choice = (await http.post(f"{gen}/completions", json=body)).json()["choices"][0]
+                        response += choice["text"]
+                        if choice.get("stop_reason") != "</search>":
+                            return extract_answer(response) or ""
+                        query = extract_query(response) or ""
+                        docs = await http.post(f"{ret}/batch_search", json={"query": [query], "top_n": args.top_k})
+                        response += format_result([d["contents"] for d in docs.json()[0]])
+
+                await ask(questions[0])
+                for c in levels:
+                    results["reference"][c] = await run_clients(c, questions, ask)
+
+        asyncio.run(run_reference())
+
+    print(f"\nmodel {model}\nindex {index}\n{len(questions)} questions per level, top-{args.top_k}\n")
+    print(f"{'clients':>8} {'setup':<10}{'q/s':>8}{'p50 s':>9}{'p95 s':>9}{'EM':>7}{'(a)/(b) q/s':>13}")
+    for c in levels:
+        for name in ("server", "reference"):
+            wall, lat, answers = results[name][c]
+            em = statistics.mean(exact_match(a, q["answer"][0]) for a, q in zip(answers, questions, strict=True))
+            p95 = statistics.quantiles(lat, n=20)[-1] if len(lat) > 1 else lat[0]
+            ratio = ""
+            if name == "reference":
+                ratio = f"{(len(questions) / results['server'][c][0]) / (len(questions) / wall):>13.2f}"
+            label = "(a) ours" if name == "server" else "(b) ref"
+            qps = len(questions) / wall
+            print(f"{c:>8} {label:<10}{qps:>8.2f}{statistics.median(lat):>9.3f}{p95:>9.3f}{em:>7.3f}{ratio}")
+    p50, mean, count = overhead_p50(metrics)
+    print(f"\nserver overhead per search (beyond embedding + index), over {count} searches:")
+    print(f"p50 {p50 * 1000:.2f} ms, mean {mean * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
