@@ -18,7 +18,7 @@ import pytest
 from research.retrieval import BatchingRetriever, Passage, build_index
 from research.retrieval.service import create_app
 from research.testbed.world import make_world
-from tests.server.conftest import free_port
+from tests.conftest import free_port
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
