@@ -23,67 +23,36 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from research.protocol import exact_match, extract_answer, extract_query, format_result, render_prompt
 from research.testbed.models import VLLM_CPU_ARGS
+from research.testbed.processes import cli_flags, free_port, launched
 
 BIN = Path(sys.executable).parent
 MODEL_NAME = "bench"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def launched(args: list[str], health: str, log: Path):
-    """Run a server process until the block ends; wait for its health URL first."""
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{args[0]} exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(health, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def vllm_flags(max_model_len: int) -> list[str]:
-    flags = {**VLLM_CPU_ARGS, "max_model_len": max_model_len} if not _has_gpu() else {"max_model_len": max_model_len}
-    return [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in flags.items()]
+    return cli_flags(
+        {**VLLM_CPU_ARGS, "max_model_len": max_model_len} if not _has_gpu() else {"max_model_len": max_model_len}
+    )
 
 
 def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+KV_CACHE = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+"""The same KV-cache size for both set-ups on a CPU machine."""
 
 
 async def run_clients(
@@ -177,7 +146,7 @@ def main() -> None:
     if not _has_gpu():
         serve += ["--dtype", "float32", "--gpu-memory-utilization", "0.1"]
     base = f"http://127.0.0.1:{port}"
-    with launched(serve, f"{base}/health", logs / "bench-research-serve.log"):
+    with launched(serve, f"{base}/health", logs / "bench-research-serve.log", timeout=900, env=KV_CACHE):
 
         async def run_server() -> str:
             async with httpx.AsyncClient(base_url=base, timeout=600, limits=httpx.Limits(max_connections=256)) as http:
@@ -206,8 +175,8 @@ def main() -> None:
     retriever = [str(BIN / "research-index"), "serve", "--index", index, "--port", str(ret_port)]
     gen, ret = f"http://127.0.0.1:{gen_port}/v1", f"http://127.0.0.1:{ret_port}"
     with (
-        launched(retriever, f"{ret}/health", logs / "bench-retriever.log"),
-        launched(vllm, f"{gen.removesuffix('/v1')}/health", logs / "bench-vllm.log"),
+        launched(retriever, f"{ret}/health", logs / "bench-retriever.log", timeout=900),
+        launched(vllm, f"{gen.removesuffix('/v1')}/health", logs / "bench-vllm.log", timeout=900, env=KV_CACHE),
     ):
 
         async def run_reference() -> None:

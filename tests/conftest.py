@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +30,7 @@ from research.engines.base import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.server.app import Server, ServerConfig, create_app
 from research.testbed.models import SCRIPT_CORPUS, VLLM_CPU_ARGS, load_tokenizer, open_engine, scripted_model
+from research.testbed.processes import cli_flags, free_port, launched
 
 ENGINES = ("transformers", "vllm", "upstream")
 
@@ -60,12 +59,6 @@ async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
     await engine.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``vllm serve`` on loopback; yields its ``/v1`` base URL."""
@@ -73,30 +66,9 @@ def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
-    flags = {**VLLM_CPU_ARGS, "max_model_len": 4096}
-    args += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in flags.items()]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"vllm serve did not come up:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
+    args += cli_flags({**VLLM_CPU_ARGS, "max_model_len": 4096})
+    with launched(args, f"http://127.0.0.1:{port}/health", log):
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -17,8 +17,8 @@ import pytest
 
 from research.retrieval import BatchingRetriever, Passage, build_index
 from research.retrieval.service import create_app
+from research.testbed.processes import free_port
 from research.testbed.world import make_world
-from tests.conftest import free_port
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
-import httpx
 import openai
 
 from research.server.cli import default_template
 from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
-from tests.conftest import free_port
+from research.testbed.processes import free_port, launched
 
 
 def test_the_template_follows_the_checkpoint(tmp_path):
@@ -28,27 +26,12 @@ def test_research_serve_answers_an_openai_client_and_logs_json(model_path, scrip
     args = [sys.executable, "-m", "research.server.cli", "--model", str(model_path), "--index", script_index.uri]
     args += ["--engine", "transformers", "--template", "instruct", "--port", str(port), "--served-model-name", "toy"]
     args += ["--api-key", "k"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+    with launched(args, f"http://127.0.0.1:{port}/health", log, timeout=300):
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k")
         reply = client.chat.completions.create(
             model="toy", messages=[{"role": "user", "content": SCRIPT_QUESTION}], temperature=0
         )
         assert reply.choices[0].message.model_extra["answer"] == SCRIPT_ANSWER
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     done = [line for line in lines if line.get("request_id") == reply.id]
     assert done and all(line["level"] == "INFO" for line in done)
