@@ -3,7 +3,7 @@
 One request = one run of the shared search loop (:mod:`research.protocol.loop`)
 on the shared engine and retriever: the engine batches concurrent requests, the
 :class:`~research.retrieval.BatchingRetriever` batches their searches. The loop's
-events become OpenAI deltas here; :func:`deltas` is the single place that does it,
+events become OpenAI deltas here; :meth:`Server.deltas` is the single place that does it,
 for streaming and non-streaming responses alike.
 """
 
