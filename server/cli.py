@@ -17,13 +17,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
+from research.engines.options import add_engine_args, open_engine
 from research.protocol import TemplateName
 from research.retrieval import BatchingRetriever, connect
 from research.server.app import Server, ServerConfig, create_app
-
-ENGINES = ("vllm", "transformers", "upstream")
 
 
 def default_template(model: str) -> TemplateName:
@@ -50,37 +48,6 @@ class JsonLogs(logging.Formatter):
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line)
-
-
-def open_engine(args: argparse.Namespace) -> Any:
-    """The generation engine the flags ask for (call inside the server's event loop)."""
-    if args.engine == "upstream":
-        from transformers import AutoTokenizer
-
-        from research.engines.upstream import UpstreamEngine
-
-        if not args.upstream_url:
-            raise SystemExit("research-serve: error: --engine upstream needs --upstream-url")
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-        return UpstreamEngine(args.upstream_url, tokenizer, model=args.upstream_model, api_key=args.upstream_api_key)
-    if args.engine == "transformers":
-        from research.engines.hf import TransformersEngine
-
-        return TransformersEngine.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-    import torch
-
-    from research.engines.vllm_engine import VLLMEngine
-
-    engine_args: dict[str, Any] = {
-        "dtype": args.dtype,
-        "tensor_parallel_size": args.tensor_parallel_size,
-        "gpu_memory_utilization": args.gpu_memory_utilization,
-        "max_model_len": args.max_model_len,
-    }
-    if not torch.cuda.is_available():  # vLLM's CPU build: eager mode and a bounded KV cache
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-        engine_args["enforce_eager"] = True
-    return VLLMEngine.from_pretrained(args.model, **{k: v for k, v in engine_args.items() if v is not None})
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -129,17 +96,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also $RESEARCH_API_KEY)")
 
-    g = p.add_argument_group("engine")
-    g.add_argument("--engine", choices=ENGINES, default="vllm", help="who generates (default: vLLM in-process)")
-    g.add_argument("--dtype", default="auto", help="weights dtype (auto, bfloat16, float16, float32)")
-    g.add_argument("--tensor-parallel-size", type=int, help="vLLM: GPUs per model (e.g. 4 or 8 for 32B)")
-    g.add_argument("--gpu-memory-utilization", type=float, help="vLLM: share of GPU memory to use (default 0.9)")
-    g.add_argument("--max-model-len", type=int, help="vLLM: context window (default: the model's)")
-    g.add_argument("--device", default="cpu", help="transformers engine: cpu, cuda, cuda:1...")
-    g.add_argument("--upstream-url", help="upstream engine: base URL of a vLLM/SGLang server, e.g. http://h:8000/v1")
-    g.add_argument("--upstream-model", help="upstream engine: model name there (default: its first)")
-    g.add_argument("--upstream-api-key", help="upstream engine: its API key")
-    g.add_argument("--tokenizer", help="upstream engine: tokenizer path or id (default: --model)")
+    add_engine_args(p)
 
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-tokens", type=int, default=8192, help="largest response budget, model + retrieved tokens")

@@ -1,0 +1,91 @@
+"""Question sets in the shapes they are published in, read into one :class:`Example` type.
+
+Accepted shapes (detected per record, so a file may be any of them):
+
+* FlashRAG jsonl: ``id``, ``question``, ``golden_answers`` (list);
+* HotpotQA (official json or HF jsonl): ``_id``/``id``, ``question``, ``answer``;
+* 2WikiMultiHopQA: ``_id``, ``question``, ``answer`` (+ ``answer_aliases`` when present);
+* MuSiQue: ``id``, ``question``, ``answer``, ``answer_aliases``;
+* Bamboogle and other question/answer lists: ``idx``, ``question``, ``answer``.
+
+A file may be jsonl or a json list (MuSiQue's train file is the latter).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DATASETS = ("hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
+"""The paper's four benchmarks (pass a path to evaluate any other)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One question with every accepted answer (the first is the canonical one)."""
+
+    id: str
+    question: str
+    answers: tuple[str, ...]
+
+
+def example(row: dict, position: int) -> Example:
+    """An :class:`Example` from one record of any accepted shape.
+
+    >>> example({"idx": 3, "question": "Q?", "answer": "A"}, 0)
+    Example(id='3', question='Q?', answers=('A',))
+    >>> example({"id": "m1", "question": "Q", "answer": "A", "answer_aliases": ["B"]}, 0).answers
+    ('A', 'B')
+    """
+    if "question" not in row:
+        raise ValueError(f"record {position} has no 'question' field (keys: {sorted(row)})")
+    if "golden_answers" in row:
+        answers = list(row["golden_answers"])
+    elif "answer" in row:
+        answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+        answers += row.get("answer_aliases") or []
+    else:
+        raise ValueError(f"record {position} has no 'answer' or 'golden_answers' field")
+    answers = [str(a) for a in answers if str(a).strip()]
+    if not answers:
+        raise ValueError(f"record {position} has an empty answer")
+    ident = next((row[k] for k in ("id", "_id", "idx") if k in row), position)
+    return Example(str(ident), row["question"].strip(), tuple(dict.fromkeys(answers)))
+
+
+def _records(path: Path) -> Iterator[dict]:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        yield from json.loads(text)
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
+
+
+def sample(examples: list[Example], *, limit: int | None = None, seed: int = 0) -> list[Example]:
+    """A random sample of ``limit`` examples (fixed by ``seed``), kept in their original order."""
+    ids = [e.id for e in examples]
+    if len(set(ids)) != len(ids):
+        raise ValueError("question ids are not unique")
+    if limit is not None and limit < len(examples):
+        keep = set(random.Random(seed).sample(range(len(examples)), limit))
+        examples = [e for i, e in enumerate(examples) if i in keep]
+    return examples
+
+
+def load_examples(path: str | Path, *, limit: int | None = None, seed: int = 0) -> list[Example]:
+    """The examples of ``path``; with ``limit``, a :func:`sample` of them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset file at {path}")
+    try:
+        return sample([example(row, i) for i, row in enumerate(_records(path))], limit=limit, seed=seed)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

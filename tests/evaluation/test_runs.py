@@ -1,0 +1,192 @@
+"""``research-eval`` runs: resumable after a kill, reports, the served path and the judge.
+
+The judge cannot exist here (it is a remote LLM), so a scripted judge stands in: a
+real uvicorn server on loopback that speaks the OpenAI chat-completions API and
+replies in the documented JSON shape, or, on purpose, not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from research.evaluation.judge import Judge, parse_verdict
+from research.protocol import normalize_answer
+from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
+from research.testbed.processes import free_port
+from tests.conftest import stop
+
+QUESTIONS = [
+    {"id": "fr", "question": SCRIPT_QUESTION, "golden_answers": [SCRIPT_ANSWER, "Marx Ville"]},
+    {"id": "sy", "question": "What is the capital of Sylvania?", "golden_answers": ["Trentino Falls"]},
+    {"id": "or", "question": "Who governs the harbor towns?", "golden_answers": ["the Orchard Council"]},
+    {"id": "co", "question": "What does Copper Harbor ship?", "golden_answers": ["ore"]},
+    {"id": "la", "question": "What does the Lantern Archive hold?", "golden_answers": ["maps"]},
+]
+
+
+class ScriptedJudge:
+    """An OpenAI chat endpoint judging by normalised string match, with scripted misbehaviour.
+
+    Questions containing ``MALFORMED`` always get prose instead of JSON; ``FLAKY`` ones
+    get prose once, then a verdict; the very first request of all fails with a 500.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.app = FastAPI()
+        self.app.post("/v1/chat/completions")(self.chat)
+
+    async def chat(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        self.requests.append(prompt)
+        if len(self.requests) == 1:
+            return JSONResponse({"error": {"message": "overloaded", "type": "server_error"}}, status_code=500)
+        question = re.search(r"Question: (.*)", prompt).group(1)
+        golds = json.loads(re.search(r"Gold answers: (.*)", prompt).group(1))
+        prediction = re.search(r"Predicted answer: (.*)", prompt).group(1)
+        correct = normalize_answer(prediction) in {normalize_answer(g) for g in golds}
+        verdict = json.dumps({"rationale": "string match", "judgement": "correct" if correct else "incorrect"})
+        if "MALFORMED" in question or ("FLAKY" in question and sum(question in r for r in self.requests) == 1):
+            verdict = "Looks right to me!"
+        return JSONResponse({
+            "id": "j", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop"}],
+        })  # fmt: skip
+
+
+@pytest.fixture
+async def judge_server() -> Iterator[tuple[str, ScriptedJudge]]:
+    judge = ScriptedJudge()
+    uv, task, base = await start_app(judge.app)
+    yield f"{base}/v1", judge
+    await stop(uv, task)
+
+
+async def start_app(app: FastAPI):
+    import uvicorn
+
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    import asyncio
+
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        await asyncio.sleep(0.02)
+    return uv, task, f"http://127.0.0.1:{port}"
+
+
+def test_parse_verdict_rejects_anything_but_the_documented_json():
+    assert parse_verdict('{"rationale": "x", "judgement": "Correct"}') is True
+    assert parse_verdict('Sure! {"rationale": "x", "judgement": "incorrect"}') is False
+    for bad in ["correct", '{"judgement": "maybe"}', '{"rationale": "x"}', "{not json}", ""]:
+        with pytest.raises(ValueError):
+            parse_verdict(bad)
+
+
+async def test_judge_retries_errors_and_malformed_replies_and_caches_verdicts(judge_server, tmp_path):
+    import openai
+
+    url, scripted = judge_server
+    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
+    judge = Judge(client, "judge", cache=tmp_path / "cache.jsonl", max_wait=0.01)
+    assert await judge("Capital?", ["Marxville"], "marxville") is True  # after a 500
+    assert await judge("FLAKY capital?", ["Marxville"], "Paris") is False  # after prose
+    assert await judge("MALFORMED capital?", ["Marxville"], "Marxville") is None  # gave up
+    asked = len(scripted.requests)
+    again = Judge(client, "judge", cache=tmp_path / "cache.jsonl", max_wait=0.01)
+    assert await again("Capital?", ["Marxville"], "marxville") is True
+    assert await again("FLAKY capital?", ["Marxville"], "Paris") is False
+    assert len(scripted.requests) == asked  # both verdicts came from the cache
+
+
+def eval_cmd(out: Path, dataset: Path, model: Path, index: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "research.evaluation.cli", "--out", str(out), "--dataset", f"script={dataset}",
+        "--model", str(model), "--index", index, "--engine", "transformers", "--template", "instruct",
+        "--max-tokens", "512", "--concurrency", "2", "--methods", "research,naive-generation,naive-rag,iter-retgen",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    return path
+
+
+def test_a_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(
+    tmp_path, dataset, model_path, script_index, judge_server
+):
+    env = {**os.environ, "OPENAI_API_KEY": ""}
+    whole = tmp_path / "whole"
+    done = subprocess.run(
+        eval_cmd(whole, dataset, model_path, script_index.uri), env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((whole / "summary.json").read_text())
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(eval_cmd(killed, dataset, model_path, script_index.uri), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    traces = killed / "traces" / "script" / "naive-rag.jsonl"  # the second method: research is done by then
+    deadline = time.monotonic() + 300
+    while not (traces.is_file() and traces.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with traces.open("a") as f:
+        f.write('{"id": "cut-by-the-kill", "answ')  # what a kill mid-write leaves
+    finished = {p: p.read_text().count("\n") for p in (killed / "traces").rglob("*.jsonl")}
+    assert 0 < sum(finished.values()) < len(QUESTIONS) * 4
+
+    resumed = subprocess.run(eval_cmd(killed, dataset, model_path, script_index.uri), env=env, capture_output=True,
+                             text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((killed / "summary.json").read_text()) == summary
+    for path in (killed / "traces").rglob("*.jsonl"):
+        ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
+        assert sorted(ids) == sorted(q["id"] for q in QUESTIONS)  # nothing lost, nothing twice
+
+    assert summary["script"]["research"]["em"] == 0.2  # the scripted model knows one answer: Marxville
+    assert summary["script"]["research"]["searches"] == 1.0
+    assert json.loads((whole / "traces/script/research.jsonl").read_text().splitlines()[0])["well_formed"] is True
+    assert summary["script"]["naive-generation"]["searches"] == 0.0
+    assert summary["script"]["iter-retgen"]["searches"] == 3.0
+    table = (whole / "table.md").read_text()
+    assert table.startswith("| Method | script EM | script LJ |") and "| research | 20.00 | - |" in table
+    assert (whole / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| research | 20.00 |" in done.stdout
+
+    other = subprocess.run(eval_cmd(killed, dataset, model_path, script_index.uri, "--top-k", "3"), env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert other.returncode == 2 and "different settings (top_k)" in other.stderr
+
+
+async def test_served_research_and_the_judge_fill_the_lj_column(tmp_path, dataset, live_transformers, judge_server):
+    from research.evaluation.cli import evaluate, parser
+
+    url, _ = judge_server
+    args = parser().parse_args([
+        "--out", str(tmp_path / "run"), "--dataset", f"script={dataset}", "--methods", "research",
+        "--server-url", live_transformers.url, "--max-tokens", "512", "--judge-url", url, "--judge-model", "judge",
+    ])  # fmt: skip
+    summary = await evaluate(args)
+    cell = summary["script"]["research"]
+    assert cell["em"] == cell["lj"] == 0.2 and cell["judge_failures"] == 0
+    assert cell["searches"] == 1.0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "traces" / "script" / "research.jsonl").open()]
+    assert {r["id"]: r["answer"] for r in rows}["fr"] == SCRIPT_ANSWER
