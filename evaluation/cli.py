@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,23 +22,10 @@ from typing import Any
 
 from research.engines.base import SamplingOptions
 from research.engines.options import add_engine_args, open_engine
-from research.evaluation.datasets import DATASETS, Example, example, load_examples, sample
+from research.evaluation.datasets import DATASETS, Example, bundled, load_examples
 from research.evaluation.judge import DEFAULT_JUDGE_MODEL, Judge
 from research.evaluation.methods import METHODS, Method, ServedResearch, Setup
 from research.evaluation.runner import Task, check_config, markdown_table, run_task, write_reports
-
-BUNDLED = Path(__file__).parent / "data"
-
-
-def bundled(name: str, *, limit: int | None, seed: int) -> list[Example]:
-    """The bundled sample of one of the paper's datasets."""
-    if name == "bamboogle":
-        return load_examples(BUNDLED / "bamboogle.jsonl", limit=limit, seed=seed)
-    from research.retrieval.demo_corpus import QUESTIONS
-
-    with gzip.open(QUESTIONS, "rt", encoding="utf-8") as f:
-        rows = [r for r in map(json.loads, f) if r["dataset"] == name]
-    return sample([example(r, i) for i, r in enumerate(rows)], limit=limit, seed=seed)
 
 
 def datasets(specs: list[str], *, limit: int | None, seed: int) -> dict[str, list[Example]]:

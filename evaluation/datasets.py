@@ -13,11 +13,14 @@ A file may be jsonl or a json list (MuSiQue's train file is the latter).
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+BUNDLED = Path(__file__).parent / "data"
 
 DATASETS = ("hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
 """The paper's four benchmarks (pass a path to evaluate any other)."""
@@ -89,3 +92,14 @@ def load_examples(path: str | Path, *, limit: int | None = None, seed: int = 0) 
         return sample([example(row, i) for i, row in enumerate(_records(path))], limit=limit, seed=seed)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def bundled(name: str, *, limit: int | None, seed: int) -> list[Example]:
+    """The bundled sample of one of the paper's datasets."""
+    if name == "bamboogle":
+        return load_examples(BUNDLED / "bamboogle.jsonl", limit=limit, seed=seed)
+    from research.retrieval.demo_corpus import QUESTIONS
+
+    with gzip.open(QUESTIONS, "rt", encoding="utf-8") as f:
+        rows = [r for r in map(json.loads, f) if r["dataset"] == name]
+    return sample([example(r, i) for i, r in enumerate(rows)], limit=limit, seed=seed)

@@ -14,7 +14,7 @@ import re
 import string
 from collections import Counter
 
-from research.evaluation.cli import bundled
+from research.evaluation.datasets import bundled
 from research.protocol import exact_match, f1_score
 
 

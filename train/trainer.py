@@ -1,0 +1,149 @@
+"""Assemble TRL's ``GRPOTrainer`` for the ReSearch recipe and run it (resumably).
+
+The paper's hyper-parameters map onto ``GRPOConfig`` here; generation is the shared
+search loop (:class:`~research.train.rollout.SearchRollouts`), the reward the shared
+reward, and the mask the loop's: retrieved tokens are out of the loss and the KL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from research.train.config import TrainConfig
+from research.train.curves import StepLog
+from research.train.data import to_dataset, train_examples, validation_examples
+from research.train.rollout import SearchRollouts, research_reward
+
+RESEARCH_CARD = "research.json"
+
+
+def write_card(folder: Path, template: str) -> None:
+    """``research.json`` next to the weights: how ``research-serve`` must prompt this checkpoint."""
+    (folder / RESEARCH_CARD).write_text(json.dumps({"template": template}) + "\n")
+
+
+def grpo_args(cfg: TrainConfig, *, processes: int, cuda: bool) -> Any:
+    """TRL's ``GRPOConfig`` for ``cfg`` (the paper's values where TRL's defaults differ)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=cfg.output,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        beta=cfg.beta,
+        epsilon=cfg.clip,
+        loss_type=cfg.loss_type,
+        num_generations=cfg.group_size,
+        num_iterations=cfg.ppo_epochs,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_completion_length=cfg.max_response_tokens,
+        per_device_train_batch_size=cfg.per_device_batch,
+        gradient_accumulation_steps=cfg.gradient_accumulation(processes),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        eval_strategy="steps" if cfg.validation_size else "no",
+        eval_steps=cfg.eval_steps,
+        per_device_eval_batch_size=cfg.group_size,
+        gradient_checkpointing=cfg.gradient_checkpointing and cuda,
+        bf16=cfg.bf16 and cuda,
+        use_cpu=not cuda,
+        seed=cfg.seed,
+        report_to=["tensorboard"],
+        use_vllm=False,
+    )
+
+
+def retriever_for(cfg: TrainConfig) -> Any:
+    if cfg.retriever_url:
+        from research.retrieval.remote import RemoteRetriever
+
+        return RemoteRetriever(cfg.retriever_url)
+    if not cfg.index:
+        raise ValueError("rollouts need a retriever: pass --index PATH_OR_URI or --retriever-url URL")
+    from research.retrieval import BatchingRetriever, connect
+
+    return BatchingRetriever(connect(cfg.index))
+
+
+def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
+    """TRL's ``GRPOTrainer`` for ``cfg`` and the rollouts it generates with (close them when done)."""
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    from research.server.cli import default_template
+
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    template = cfg.template if cfg.template != "auto" else default_template(cfg.model_id)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_id)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    args = grpo_args(cfg, processes=PartialState().num_processes, cuda=torch.cuda.is_available())
+    train_set = to_dataset(train_examples(cfg.data), tokenizer, template, cfg.max_prompt_tokens)
+    eval_set = None
+    if cfg.validation_size:
+        eval_set = to_dataset(
+            validation_examples(cfg.validation_size, cfg.seed), tokenizer, template, cfg.max_prompt_tokens
+        )
+    peft_config = None
+    if cfg.lora_rank:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules="all-linear")
+    rollouts = SearchRollouts(
+        retriever_for(cfg), template=template, top_k=cfg.top_k, max_response_tokens=cfg.max_response_tokens
+    )
+    (out / "train_config.json").write_text(cfg.to_json() + "\n")
+    write_card(out, template)
+    trainer = GRPOTrainer(
+        model=cfg.model_id,
+        reward_funcs=research_reward,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        rollout_func=rollouts,
+        peft_config=peft_config,
+        callbacks=[StepLog(out / "metrics.jsonl"), CardOnSave(template)],
+    )
+    return trainer, rollouts
+
+
+def train(cfg: TrainConfig, *, resume: bool = True) -> Path:
+    """Run GRPO, resuming from the last checkpoint in ``cfg.output``; returns the servable output folder."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.output)
+    last = get_last_checkpoint(str(out)) if resume and out.is_dir() else None
+    trainer, rollouts = build_trainer(cfg)
+    try:
+        if last:
+            print(f"resuming from {last}")
+        trainer.train(resume_from_checkpoint=last)
+        trainer.save_model(str(out))
+        write_card(out, rollouts.template)
+    finally:
+        rollouts.close()
+    return out
+
+
+class CardOnSave(TrainerCallback):
+    """Writes ``research.json`` into every checkpoint so each one is servable as is."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and state.is_world_process_zero:
+            write_card(folder, self.template)
