@@ -1,0 +1,85 @@
+"""``research-train`` end to end on CPU: dry-run plan, a killed run that resumes, the checkpoint served, curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+
+from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
+from research.testbed.processes import free_port, launched
+from research.train.config import TrainConfig
+
+TRAIN = [sys.executable, "-m", "research.train.cli"]
+
+
+def flags(cfg: TrainConfig, **extra) -> list[str]:
+    values = {
+        "base": cfg.base, "template": cfg.template, "data": cfg.data, "index": cfg.index, "output": cfg.output,
+        "prompts-per-step": 2, "group-size": 2, "per-device-batch": 2, "max-response-tokens": 256, "top-k": 2,
+        "temperature": 0.1, "validation-size": 0, "learning-rate": 1e-4, "save-steps": 1, **extra,
+    }  # fmt: skip
+    return [arg for k, v in values.items() for arg in (f"--{k}", str(v))]
+
+
+def test_dry_run_prints_the_32b_plan_without_downloading():
+    out = subprocess.run([*TRAIN, "--base", "qwen2.5-32b", "--dry-run"], capture_output=True, text=True, check=True)
+    text = out.stdout
+    assert '"learning_rate": 1e-06' in text and '"beta": 0.001' in text and '"group_size": 5' in text
+    assert "model: Qwen/Qwen2.5-32B" in text
+    assert "256 prompts x 5 rollouts = 1280 per step over 64 GPUs (1 per GPU x 20 accumulation steps)" in text
+    assert "Adam + fp32 master (sharded)" in text and "total" in text
+    assert "accelerate launch --config_file" in text and "--num_machines 8 --num_processes 64" in text
+    assert Path(text.split("--config_file ")[1].split()[0]).is_file()  # the shipped ZeRO-3 config
+
+
+def test_bad_configuration_is_a_clear_error(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("learning_rate: 1e-6\nwarp_speed: 9\n")
+    out = subprocess.run([*TRAIN, "--config", str(bad), "--dry-run"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown configuration key(s): warp_speed" in out.stderr
+    out = subprocess.run([*TRAIN, "--group-size", "1", "--dry-run"], capture_output=True, text=True)
+    assert out.returncode == 2 and "group_size must be at least 2" in out.stderr
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoint_serves(train_config):
+    run = Path(train_config.output)
+    proc = subprocess.Popen([*TRAIN, *flags(train_config, **{"max-steps": 3})], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 600
+    while not (run / "checkpoint-1" / "research.json").is_file() and time.monotonic() < deadline:
+        assert proc.poll() is None, "training stopped early"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([*TRAIN, *flags(train_config, **{"max-steps": 3})], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stdout
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["searches"] > 0 and r["well_formed"] is not None and r["kl"] is not None for r in rows)
+    assert json.loads((run / "research.json").read_text()) == {"template": "instruct"}
+    assert (run / "runs").is_dir()  # TensorBoard event files
+
+    plot = subprocess.run([*TRAIN, "plot", str(run)], capture_output=True, text=True, check=True)
+    assert Path(plot.stdout.strip()).read_bytes()[:4] == b"\x89PNG"
+
+    port = free_port()
+    args = [sys.executable, "-m", "research.server.cli", "--model", str(run / "checkpoint-3"),
+            "--index", train_config.index, "--engine", "transformers", "--port", str(port),
+            "--served-model-name", "trained"]  # fmt: skip
+    with launched(args, f"http://127.0.0.1:{port}/health", run / "serve.log"):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
+        reply = client.chat.completions.create(
+            model="trained", messages=[{"role": "user", "content": SCRIPT_QUESTION}], max_tokens=256, temperature=0
+        )
+        assert reply.choices[0].message.model_extra["answer"] == SCRIPT_ANSWER
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"][0]["id"] == "trained"
