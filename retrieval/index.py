@@ -243,7 +243,7 @@ class PassageIndex:
             self.table.search(list(vectors) if len(vectors) > 1 else vectors[0])
             .distance_type("dot")
             .limit(k)
-            .select(["id", "contents"])
+            .select(["id", "contents", "_distance"])
             .to_arrow()
             .to_pylist()
         )

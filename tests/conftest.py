@@ -149,9 +149,10 @@ class Live:
     engine: Engine
 
 
-async def start(server: Server) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+async def start_app(app) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """Serve an ASGI ``app`` with uvicorn on a free loopback port; (server, task, base URL)."""
     port = free_port()
-    config = uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve())
     while not uv.started:
@@ -159,6 +160,10 @@ async def start(server: Server) -> tuple[uvicorn.Server, asyncio.Task[None], str
             task.result()
         await asyncio.sleep(0.02)
     return uv, task, f"http://127.0.0.1:{port}"
+
+
+async def start(server: Server) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    return await start_app(create_app(server))
 
 
 async def stop(uv: uvicorn.Server, task: asyncio.Task[None]) -> None:

@@ -24,8 +24,7 @@ from fastapi.responses import JSONResponse
 from research.evaluation.judge import Judge, parse_verdict
 from research.protocol import normalize_answer
 from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
-from research.testbed.processes import free_port
-from tests.conftest import stop
+from tests.conftest import start_app, stop
 
 QUESTIONS = [
     {"id": "fr", "question": SCRIPT_QUESTION, "golden_answers": [SCRIPT_ANSWER, "Marx Ville"]},
@@ -73,19 +72,6 @@ async def judge_server() -> Iterator[tuple[str, ScriptedJudge]]:
     uv, task, base = await start_app(judge.app)
     yield f"{base}/v1", judge
     await stop(uv, task)
-
-
-async def start_app(app: FastAPI):
-    import uvicorn
-
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    import asyncio
-
-    task = asyncio.create_task(uv.serve())
-    while not uv.started:
-        await asyncio.sleep(0.02)
-    return uv, task, f"http://127.0.0.1:{port}"
 
 
 def test_parse_verdict_rejects_anything_but_the_documented_json():
