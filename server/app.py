@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,10 +244,20 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[Any]) -> Any:
 
 
 def create_app(server: Server) -> FastAPI:
-    """The FastAPI app: OpenAI routes, the retriever's routes, health and metrics."""
+    """The FastAPI app: OpenAI routes, the retriever's routes, health and metrics.
+
+    Its lifespan closes ``server`` (engine and retriever) at shutdown: uvicorn re-raises
+    SIGTERM/SIGINT once it stops, so code after ``serve()`` never runs, and a vLLM engine
+    left open would outlive the process.
+    """
     cfg = server.config
 
-    app = FastAPI(title="ReSearch server")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await server.close()
+
+    app = FastAPI(title="ReSearch server", lifespan=lifespan)
     app.state.retriever, app.state.default_k, app.state.server = server.retriever, cfg.search_top_k, server
     install_error_handlers(app)
 

@@ -73,10 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
         args.index,
     )
     uv = uvicorn.Server(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_config=None))
-    try:
-        await uv.serve()
-    finally:
-        await server.close()
+    await uv.serve()  # the app's lifespan closes the engine and the retriever
 
 
 def parser() -> argparse.ArgumentParser:

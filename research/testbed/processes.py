@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -53,9 +54,9 @@ def launched(
                 raise RuntimeError(f"{args[:3]} did not come up:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
         yield proc
-    finally:
-        proc.terminate()
+    finally:  # the whole process group: engines run in child processes
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
