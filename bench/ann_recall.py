@@ -1,0 +1,118 @@
+"""ANN quality and speed: LanceDB's vector index (as research-index builds it) vs FAISS, same vectors.
+
+    pip install faiss-cpu
+    python bench/ann_recall.py                     # 1M clustered 768-d vectors (the E5 dimension)
+    python bench/ann_recall.py --n 200000 --queries 500
+
+Vectors: ``--clusters`` Gaussian clusters on the unit sphere (real embeddings are
+clustered, uniform random ones are not), normalised; queries are fresh points from
+the same clusters. Ground truth: exact inner-product top-10 (FAISS flat). Prints,
+per set-up and search setting, recall@10 against that truth, batched queries/s and
+the ratio to exact search in the same run, plus build times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def clustered(n: int, dim: int, clusters: int, rng: np.random.Generator) -> np.ndarray:
+    centers = rng.standard_normal((clusters, dim), dtype=np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        out[start:stop] = centers[rng.integers(0, clusters, stop - start)]
+        out[start:stop] += 0.6 * rng.standard_normal((stop - start, dim), dtype=np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    import faiss
+    import lancedb
+    import pyarrow as pa
+
+    from research.retrieval.index import ann_index
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--clusters", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--k", type=int, default=10)
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    data = clustered(args.n + args.queries, args.dim, args.clusters, rng)
+    vectors, queries = data[: args.n], data[args.n :]
+    k, rows = args.k, []
+
+    flat = faiss.IndexFlatIP(args.dim)
+    flat.add(vectors)
+    (_, truth), exact_s = timed(lambda: flat.search(queries, k))
+    exact_qps = len(queries) / exact_s
+    rows.append(("faiss flat (exact)", "-", 1.0, exact_qps))
+
+    tmp = Path(tempfile.mkdtemp(prefix="ann-bench-"))
+    try:
+        ids = pa.array(np.arange(args.n))
+        vec = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), args.dim)
+        tbl = lancedb.connect(str(tmp)).create_table("v", pa.table({"id": ids, "vector": vec}))
+
+        def lance(setting: str, configure) -> tuple[float, float]:
+            def run():
+                q = configure(tbl.search(list(queries)).distance_type("dot").limit(k).select(["id"]))
+                table = q.to_arrow()
+                found = [[] for _ in queries]
+                for qi, i in zip(table["query_index"].to_pylist(), table["id"].to_pylist(), strict=True):
+                    found[qi].append(i)
+                return np.array([f + [-1] * (k - len(f)) for f in found])
+
+            found, seconds = timed(run)
+            return recall(found, truth), len(queries) / seconds
+
+        r, qps = lance("exact", lambda q: q.bypass_vector_index())
+        rows.append(("lancedb exact (no index)", "-", r, qps))
+        lance_exact_qps = qps
+        index = ann_index(args.n)
+        _, build_s = timed(lambda: tbl.create_index("vector", config=index))
+        print(f"lancedb {type(index).__name__} ({index.num_partitions} partition(s)) built in {build_s:.0f} s")
+        for ef in (20, 50, 100, 200):
+            r, qps = lance(f"ef={ef}", lambda q, ef=ef: q.ef(ef))
+            rows.append(("lancedb IVF_HNSW_SQ", f"ef={ef}", r, qps))
+
+        hnsw = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = 40
+        _, build_s = timed(lambda: hnsw.add(vectors))
+        print(f"faiss HNSW32 built in {build_s:.0f} s")
+        for ef in (20, 50, 100, 200):
+            hnsw.hnsw.efSearch = ef
+            (_, found), seconds = timed(lambda: hnsw.search(queries, k))
+            rows.append(("faiss HNSW32", f"efSearch={ef}", recall(found, truth), len(queries) / seconds))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\n{args.n:,} vectors x {args.dim}-d, {args.clusters} clusters, {len(queries)} queries (one batch), top-{k}")
+    print(f"{'set-up':<26}{'setting':<15}{'recall@10':>10}{'q/s':>10}{'vs exact':>10}")
+    for name, setting, r, qps in rows:
+        base = lance_exact_qps if name.startswith("lancedb") else exact_qps
+        print(f"{name:<26}{setting:<15}{r:>10.3f}{qps:>10.0f}{qps / base:>9.1f}x")
+
+
+if __name__ == "__main__":
+    main()
