@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from research.engines.base import SamplingOptions
-from research.engines.options import add_engine_args, open_engine
+from research.engines.options import add_engine_args, add_template_arg, default_template, open_engine
 from research.evaluation.datasets import DATASETS, Example, bundled, load_examples
 from research.evaluation.judge import DEFAULT_JUDGE_MODEL, Judge
 from research.evaluation.methods import METHODS, Method, ServedResearch, Setup
@@ -62,12 +62,7 @@ def parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model and retrieval")
     m.add_argument("--model", help="checkpoint path or Hugging Face id (in-process engine)")
     m.add_argument("--index", help="passage index: local folder or LanceDB URI")
-    m.add_argument(
-        "--template",
-        choices=["auto", "base", "instruct"],
-        default="auto",
-        help="prompt template (auto: research.json next to the weights, else 'instruct' in the name)",
-    )
+    add_template_arg(m)
     m.add_argument("--top-k", type=int, default=5, help="passages per search (the paper's 5)")
     m.add_argument("--max-tokens", type=int, default=8192, help="research: response budget, model + retrieved")
     m.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy, as in the paper)")
@@ -86,7 +81,6 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import openai
 
     from research.retrieval import BatchingRetriever, connect
-    from research.server.cli import default_template
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if unknown := [m for m in methods if m not in METHODS]:

@@ -16,25 +16,10 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
-from research.engines.options import add_engine_args, open_engine
-from research.protocol import TemplateName
+from research.engines.options import add_engine_args, add_template_arg, default_template, open_engine
 from research.retrieval import BatchingRetriever, connect
 from research.server.app import Server, ServerConfig, create_app
-
-
-def default_template(model: str) -> TemplateName:
-    """The template a checkpoint was trained with.
-
-    A ``research.json`` next to the weights (written by ``research-train`` and the
-    test bed) says it; otherwise names with "instruct" use the chat template and
-    the rest the base template, as ReSearch's released checkpoints are named.
-    """
-    card = Path(model) / "research.json"
-    if card.is_file():
-        return json.loads(card.read_text())["template"]
-    return "instruct" if "instruct" in model.lower() else "base"
 
 
 class JsonLogs(logging.Formatter):
@@ -83,12 +68,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint path or Hugging Face id")
     p.add_argument("--index", required=True, help="passage index: local folder or LanceDB URI (s3://, db://)")
     p.add_argument("--served-model-name", help="the name clients put in 'model' (default: --model)")
-    p.add_argument(
-        "--template",
-        choices=["auto", "base", "instruct"],
-        default="auto",
-        help="prompt template the model was trained with (auto: research.json, else 'instruct' in the name)",
-    )
+    add_template_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also $RESEARCH_API_KEY)")

@@ -81,7 +81,7 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from research.server.cli import default_template
+    from research.engines.options import default_template
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 from typing import Any
+
+from research.protocol.templates import TemplateName
 
 ENGINES = ("vllm", "transformers", "upstream")
 
@@ -58,3 +62,26 @@ def open_engine(args: argparse.Namespace) -> Any:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
         engine_args["enforce_eager"] = True
     return VLLMEngine.from_pretrained(args.model, **{k: v for k, v in engine_args.items() if v is not None})
+
+
+def default_template(model: str) -> TemplateName:
+    """The template a checkpoint was trained with.
+
+    A ``research.json`` next to the weights (written by ``research-train`` and the
+    test bed) says it; otherwise names with "instruct" use the chat template and
+    the rest the base template, as ReSearch's released checkpoints are named.
+    """
+    card = Path(model) / "research.json"
+    if card.is_file():
+        return json.loads(card.read_text())["template"]
+    return "instruct" if "instruct" in model.lower() else "base"
+
+
+def add_template_arg(p: argparse.ArgumentParser) -> None:
+    """``--template auto|base|instruct`` (auto: :func:`default_template`)."""
+    p.add_argument(
+        "--template",
+        choices=["auto", "base", "instruct"],
+        default="auto",
+        help="prompt template the model was trained with (auto: research.json, else 'instruct' in the name)",
+    )
