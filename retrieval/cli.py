@@ -20,14 +20,17 @@ from research.retrieval.index import SEARCH_MODES, build_index, connect, count_l
 def _build(args: argparse.Namespace) -> None:
     embedder = Embedder(args.embedder, device=args.device, batch_size=args.batch_size)
     total = count_lines(args.corpus)
-    index = build_index(
-        args.index,
-        read_corpus(args.corpus),
-        embedder=embedder,
-        batch_size=args.commit_every,
-        total=total,
-        overwrite=args.overwrite,
-    )
+    try:
+        index = build_index(
+            args.index,
+            read_corpus(args.corpus),
+            embedder=embedder,
+            batch_size=args.commit_every,
+            total=total,
+            overwrite=args.overwrite,
+        )
+    finally:
+        embedder.close()
     print(f"{args.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
 
 
@@ -70,7 +73,12 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_EMBEDDER,
         help=f"sentence-transformers model (default {DEFAULT_EMBEDDER}; prefixes known for: {', '.join(REGISTRY)})",
     )
-    b.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: best available)")
+    b.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1, or several comma-separated (cuda:0,cuda:1: one embedding process per GPU); "
+        "default: best available",
+    )
     b.add_argument("--batch-size", type=int, default=128, help="passages per embedding forward pass")
     b.add_argument("--commit-every", type=int, default=8192, help="passages per LanceDB commit (resume granularity)")
     b.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing index")

@@ -10,6 +10,7 @@ index and queries always agree. Names outside the registry load with no prefixes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -56,18 +57,36 @@ def _local_path(name: str) -> str:
 
 
 class Embedder:
-    """Encodes queries and passages into unit-length vectors with the right prefixes."""
+    """Encodes queries and passages into unit-length vectors with the right prefixes.
 
-    def __init__(self, name: str = DEFAULT_EMBEDDER, *, device: str | None = None, batch_size: int = 128) -> None:
+    ``device`` is one device (``"cuda:1"``), several (``"cuda:0,cuda:1"`` or a list:
+    one worker process per device, sentence-transformers' multi-process pool, for
+    building big indexes on every GPU of a node) or None for the best available.
+    Call :meth:`close` to stop the worker processes.
+    """
+
+    def __init__(
+        self, name: str = DEFAULT_EMBEDDER, *, device: str | Sequence[str] | None = None, batch_size: int = 128
+    ) -> None:
         self.spec = spec_for(name)
-        self.device = device
+        self.devices = [d.strip() for d in device.split(",")] if isinstance(device, str) else list(device or [])
         self.batch_size = batch_size
 
     @cached_property
     def model(self) -> Any:
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(_local_path(self.spec.name), device=self.device)
+        device = self.devices[0] if len(self.devices) == 1 else "cpu" if self.devices else None
+        return SentenceTransformer(_local_path(self.spec.name), device=device)
+
+    @cached_property
+    def _pool(self) -> dict[str, Any] | None:
+        return self.model.start_multi_process_pool(self.devices) if len(self.devices) > 1 else None
+
+    def close(self) -> None:
+        """Stop the worker processes of a multi-device embedder (a no-op otherwise)."""
+        if self.__dict__.get("_pool"):
+            self.model.stop_multi_process_pool(self.__dict__.pop("_pool"))
 
     @property
     def dim(self) -> int:
@@ -75,7 +94,7 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, pool=self._pool
         ).astype(np.float32)
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:

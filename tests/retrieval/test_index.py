@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from research.retrieval import BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
@@ -36,6 +37,17 @@ def test_a_different_embedder_is_refused(tmp_path, embedder):
     build_index(tmp_path / "idx", [Passage("1", '"A"\nalpha')], embedder=embedder)
     with pytest.raises(IndexMismatchError, match="all-MiniLM-L6-v2"):
         connect(tmp_path / "idx", embedder="intfloat/e5-base-v2")
+
+
+def test_several_devices_encode_in_one_worker_process_each(embedder):
+    texts = [f"passage number {i} about river {i % 7}" for i in range(40)]
+    pooled = Embedder(embedder.spec.name, device="cpu,cpu")
+    try:
+        np.testing.assert_allclose(pooled.encode_passages(texts), embedder.encode_passages(texts), atol=1e-5)
+        assert pooled._pool is not None and len(pooled._pool["processes"]) == 2
+    finally:
+        pooled.close()
+    assert "_pool" not in pooled.__dict__
 
 
 def test_a_missing_index_says_how_to_build_one(tmp_path):
