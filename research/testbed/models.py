@@ -53,6 +53,7 @@ class TinyConfig:
     kv_heads: int = 1
     intermediate_size: int = 256
     max_position: int = 4096
+    rope_theta: float = 10_000.0
     seed: int = 0
 
 
@@ -108,6 +109,7 @@ def new_qwen2(config: TinyConfig, tokenizer: Any, *, vocab_size: int | None = No
             num_key_value_heads=config.kv_heads,
             intermediate_size=config.intermediate_size,
             max_position_embeddings=config.max_position,
+            rope_theta=config.rope_theta,
             tie_word_embeddings=True,
             bos_token_id=None,
             eos_token_id=eos,

@@ -131,10 +131,10 @@ def make_world(seed: int = 0, *, chains: int = 1000, test_fraction: float = 0.2)
     """A world of ``chains`` chains (5 passages each), the last ``test_fraction`` held out."""
     rng = random.Random(seed)
     used: set[str] = set()
-    countries = [_unique(rng, used, lambda: _word(rng, 2) + rng.choice(_COUNTRY)) for _ in range(max(4, chains // 8))]
+    countries = [_unique(rng, used, lambda: _word(rng, 2) + rng.choice(_COUNTRY)) for _ in range(max(4, chains // 4))]
     cities = [
         (_unique(rng, used, lambda: _word(rng, rng.randint(1, 2)) + rng.choice(_CITY)), rng.choice(countries))
-        for _ in range(max(8, chains // 2))
+        for _ in range(max(8, chains))
     ]
     made: list[Chain] = []
     for _ in range(chains):
@@ -180,15 +180,16 @@ def _turn(think: str, query: str | None = None) -> str:
     return f" <think> {think} </think>" + (f" <search> {query} </search>" if query is not None else "")
 
 
-def _answer(think: str, answer: str) -> str:
-    return _turn(think) + f" <answer> The final answer is \\[ \\boxed{{{answer}}} \\] </answer>"
+def answer_block(answer: str) -> str:
+    """The answer in the protocol's format, as the oracle writes it after its last thought."""
+    return f" <answer> The final answer is \\[ \\boxed{{{answer}}} \\] </answer>"
 
 
 def _question(
     qid: str, text: str, answer: str, type_: QuestionType, steps: list[tuple[str, str]], last: str
 ) -> Question:
     """A question and its oracle trace: ``steps`` are (thought, query) pairs, ``last`` the final thought."""
-    turns = [_turn(thought, query) for thought, query in steps] + [_answer(last, answer)]
+    turns = [_turn(thought, query) for thought, query in steps] + [_turn(last) + answer_block(answer)]
     return Question(qid, text, answer, type_, [_slug(q) for _, q in steps], [q for _, q in steps], turns)
 
 
