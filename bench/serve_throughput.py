@@ -100,13 +100,12 @@ def overhead_p50(metrics: str) -> tuple[float, float, int]:
 def toy_defaults() -> tuple[str, str, list[dict]]:
     """The toy ReSearch model, the toy world's index and its held-out 2-hop questions."""
     from research.testbed.acceptance import held_out
-    from research.testbed.models import cache_root
-    from research.testbed.toy_model import ToyRecipe, index_world, toy_model
+    from research.testbed.toy_model import ToyRecipe, toy_model, world_index
     from research.testbed.world import make_world
 
     recipe = ToyRecipe()
     world = make_world(recipe.seed, chains=recipe.chains)
-    index = index_world(world, "all", cache_root() / "toy-index-true")
+    index = world_index(world)
     questions = [{"question": q.question, "answer": [q.answer]} for q in held_out(world, 10_000)]
     return str(toy_model(recipe)), index.uri, questions
 

@@ -29,8 +29,8 @@ from research.engines.base import Engine
 from research.protocol import LoopLimits, exact_match, render_prompt, run_search_loop
 from research.protocol.loop import Retriever
 from research.retrieval import BatchingRetriever
-from research.testbed.models import cache_root, open_engine
-from research.testbed.toy_model import ToyRecipe, index_world, toy_model
+from research.testbed.models import open_engine
+from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import Question, World, counterfactual, make_world
 
 
@@ -79,17 +79,16 @@ async def score(
     )
 
 
-async def measure(engine_name: str, n: int, recipe: ToyRecipe | None = None) -> list[Score]:
+async def measure(engine: Engine, n: int, recipe: ToyRecipe | None = None) -> list[Score]:
+    """The three runs on ``n`` held-out questions with ``engine`` serving the toy model of ``recipe``."""
     recipe = recipe or ToyRecipe()
-    model = str(toy_model(recipe))
     world = make_world(recipe.seed, chains=recipe.chains)
     twisted = counterfactual(world)
     questions = held_out(world, n)
     by_id = {q.id: q for q in twisted.questions("test")}
     twisted_questions = [by_id[q.id] for q in questions]
-    real_index = BatchingRetriever(index_world(world, "all", cache_root() / "toy-index-true"))
-    twisted_index = BatchingRetriever(index_world(twisted, "all", cache_root() / "toy-index-counterfactual"))
-    engine = open_engine(engine_name, model, max_model_len=2048)
+    real_index = BatchingRetriever(world_index(world))
+    twisted_index = BatchingRetriever(world_index(twisted))
     try:
         return [
             await score("research", engine, real_index, questions, top_k=recipe.top_k),
@@ -97,9 +96,16 @@ async def measure(engine_name: str, n: int, recipe: ToyRecipe | None = None) -> 
             await score("naive", engine, NoRetrieval(), questions, top_k=recipe.top_k),
         ]
     finally:
-        await engine.close()
         await real_index.close()
         await twisted_index.close()
+
+
+async def _main(engine_name: str, n: int) -> list[Score]:
+    engine = open_engine(engine_name, toy_model(), max_model_len=2048)
+    try:
+        return await measure(engine, n)
+    finally:
+        await engine.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     parser.add_argument("--questions", type=int, default=200, help="held-out 2-hop questions")
     args = parser.parse_args(argv)
-    scores = asyncio.run(measure(args.engine, args.questions))
+    scores = asyncio.run(_main(args.engine, args.questions))
     print(f"\n{'run':<16}{'EM':>8}{'well-formed':>14}{'searches':>10}{'n':>6}")
     for s in scores:
         print(f"{s.name:<16}{s.exact_match:>8.3f}{s.well_formed:>14.3f}{s.searches:>10.2f}{s.n:>6}")

@@ -2,10 +2,10 @@
 
     python -m research.testbed.toy_grpo --steps 30 --out runs/toy-grpo
 
-Starts from a weakened toy ReSearch model (500 supervised steps instead of 3500: it
-searches, but only ~60% of its responses are well-formed and its answers are rarely
-right), trains with the shared search loop and reward on the toy world's held-out
-questions, with the real LanceDB index, on CPU (about 10 minutes on two cores). Writes the run folder
+Starts from a weakened toy ReSearch model (500 supervised steps instead of 2700, so
+there is room to improve), trains with the shared search loop and reward on the toy
+world's held-out questions, with the real LanceDB index, on CPU (about 10 minutes on
+two cores). Writes the run folder
 (``metrics.jsonl``, TensorBoard logs, ``curves.png``, checkpoints) and prints the mean
 reward of the first and last steps.
 """
@@ -16,8 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from research.testbed.models import cache_root
-from research.testbed.toy_model import ToyRecipe, index_world, toy_model
+from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import make_world
 from research.train.config import TrainConfig
 from research.train.curves import plot, read_metrics
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     recipe = ToyRecipe(steps=args.sft_steps)
     world = make_world(recipe.seed, chains=recipe.chains)
-    index = index_world(world, "all", cache_root() / "toy-index-true")
+    index = world_index(world)
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "questions.jsonl"
     with data.open("w") as f:
