@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,8 @@ from research.retrieval import BatchingRetriever, Embedder, Passage, PassageInde
 from research.server.app import Server, ServerConfig, create_app
 from research.testbed.models import SCRIPT_CORPUS, VLLM_CPU_ARGS, load_tokenizer, open_engine, scripted_model
 from research.testbed.processes import cli_flags, free_port, launched
+from research.testbed.toy_model import ToyRecipe, toy_model, world_index
+from research.testbed.world import World, make_world
 
 ENGINES = ("transformers", "vllm", "upstream")
 
@@ -59,16 +61,22 @@ async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
     await engine.close()
 
 
-@pytest.fixture(scope="session")
-def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``vllm serve`` on loopback; yields its ``/v1`` base URL."""
+@contextmanager
+def vllm_serve(model: Path, name: str, log: Path, *, max_model_len: int = 4096) -> Iterator[str]:
+    """A real ``vllm serve`` of ``model`` on loopback for the block; its ``/v1`` base URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
-    args += cli_flags({**VLLM_CPU_ARGS, "max_model_len": 4096})
+    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", name]
+    args += cli_flags({**VLLM_CPU_ARGS, "max_model_len": max_model_len})
     with launched(args, f"http://127.0.0.1:{port}/health", log):
         yield f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture(scope="session")
+def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``vllm serve`` of the scripted model; yields its ``/v1`` base URL."""
+    with vllm_serve(model_path, "scripted", tmp_path_factory.mktemp("vllm-serve") / "server.log") as url:
+        yield url
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -206,3 +214,42 @@ async def live_upstream(upstream_engine: Engine, script_index: PassageIndex) -> 
 def live(request: pytest.FixtureRequest) -> Live:
     """The server on each real engine in turn."""
     return request.getfixturevalue(f"live_{request.param}")
+
+
+# -- the toy ReSearch model and the toy world's index (end-to-end tests) --
+
+
+@pytest.fixture(scope="session")
+def toy_recipe() -> ToyRecipe:
+    return ToyRecipe()
+
+
+@pytest.fixture(scope="session")
+def toy_model_path(toy_recipe: ToyRecipe) -> Path:
+    """The toy ReSearch model (built on first use, about 7 minutes on two cores; cached)."""
+    return toy_model(toy_recipe)
+
+
+@pytest.fixture(scope="session")
+def toy_world(toy_recipe: ToyRecipe) -> World:
+    return make_world(toy_recipe.seed, chains=toy_recipe.chains)
+
+
+@pytest.fixture(scope="session")
+def toy_index(toy_world: World) -> PassageIndex:
+    """A real LanceDB index of every toy-world passage (held-out entities included)."""
+    return world_index(toy_world)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def toy_transformers_engine(toy_model_path: Path) -> AsyncIterator[Engine]:
+    engine = open_engine("transformers", toy_model_path)
+    yield engine
+    await engine.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def toy_vllm_engine(toy_model_path: Path) -> AsyncIterator[Engine]:
+    engine = open_engine("vllm", toy_model_path, max_model_len=2048)
+    yield engine
+    await engine.close()
