@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,22 +61,16 @@ async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
     await engine.close()
 
 
-@contextmanager
-def vllm_serve(model: Path, name: str, log: Path, *, max_model_len: int = 4096) -> Iterator[str]:
-    """A real ``vllm serve`` of ``model`` on loopback for the block; its ``/v1`` base URL."""
-    port = free_port()
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", name]
-    args += cli_flags({**VLLM_CPU_ARGS, "max_model_len": max_model_len})
-    with launched(args, f"http://127.0.0.1:{port}/health", log):
-        yield f"http://127.0.0.1:{port}/v1"
-
-
 @pytest.fixture(scope="session")
 def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``vllm serve`` of the scripted model; yields its ``/v1`` base URL."""
-    with vllm_serve(model_path, "scripted", tmp_path_factory.mktemp("vllm-serve") / "server.log") as url:
-        yield url
+    """A real ``vllm serve`` on loopback; yields its ``/v1`` base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
+    args += cli_flags({**VLLM_CPU_ARGS, "max_model_len": 4096})
+    with launched(args, f"http://127.0.0.1:{port}/health", log):
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -226,7 +220,7 @@ def toy_recipe() -> ToyRecipe:
 
 @pytest.fixture(scope="session")
 def toy_model_path(toy_recipe: ToyRecipe) -> Path:
-    """The toy ReSearch model (built on first use, about 7 minutes on two cores; cached)."""
+    """The toy ReSearch model (built on first use, about 10 minutes on two cores; cached)."""
     return toy_model(toy_recipe)
 
 

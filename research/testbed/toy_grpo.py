@@ -2,7 +2,7 @@
 
     python -m research.testbed.toy_grpo --steps 30 --out runs/toy-grpo
 
-Starts from a weakened toy ReSearch model (500 supervised steps instead of 2700, so
+Starts from a weakened toy ReSearch model (500 supervised steps instead of 3000, so
 there is room to improve), trains with the shared search loop and reward on the toy
 world's held-out questions, with the real LanceDB index, on CPU (about 10 minutes on
 two cores). Writes the run folder

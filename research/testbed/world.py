@@ -180,16 +180,15 @@ def _turn(think: str, query: str | None = None) -> str:
     return f" <think> {think} </think>" + (f" <search> {query} </search>" if query is not None else "")
 
 
-def answer_block(answer: str) -> str:
-    """The answer in the protocol's format, as the oracle writes it after its last thought."""
-    return f" <answer> The final answer is \\[ \\boxed{{{answer}}} \\] </answer>"
+def _answer(think: str, answer: str) -> str:
+    return _turn(think) + f" <answer> The final answer is \\[ \\boxed{{{answer}}} \\] </answer>"
 
 
 def _question(
     qid: str, text: str, answer: str, type_: QuestionType, steps: list[tuple[str, str]], last: str
 ) -> Question:
     """A question and its oracle trace: ``steps`` are (thought, query) pairs, ``last`` the final thought."""
-    turns = [_turn(thought, query) for thought, query in steps] + [_turn(last) + answer_block(answer)]
+    turns = [_turn(thought, query) for thought, query in steps] + [_answer(last, answer)]
     return Question(qid, text, answer, type_, [_slug(q) for _, q in steps], [q for _, q in steps], turns)
 
 
