@@ -37,6 +37,17 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
+def configure(query, *, ef=None, nprobes=None, refine_factor=None):
+    """A LanceDB vector query with the search-time knobs that are set."""
+    if ef is not None:
+        query = query.ef(ef)
+    if nprobes is not None:
+        query = query.nprobes(nprobes)
+    if refine_factor is not None:
+        query = query.refine_factor(refine_factor)
+    return query
+
+
 def timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -47,6 +58,7 @@ def main() -> None:
     import faiss
     import lancedb
     import pyarrow as pa
+    from lancedb.index import IvfPq
 
     from research.retrieval.index import ann_index
 
@@ -67,6 +79,7 @@ def main() -> None:
     (_, truth), exact_s = timed(lambda: flat.search(queries, k))
     exact_qps = len(queries) / exact_s
     rows.append(("faiss flat (exact)", "-", 1.0, exact_qps))
+    print(f"faiss flat: {exact_qps:.0f} q/s", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="ann-bench-"))
     try:
@@ -74,9 +87,9 @@ def main() -> None:
         vec = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), args.dim)
         tbl = lancedb.connect(str(tmp)).create_table("v", pa.table({"id": ids, "vector": vec}))
 
-        def lance(setting: str, configure) -> tuple[float, float]:
+        def lance(setting: str, setup) -> tuple[float, float]:
             def run():
-                q = configure(tbl.search(list(queries)).distance_type("dot").limit(k).select(["id"]))
+                q = setup(tbl.search(list(queries)).distance_type("dot").limit(k).select(["id", "_distance"]))
                 table = q.to_arrow()
                 found = [[] for _ in queries]
                 for qi, i in zip(table["query_index"].to_pylist(), table["id"].to_pylist(), strict=True):
@@ -89,12 +102,33 @@ def main() -> None:
         r, qps = lance("exact", lambda q: q.bypass_vector_index())
         rows.append(("lancedb exact (no index)", "-", r, qps))
         lance_exact_qps = qps
-        index = ann_index(args.n)
-        _, build_s = timed(lambda: tbl.create_index("vector", config=index))
-        print(f"lancedb {type(index).__name__} ({index.num_partitions} partition(s)) built in {build_s:.0f} s")
-        for ef in (20, 50, 100, 200):
-            r, qps = lance(f"ef={ef}", lambda q, ef=ef: q.ef(ef))
-            rows.append(("lancedb IVF_HNSW_SQ", f"ef={ef}", r, qps))
+        # The index research-index builds, then IVF_PQ; refine_factor re-ranks with the full vectors.
+        setups = [
+            (
+                ann_index(args.n),
+                [
+                    (f"ef={ef}{f' refine={rf}' if rf else ''}", {"ef": ef, "refine_factor": rf})
+                    for ef in (50, 100, 200)
+                    for rf in (None, 4)
+                ],
+            ),
+            (
+                IvfPq(distance_type="dot", num_partitions=round(args.n**0.5), num_sub_vectors=args.dim // 8),
+                [
+                    (f"nprobes={n} refine={rf}", {"nprobes": n, "refine_factor": rf})
+                    for n in (20, 50)
+                    for rf in (10, 30)
+                ],
+            ),
+        ]
+        for index, settings in setups:
+            name = f"lancedb {type(index).__name__}"
+            _, build_s = timed(lambda index=index: tbl.create_index("vector", config=index, replace=True))
+            print(f"{name} ({index.num_partitions} partition(s)) built in {build_s:.0f} s", flush=True)
+            for label, params in settings:
+                r, qps = lance(label, lambda q, params=params: configure(q, **params))
+                rows.append((name, label, r, qps))
+                print(f"  {label}: recall@10 {r:.3f}, {qps:.0f} q/s", flush=True)
 
         hnsw = faiss.IndexHNSWFlat(args.dim, 32, faiss.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = 40
@@ -104,14 +138,15 @@ def main() -> None:
             hnsw.hnsw.efSearch = ef
             (_, found), seconds = timed(lambda: hnsw.search(queries, k))
             rows.append(("faiss HNSW32", f"efSearch={ef}", recall(found, truth), len(queries) / seconds))
+            print(f"  efSearch={ef}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\n{args.n:,} vectors x {args.dim}-d, {args.clusters} clusters, {len(queries)} queries (one batch), top-{k}")
-    print(f"{'set-up':<26}{'setting':<15}{'recall@10':>10}{'q/s':>10}{'vs exact':>10}")
+    print(f"{'set-up':<26}{'setting':<22}{'recall@10':>10}{'q/s':>10}{'vs exact':>10}")
     for name, setting, r, qps in rows:
         base = lance_exact_qps if name.startswith("lancedb") else exact_qps
-        print(f"{name:<26}{setting:<15}{r:>10.3f}{qps:>10.0f}{qps / base:>9.1f}x")
+        print(f"{name:<26}{setting:<22}{r:>10.3f}{qps:>10.0f}{qps / base:>9.1f}x")
 
 
 if __name__ == "__main__":

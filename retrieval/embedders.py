@@ -62,6 +62,7 @@ class Embedder:
     ``device`` is one device (``"cuda:1"``), several (``"cuda:0,cuda:1"`` or a list:
     one worker process per device, sentence-transformers' multi-process pool, for
     building big indexes on every GPU of a node) or None for the best available.
+    On CUDA the model runs in fp16 (vectors are stored as float32 either way).
     Call :meth:`close` to stop the worker processes.
     """
 
@@ -77,7 +78,9 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         device = self.devices[0] if len(self.devices) == 1 else "cpu" if self.devices else None
-        return SentenceTransformer(_local_path(self.spec.name), device=device)
+        model = SentenceTransformer(_local_path(self.spec.name), device=device)
+        on_gpu = model.device.type == "cuda" or any(d.startswith("cuda") for d in self.devices)
+        return model.half() if on_gpu else model  # fp16 on GPUs: 2-3x the rate
 
     @cached_property
     def _pool(self) -> dict[str, Any] | None:

@@ -38,6 +38,11 @@ def parser() -> argparse.ArgumentParser:
         "index": "passage index for the rollouts' searches: folder or LanceDB URI",
         "retriever_url": "or a running research-index serve at this URL",
         "output": "run folder: checkpoints, metrics.jsonl, TensorBoard logs",
+        "generation": "rollout engine: vllm (colocated), vllm-server (--vllm-server-url), transformers; "
+        "auto: vllm on CUDA machines with vLLM, else transformers",
+        "vllm_server_url": "a vllm serve with NCCL weight transfer (see README), e.g. http://gen-node:8000",
+        "vllm_gpu_memory_utilization": "share of each GPU the colocated vLLM takes",
+        "vllm_tensor_parallel_size": "GPUs one colocated vLLM spans (8 for 32B)",
     }
     defaults, hints = TrainConfig(), get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
@@ -87,6 +92,11 @@ def dry_run(cfg: TrainConfig, argv: list[str]) -> None:
             print(f"{item:<52}{gib:>8.1f} GiB   {how}")
         total = sum(g for _, g, _ in plan)
         print(f"{'total':<52}{total:>8.1f} GiB")
+        if total > 80:
+            print(
+                "over an 80 GiB GPU: spread the colocated vLLM (--vllm-tensor-parallel-size 8), "
+                "or generate on a separate vllm serve (--generation vllm-server)"
+            )
     else:
         print("\n(no memory plan: the model's shape is known only for the paper's aliases)")
     print("\n# launch (run on every node; NODE_RANK = 0..nodes-1, MASTER_ADDR = node 0)")

@@ -7,6 +7,7 @@ Where TRL's defaults differ from the paper, the paper wins (README "Training" li
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -69,6 +70,16 @@ class TrainConfig:
     loss_type: str = "dapo"
     """TRL's token-level normalisation over the batch: verl's ``token-mean``, what the paper's verl run used."""
     # Scale and runtime
+    generation: Literal["auto", "transformers", "vllm", "vllm-server"] = "auto"
+    """Who generates rollouts. ``vllm``: a vLLM colocated on each training GPU; ``vllm-server``:
+    a ``vllm serve`` at ``vllm_server_url`` that TRL pushes weights to (multi-node); ``transformers``:
+    the policy itself (CPU). ``auto``: ``vllm-server`` when a URL is given, ``vllm`` on CUDA
+    machines with vLLM installed, else ``transformers``."""
+    vllm_server_url: str | None = None
+    vllm_gpu_memory_utilization: float = 0.3
+    """Share of each GPU the colocated vLLM may take (weights + KV cache); the rest trains."""
+    vllm_tensor_parallel_size: int = 1
+    """GPUs one colocated vLLM spans (8 for 32B: its bf16 weights alone are 61 GiB)."""
     per_device_batch: int = 1
     """Rollouts per GPU per micro-batch; gradient accumulation makes up ``prompts_per_step * group_size``."""
     max_steps: int = -1
@@ -93,6 +104,14 @@ class TrainConfig:
     def world_size(self) -> int:
         return self.nodes * self.gpus_per_node
 
+    def generator(self, cuda: bool) -> Literal["transformers", "vllm", "vllm-server"]:
+        """``generation`` with ``auto`` resolved for this machine."""
+        if self.generation != "auto":
+            return self.generation
+        if self.vllm_server_url:
+            return "vllm-server"
+        return "vllm" if cuda and importlib.util.find_spec("vllm") else "transformers"
+
     def gradient_accumulation(self, processes: int) -> int:
         """Micro-batches per optimizer step so one step sees ``prompts_per_step`` groups."""
         rollouts = self.prompts_per_step * self.group_size
@@ -109,6 +128,8 @@ class TrainConfig:
             raise ValueError("group_size must be at least 2 (GRPO compares completions within a group)")
         if self.index and self.retriever_url:
             raise ValueError("give --index or --retriever-url, not both")
+        if (self.generation == "vllm-server") != bool(self.vllm_server_url) and self.generation != "auto":
+            raise ValueError("--generation vllm-server and --vllm-server-url go together")
         for name in ("learning_rate", "max_prompt_tokens", "max_response_tokens", "prompts_per_step", "top_k"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -159,6 +180,9 @@ def memory_plan(cfg: TrainConfig) -> list[tuple[str, float, str]]:
             f"{seq} x {shape.vocab} vocab x 4 B",
         ),
     ]
+    if cfg.generation in ("auto", "vllm"):
+        tp = cfg.vllm_tensor_parallel_size
+        rows.append(("colocated vLLM weights (bf16)", 2 * p / tp / gib, f"2 B x {p / 1e9:.1f}B / TP {tp}"))
     kv_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2
     rows.append(
         (

@@ -6,7 +6,8 @@ question already repeated ``num_generations`` times by TRL's sampler) it runs
 logprobs and ``env_mask`` — the loop's own mask, 1 for tokens the model generated
 and 0 for retrieved ``<result>`` tokens — which TRL multiplies into the loss mask
 of the policy-gradient and KL terms. Nothing is re-tokenised: the ids are the ids
-the loop produced.
+the loop produced. The policy generates through :func:`policy_engine`: TRL's vLLM
+(colocated or a server, kept in sync with the weights) or the model itself.
 
 :func:`research_reward` is the shared reward (F1 / 0.1 / 0) read from the completion
 text TRL decodes from those ids.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from research.engines.base import Engine, SamplingOptions
@@ -41,17 +42,16 @@ class SearchRollouts:
         """The trajectories of the latest call (for logging and tests)."""
 
     def engine(self, trainer: Any) -> Engine:
-        """The policy itself as an engine: generation always sees the current weights."""
+        """The engine the policy generates with (made on first use)."""
         if self._engine is None:
-            from research.engines.hf import TransformersEngine
-
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            self._engine = TransformersEngine(model, trainer.processing_class)
+            self._engine = policy_engine(trainer)
         return self._engine
 
     def __call__(self, prompts: Sequence[Any], trainer: Any) -> dict[str, list[Any]]:
         was_training = trainer.model.training
         engine = self.engine(trainer)
+        if trainer.args.use_vllm and trainer.args.vllm_mode == "server":
+            trainer.accelerator.wait_for_everyone()  # the main process has finished pushing the new weights
         tok = engine.tokenizer
         sampling = SamplingOptions(temperature=trainer.temperature, top_p=trainer.top_p, logprobs=True)
 
@@ -76,31 +76,65 @@ class SearchRollouts:
         finally:
             trainer.model.train(was_training)
         self.last = trajs
-        metrics = trainer._metrics["train" if was_training else "eval"]  # TRL averages these per logged step
-        metrics["well_formed"].append(sum(t.well_formed for t in trajs) / len(trajs))
-        metrics["searches"].append(sum(len(t.searches) for t in trajs) / len(trajs))
         return {
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.completion_ids for t in trajs],
             "logprobs": [[lp if lp is not None else 0.0 for lp in (t.logprobs or [])] for t in trajs],
             "env_mask": [t.mask for t in trajs],
-            # Extra keys reach the reward function and the step log.
+            # Extra keys reach the reward function.
             "ended_with_eos": [t.ended_with_eos for t in trajs],
             "searches": [len(t.searches) for t in trajs],
+            "well_formed": [t.well_formed for t in trajs],
         }
 
     def close(self) -> None:
-        """Close the retriever (when it can be) and stop the rollout thread."""
-        if close := getattr(self.retriever, "close", None):
-            asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=30)
+        """Close the retriever (when it can be) and the engine, and stop the rollout thread."""
+        for part in (self.retriever, self._engine):
+            if close := getattr(part, "close", None):
+                asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
 
 
+def policy_engine(trainer: Any) -> Engine:
+    """The current policy as an engine, always generating with the weights being trained.
+
+    With ``use_vllm``, TRL owns the vLLM and pushes the policy's weights into it before
+    each generation: in colocate mode its in-process ``vllm.LLM``, in server mode a
+    ``vllm serve`` that is OpenAI-compatible, reached here as an upstream engine.
+    Without it, the policy model generates itself (transformers).
+    """
+    args, tokenizer = trainer.args, trainer.processing_class
+    if not args.use_vllm:
+        from research.engines.hf import TransformersEngine
+
+        return TransformersEngine(trainer.accelerator.unwrap_model(trainer.model), tokenizer)
+    if args.vllm_mode == "colocate":
+        from research.engines.vllm_engine import LLMEngine
+
+        return LLMEngine(trainer.vllm_generation.llm, tokenizer)
+    from research.engines.upstream import UpstreamEngine
+
+    return UpstreamEngine(args.vllm_server_base_url.rstrip("/") + "/v1", tokenizer)
+
+
 def research_reward(
-    completions: list[str], answers: list[list[str]], ended_with_eos: list[bool], **_: Any
+    completions: list[str],
+    answers: list[list[str]],
+    ended_with_eos: list[bool],
+    searches: list[int] | None = None,
+    well_formed: list[bool] | None = None,
+    log_metric: Callable[[str, float], None] | None = None,
+    **_: Any,
 ) -> list[float]:
-    """The shared ReSearch reward of each completion, from its text (TRL reward-function signature)."""
+    """The shared ReSearch reward of each completion, from its text (TRL reward-function signature).
+
+    Also logs, through TRL's ``log_metric``, the share of well-formed rollouts and the
+    searches per rollout that :class:`SearchRollouts` passed along.
+    """
+    if log_metric and searches is not None and well_formed is not None:
+        log_metric("well_formed", sum(well_formed) / len(well_formed))
+        log_metric("searches", sum(searches) / len(searches))
     return [
         reward(text, golds, ended_with_eos=eos)
         for text, golds, eos in zip(completions, answers, ended_with_eos, strict=True)

@@ -31,6 +31,7 @@ def grpo_args(cfg: TrainConfig, *, processes: int, cuda: bool) -> Any:
     """TRL's ``GRPOConfig`` for ``cfg`` (the paper's values where TRL's defaults differ)."""
     from trl import GRPOConfig
 
+    generator = cfg.generator(cuda)
     return GRPOConfig(
         output_dir=cfg.output,
         learning_rate=cfg.learning_rate,
@@ -58,7 +59,14 @@ def grpo_args(cfg: TrainConfig, *, processes: int, cuda: bool) -> Any:
         use_cpu=not cuda,
         seed=cfg.seed,
         report_to=["tensorboard"],
-        use_vllm=False,
+        # TRL owns the vLLM instance and pushes the policy's weights into it before each
+        # generation; the rollouts run the search loop on it (research.train.rollout).
+        use_vllm=generator != "transformers",
+        vllm_mode="server" if generator == "vllm-server" else "colocate",
+        vllm_server_base_url=cfg.vllm_server_url,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+        vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        vllm_max_model_length=cfg.max_prompt_tokens + cfg.max_response_tokens,
     )
 
 

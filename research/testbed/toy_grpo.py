@@ -1,6 +1,7 @@
 """GRPO on the toy world: does ``research-train`` raise the toy ReSearch model's reward?
 
     python -m research.testbed.toy_grpo --steps 30 --out runs/toy-grpo
+    python -m research.testbed.toy_grpo --generation vllm    # rollouts on a colocated vLLM
 
 Starts from a weakened toy ReSearch model (500 supervised steps instead of 3000, so
 there is room to improve), trains with the shared search loop and reward on the toy
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sft-steps", type=int, default=500, help="supervised steps of the starting model (fewer: weaker)"
     )
+    parser.add_argument(
+        "--generation", choices=["transformers", "vllm"], default="transformers", help="rollouts: the policy or a vLLM"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/toy-grpo"))
     args = parser.parse_args(argv)
 
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         top_k=recipe.top_k,
         validation_size=0,
         save_steps=10,
+        generation=args.generation,
     )
     train(cfg)
     rows = read_metrics(args.out)
