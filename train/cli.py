@@ -42,7 +42,6 @@ def parser() -> argparse.ArgumentParser:
         "auto: vllm on CUDA machines with vLLM, else transformers",
         "vllm_server_url": "a vllm serve with NCCL weight transfer (see README), e.g. http://gen-node:8000",
         "vllm_gpu_memory_utilization": "share of each GPU the colocated vLLM takes",
-        "vllm_tensor_parallel_size": "GPUs one colocated vLLM spans (8 for 32B)",
     }
     defaults, hints = TrainConfig(), get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
@@ -94,8 +93,8 @@ def dry_run(cfg: TrainConfig, argv: list[str]) -> None:
         print(f"{'total':<52}{total:>8.1f} GiB")
         if total > 80:
             print(
-                "over an 80 GiB GPU: spread the colocated vLLM (--vllm-tensor-parallel-size 8), "
-                "or generate on a separate vllm serve (--generation vllm-server)"
+                "over an 80 GiB GPU: generate on separate vllm serve nodes (--generation vllm-server "
+                "--vllm-server-url URL), as the paper's 32B runs need"
             )
     else:
         print("\n(no memory plan: the model's shape is known only for the paper's aliases)")

@@ -77,9 +77,9 @@ class TrainConfig:
     machines with vLLM installed, else ``transformers``."""
     vllm_server_url: str | None = None
     vllm_gpu_memory_utilization: float = 0.3
-    """Share of each GPU the colocated vLLM may take (weights + KV cache); the rest trains."""
-    vllm_tensor_parallel_size: int = 1
-    """GPUs one colocated vLLM spans (8 for 32B: its bf16 weights alone are 61 GiB)."""
+    """Share of each GPU the colocated vLLM may take (weights + KV cache); the rest trains.
+    Each training process colocates a whole vLLM (no tensor parallelism: every process runs
+    its own search loops), so models whose copy does not fit use ``vllm-server``."""
     per_device_batch: int = 1
     """Rollouts per GPU per micro-batch; gradient accumulation makes up ``prompts_per_step * group_size``."""
     max_steps: int = -1
@@ -181,8 +181,7 @@ def memory_plan(cfg: TrainConfig) -> list[tuple[str, float, str]]:
         ),
     ]
     if cfg.generation in ("auto", "vllm"):
-        tp = cfg.vllm_tensor_parallel_size
-        rows.append(("colocated vLLM weights (bf16)", 2 * p / tp / gib, f"2 B x {p / 1e9:.1f}B / TP {tp}"))
+        rows.append(("colocated vLLM weights (bf16, a full copy)", 2 * p / gib, f"2 B x {p / 1e9:.1f}B"))
     kv_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2
     rows.append(
         (

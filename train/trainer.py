@@ -65,7 +65,6 @@ def grpo_args(cfg: TrainConfig, *, processes: int, cuda: bool) -> Any:
         vllm_mode="server" if generator == "vllm-server" else "colocate",
         vllm_server_base_url=cfg.vllm_server_url,
         vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
         vllm_max_model_length=cfg.max_prompt_tokens + cfg.max_response_tokens,
     )
 

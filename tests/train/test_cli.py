@@ -36,6 +36,7 @@ def test_dry_run_prints_the_32b_plan_without_downloading():
     assert "model: Qwen/Qwen2.5-32B" in text
     assert "256 prompts x 5 rollouts = 1280 per step over 64 GPUs (1 per GPU x 20 accumulation steps)" in text
     assert "Adam + fp32 master (sharded)" in text and "total" in text
+    assert "colocated vLLM weights (bf16, a full copy)" in text and "--generation vllm-server" in text  # 61 GiB
     assert "accelerate launch --config_file" in text and "--num_machines 8 --num_processes 64" in text
     assert Path(text.split("--config_file ")[1].split()[0]).is_file()  # the shipped ZeRO-3 config
 
