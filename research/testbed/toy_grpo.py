@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--generation", choices=["transformers", "vllm"], default="transformers", help="rollouts: the policy or a vLLM"
     )
+    parser.add_argument("--questions", type=int, help="train on only the first N 2-hop questions (default: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/toy-grpo"))
     args = parser.parse_args(argv)
 
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "questions.jsonl"
     with data.open("w") as f:
-        for q in world.questions("test"):
+        questions = world.questions("test")
+        if args.questions:
+            questions = [q for q in questions if q.type == "2hop"][: args.questions]
+        for q in questions:
             f.write(json.dumps({"id": q.id, "question": q.question, "golden_answers": [q.answer]}) + "\n")
     cfg = TrainConfig(
         base=str(toy_model(recipe)),
