@@ -1,6 +1,7 @@
 """Generation engines behind one interface (:class:`Engine`).
 
-* :mod:`research.engines.vllm_engine` — vLLM in-process, continuous batching (default).
+* :mod:`research.engines.vllm_engine` — vLLM in-process, continuous batching (default);
+  also over the synchronous ``vllm.LLM`` TRL colocates for GRPO rollouts.
 * :mod:`research.engines.hf` — plain transformers, portable.
 * :mod:`research.engines.upstream` — a running ``vllm serve`` deployment (scale-out).
 
