@@ -119,17 +119,16 @@ class LLMEngine:
             while size != len(self._pending):  # let the other loops that are ready join this batch
                 size = len(self._pending)
                 await asyncio.sleep(0)
-            batch, self._pending = self._pending, []
+            prompts, params, waiting = zip(*self._pending, strict=True)
+            self._pending = []
             try:
-                outputs = await asyncio.to_thread(
-                    self.llm.generate, [b[0] for b in batch], [b[1] for b in batch], use_tqdm=False
-                )
+                outputs = await asyncio.to_thread(self.llm.generate, list(prompts), list(params), use_tqdm=False)
             except Exception as exc:  # every waiting request learns why
-                for *_, done in batch:
+                for done in waiting:
                     if not done.done():
                         done.set_exception(exc)
                 return
-            for (*_, done), output in zip(batch, outputs, strict=True):
+            for done, output in zip(waiting, outputs, strict=True):
                 if not done.done():
                     done.set_result(output)
 
