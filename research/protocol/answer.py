@@ -35,13 +35,14 @@ def last_boxed(text: str) -> str | None:
 
 
 def extract_answer(response: str) -> str | None:
-    r"""The final answer of ``response``, or None when it gave none.
+    r"""The final answer of ``response`` (the box's content, stripped), or None when it gave none.
 
-    >>> extract_answer(r"<think>..</think> <answer> The final answer is \[ \boxed{Paris} \] </answer>")
+    >>> extract_answer(r"<think>..</think> <answer> The final answer is \[ \boxed{ Paris} \] </answer>")
     'Paris'
     """
     match = _ANSWER.search(response)
-    return last_boxed(match.group(1)) if match else None
+    boxed = last_boxed(match.group(1)) if match else None
+    return boxed.strip() if boxed is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,16 +14,26 @@ checkpoint as they load any Qwen2.
 
 Residual stream layout at initialisation (``COPY_WIDTH`` dims each): the token's
 identity (the embedding), the previous token's (written by layer 0 head 0), the
-one before that (layer 0 head 1).
+one before that (layer 0 head 1). :func:`wire_pointer_head` adds four flag dims
+after them and the trigger tokens' identities after those.
+
+The induction head copies a name where the words before it match the words
+before an earlier mention ("made by X" from a passage's "made by X"). A search
+query or a boxed answer has no such words before it: there
+:func:`wire_pointer_head` copies the first piece of the entity named last.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 COPY_WIDTH = 32
 """Residual dims for a token's identity (and as many for each of the two tokens before it)."""
+NAME, CONTINUES, AFTER_CONTINUES, TRIGGER = range(3 * COPY_WIDTH, 3 * COPY_WIDTH + 4)
+"""Flag dims: the token starts a word of a name; it continues a word (or starts a name's);
+the previous token did (written by layer 0 head 0); the token is a pointer trigger."""
 
 
 def wire_copy_circuit(
@@ -91,3 +101,57 @@ def wire_copy_circuit(
         k[slow, previous] = eye
         k[slow, before] = bigram * mix
         induction.o_proj.weight[token, :width] = copy * eye
+
+
+def wire_pointer_head(
+    model: Any,
+    *,
+    triggers: Collection[int],
+    name_starts: Collection[int],
+    continuations: Collection[int],
+    recency: float = 40.0,
+    penalty: float = 2.0,
+    copy: float = 16.0,
+) -> None:
+    """Make layer 1 head 1 copy, at a trigger token, the first piece of the most recent name.
+
+    ``triggers`` are the tokens after which a name follows with no words to match
+    (`` <search>``, `` \\boxed{``); ``name_starts`` the pieces that begin a word of a
+    name (``" Mara"``); ``continuations`` the pieces that continue a word. The head
+    attends from a trigger to name starts whose previous token does not continue a
+    word (so to "Mara", not to "Quessel" in "Mara Quessel"), the most recent first:
+    its query and key sit in rotary pairs 6-14, whose summed cosines fall with
+    distance over a few hundred tokens. Call after :func:`wire_copy_circuit`; the
+    triggers' identities move out of the induction head's reach (it would copy what
+    followed the trigger last time) into dims of their own.
+    """
+    import torch
+
+    cfg = model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    width = COPY_WIDTH
+    if cfg.num_attention_heads < 3 or cfg.hidden_size < TRIGGER + 1 + width:
+        raise ValueError(f"the pointer head needs heads >= 3 and hidden_size >= {TRIGGER + 1 + width}")
+    at, token, pairs = head_dim, slice(0, width), range(6, 15)
+    pointer, look_back = model.model.layers[1].self_attn, model.model.layers[0].self_attn
+    with torch.no_grad():
+        embedding = model.model.embed_tokens.weight
+        triggers, name_starts, continuations = list(triggers), list(name_starts), list(continuations)
+        embedding[name_starts, NAME] = 1.0
+        embedding[continuations, CONTINUES] = 1.0
+        embedding[triggers, token] = 0.0
+        embedding[triggers, TRIGGER] = 1.0
+        embedding[triggers, TRIGGER + 1 : TRIGGER + 1 + width] = torch.randn(len(triggers), width)
+        look_back.v_proj.weight[width, CONTINUES] = 1.0  # head 0's spare value dim carries the flag forward
+        look_back.o_proj.weight[AFTER_CONTINUES, width] = 1.0
+        rows = slice(at, at + head_dim)
+        for proj in (pointer.q_proj, pointer.k_proj, pointer.v_proj):
+            proj.weight[rows].zero_()
+            proj.bias[rows].zero_()
+        pointer.o_proj.weight[:, rows].zero_()
+        for i in pairs:
+            pointer.q_proj.weight[at + i, TRIGGER] = recency
+            pointer.k_proj.weight[at + i, NAME] = 1.0
+            pointer.k_proj.weight[at + i, AFTER_CONTINUES] = -penalty
+        pointer.v_proj.weight[at : at + width, token] = torch.eye(width)
+        pointer.o_proj.weight[token, at : at + width] = copy * torch.eye(width)

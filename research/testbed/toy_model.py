@@ -1,29 +1,37 @@
 """The toy ReSearch model: a tiny Qwen2 trained on CPU to reason with search on the toy world.
 
-How it is built (one command, cached by recipe hash, about 10 minutes on two cores)::
+How it is built (one command, cached by recipe hash, about 7 minutes on two cores)::
 
     python -m research.testbed.toy_model
 
 1. A toy world (:mod:`research.testbed.world`); its *train* passages are indexed
    in LanceDB with the real MiniLM embedder.
-2. Oracle traces for the train questions, with result blocks from that real
-   retriever, rendered with the **base** ReSearch template (the whole prompt is
-   one string), exactly the token layout of the search loop.
+2. Oracle traces for the train 1-hop and bridge questions, with result blocks
+   from that real retriever, rendered with the **base** ReSearch template (the
+   whole prompt is one string), exactly the token layout of the search loop.
 3. A small byte-level BPE tokenizer, trained on the prompt, the oracle's phrases
-   and names from a *different* seed. Why not Qwen2.5's 151k vocabulary: the
-   softmax would cost most of the CPU budget, and a tokenizer fitted to the
-   world's syllables (not its names) splits unseen names into pieces the model
-   has seen, which is what lets it copy names it never met.
-4. A 2-layer Qwen2 whose initial weights hold a copy (induction) circuit
-   (:mod:`research.testbed.circuit`): trained from scratch in this budget, the
-   model never learned to copy names and scored 0 on held-out questions.
+   and names from a *different* seed, plus one token per tag (`` <search>``,
+   `` \\boxed{``, ...). Why not Qwen2.5's 151k vocabulary: the softmax would
+   cost most of the CPU budget, and a tokenizer fitted to the world's syllables
+   (not its names) splits unseen names into pieces the model has seen, which is
+   what lets it copy names it never met.
+4. A 2-layer, 3-head Qwen2 whose initial weights hold two copy mechanisms
+   (:mod:`research.testbed.circuit`): an induction circuit, which copies a name
+   where the words before it match an earlier mention ("made by X" from the
+   passage's "made by X"), and a pointer head, which at `` <search>`` and
+   `` \\boxed{`` copies the first piece of the entity named last. The oracle
+   traces are written so that these two cover every name the model writes.
+   Trained from scratch in this budget, the model never learned to copy names
+   (exact match 0 on held-out questions); with the induction circuit alone it
+   reached 0.53, failing mostly on the first piece of queries and answers.
 5. Copy drills on names of another world (:func:`copy_examples`), then
    supervised warm-up on the traces with the result tokens masked out of the
-   loss, exactly as in RL training (mask 0).
+   loss, exactly as in RL training (mask 0). The third head of each layer is
+   left to training.
 
 Measured with ``python -m research.testbed.acceptance`` (README, "The offline
-test bed"): the model searches and copies what it reads, but below the issue's
-targets; see the README for the numbers.
+test bed"): exact match 0.96 on 200 held-out bridge questions, 0.96 on the
+counterfactual index, 0.00 without retrieval.
 """
 
 from __future__ import annotations
@@ -41,12 +49,16 @@ from typing import Any
 from research.protocol.tags import format_result
 from research.protocol.templates import render_prompt
 from research.retrieval import TESTBED_EMBEDDER, Embedder, Passage, PassageIndex, build_index, connect
-from research.testbed.circuit import wire_copy_circuit
+from research.testbed.circuit import wire_copy_circuit, wire_pointer_head
 from research.testbed.models import TinyConfig, cached, new_qwen2
 from research.testbed.world import World, make_world
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EOS = "<|endoftext|>"
+TAGS = [" <think>", " </think>", " <search>", " </search>", " <result>", "</result>", " <answer>", " </answer>"]
+BOXED = " \\boxed{"
+TRIGGERS = [" <search>", BOXED]
+"""Tokens a name follows with no words before it to match: the pointer head's triggers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +71,19 @@ class ToyRecipe:
     """Passages per search, in training and in the acceptance run (top-1 recall is 1.0 here)."""
     vocab_size: int = 1024
     model: TinyConfig = TinyConfig(
-        hidden_size=128, layers=2, heads=2, kv_heads=2, intermediate_size=512, max_position=2048, rope_theta=1e6
+        hidden_size=192, layers=2, heads=3, kv_heads=3, intermediate_size=512, max_position=2048, rope_theta=1e6
     )
     copy_steps: int = 200
     """Copy drills (:func:`copy_examples`) before the traces."""
     steps: int = 3000
     batch_size: int = 8
     lr: float = 5e-3
-    version: int = 7
+    version: int = 8
 
 
 def train_tokenizer(recipe: ToyRecipe) -> Any:
     """Byte-level BPE fitted to the template, the oracle's phrases and *other* names."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     fresh = make_world(recipe.seed + 10_000, chains=recipe.chains)  # same syllables, none of the names
@@ -87,7 +99,33 @@ def train_tokenizer(recipe: ToyRecipe) -> Any:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    tok.add_tokens([AddedToken(t, normalized=False) for t in [*TAGS, BOXED]])  # one token each, as plain text
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
+
+
+def token_roles(recipe: ToyRecipe, tokenizer: Any) -> dict[str, list[int]]:
+    """The pointer head's token sets (:func:`~research.testbed.circuit.wire_pointer_head`).
+
+    Name starts are the capitalised word-initial pieces of names from another seed's
+    world, less those the template and the oracle's own words use ("The", "It").
+    """
+    fresh = make_world(recipe.seed + 10_000, chains=recipe.chains)
+    names = fresh.names("train")
+    starts = {tokenizer.tokenize(" " + word)[0] for name in names for word in name.split()}
+    words = render_prompt("", "base")
+    for q in fresh.questions("train")[:600]:
+        words += q.question + "".join(q.turns)
+    for name in sorted(names, key=len, reverse=True):
+        words = words.replace(name, "")
+    fixed = set(tokenizer.tokenize(words))
+    name_starts = {t for t in starts if t[1:2].isupper() and t not in fixed}
+    vocab = tokenizer.get_vocab()
+    continuations = {t for t in vocab if tokenizer.convert_tokens_to_string([t])[:1].isalnum()} | name_starts
+    return {
+        "triggers": tokenizer.convert_tokens_to_ids(TRIGGERS),
+        "name_starts": sorted(vocab[t] for t in name_starts),
+        "continuations": sorted(vocab[t] for t in continuations),
+    }
 
 
 def index_world(world: World, split: str, uri: Path, *, embedder: Embedder | None = None) -> PassageIndex:
@@ -107,8 +145,12 @@ def world_index(world: World, split: str = "all") -> PassageIndex:
 def training_examples(
     world: World, index: PassageIndex, tokenizer: Any, top_k: int
 ) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels) per train question; labels are -100 on prompt and result tokens."""
-    questions = world.questions("train")
+    """(input ids, labels) per train bridge or 1-hop question; -100 on prompt and result tokens.
+
+    Comparison questions are left out: their second search names an entity from
+    the question, not the one named last, which the pointer head cannot copy.
+    """
+    questions = [q for q in world.questions("train") if q.type != "comparison"]
     queries = sorted({q for question in questions for q in question.queries})
     results = dict(zip(queries, index.search(queries, k=top_k), strict=True))
     eos = tokenizer.convert_tokens_to_ids(EOS)
@@ -134,8 +176,7 @@ def copy_examples(recipe: ToyRecipe, tokenizer: Any, n: int = 10_000) -> list[tu
     name pieces before the traces teach when to copy what.
     """
     fresh = make_world(recipe.seed + 20_000, chains=recipe.chains)
-    fields = ("product", "company", "founder", "city", "country")
-    names = sorted({getattr(c, f) for c in fresh.train for f in fields})
+    names = fresh.names("train")
     pieces = [tokenizer.encode(" " + name) for name in names]
     rng = random.Random(recipe.seed)
     out = []
@@ -200,6 +241,7 @@ def _train(recipe: ToyRecipe, tokenizer: Any, examples: list[tuple[list[int], li
     """A fresh tiny Qwen2 with the copy circuit, drilled on copies, then trained on the traces."""
     model = new_qwen2(replace(recipe.model, seed=recipe.seed), tokenizer)
     wire_copy_circuit(model)
+    wire_pointer_head(model, **token_roles(recipe, tokenizer))
     common = {"lr": recipe.lr, "seed": recipe.seed, "pad": tokenizer.pad_token_id}
     drills = copy_examples(recipe, tokenizer)
     _fit(model, drills, steps=recipe.copy_steps, batch_size=32, desc="copy drills", **common)
@@ -226,7 +268,7 @@ def toy_model(recipe: ToyRecipe = ToyRecipe()) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build (or find in the cache) the toy ReSearch model.")
-    parser.add_argument("--steps", type=int, default=ToyRecipe.steps, help="training steps")
+    parser.add_argument("--steps", type=int, default=ToyRecipe().steps, help="training steps")
     args = parser.parse_args(argv)
     print(toy_model(ToyRecipe(steps=args.steps)))
 

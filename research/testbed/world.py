@@ -102,10 +102,17 @@ class World:
     train: list[Chain]
     test: list[Chain]
 
+    def chains(self, split: Literal["train", "test", "all"] = "all") -> list[Chain]:
+        return {"train": self.train, "test": self.test, "all": self.train + self.test}[split]
+
     def passages(self, split: Literal["train", "test", "all"] = "all") -> list[dict[str, str]]:
-        chains = {"train": self.train, "test": self.test, "all": self.train + self.test}[split]
-        unique = {p["id"]: p for c in chains for p in chain_passages(c)}  # cities are shared by chains
+        unique = {p["id"]: p for c in self.chains(split) for p in chain_passages(c)}  # cities are shared by chains
         return list(unique.values())
+
+    def names(self, split: Literal["train", "test", "all"] = "all") -> list[str]:
+        """Every entity name of the split's chains, sorted."""
+        fields = ("product", "company", "founder", "city", "country")
+        return sorted({getattr(c, f) for c in self.chains(split) for f in fields})
 
     def questions(self, split: Literal["train", "test"], *, seed: int = 0) -> list[Question]:
         chains = self.train if split == "train" else self.test
@@ -181,7 +188,9 @@ def _turn(think: str, query: str | None = None) -> str:
 
 
 def _answer(think: str, answer: str) -> str:
-    return _turn(think) + f" <answer> The final answer is \\[ \\boxed{{{answer}}} \\] </answer>"
+    # The space after the brace makes the name's first piece the token it is everywhere
+    # else (" Mara", not "Mara"); answer extraction and exact match ignore it.
+    return _turn(think) + f" <answer> The final answer is \\[ \\boxed{{ {answer}}} \\] </answer>"
 
 
 def _question(
@@ -195,30 +204,32 @@ def _question(
 def chain_questions(c: Chain, qid: str) -> list[Question]:
     """The 1-hop and 2-hop (bridge) questions a chain answers, with oracle traces.
 
-    The oracle's thoughts restate each fact in the words of its passage ("made by",
-    "founded by", "born in", "is a city in"), so a model learns to read it there.
+    The oracle names an entity in two ways only, so that a model can learn to copy
+    names it never saw: it restates a fact in the words of its passage ("made by X",
+    "founded by X", "born in X", "a city in X"), and each search query and final
+    answer is the entity named last. Its other words name no entity ("this company").
     """
-    makes = (f"I need the company that makes {c.product}.", c.product)
-    founded = (f"I need the founder of {c.company}.", c.company)
-    born = (f"I need where {c.founder} was born.", c.founder)
-    made_by = f"{c.product} is made by {c.company}."
-    founded_by = f"{c.company} was founded by {c.founder}."
-    born_in = f"{c.founder} was born in {c.city}."
+    makes = ("I need the company that makes it.", c.product)
+    founder = ("I need the founder of this company.", c.company)
+    born = ("I need where this person was born.", c.founder)
+    made_by = f"It is made by {c.company}."
+    founded_by = f"It was founded by {c.founder}."
+    born_in = f"The person was born in {c.city}."
     return [
-        _question(f"{qid}-a", f"Who founded {c.company}?", c.founder, "1hop", [founded], founded_by),
+        _question(f"{qid}-a", f"Who founded {c.company}?", c.founder, "1hop", [founder], founded_by),
         _question(f"{qid}-b", f"Which company makes {c.product}?", c.company, "1hop", [makes], made_by),
         _question(f"{qid}-c", f"In which city was {c.founder} born?", c.city, "1hop", [born], born_in),
         _question(
             f"{qid}-d", f"Who founded the company that makes {c.product}?", c.founder, "2hop",
-            [makes, (f"{made_by} Now I need the founder of {c.company}.", c.company)], founded_by,
+            [makes, (f"{made_by} Now I need the founder of this company.", c.company)], founded_by,
         ),
         _question(
             f"{qid}-e", f"In which city was the founder of {c.company} born?", c.city, "2hop",
-            [founded, (f"{founded_by} Now I need where {c.founder} was born.", c.founder)], born_in,
+            [founder, (f"{founded_by} Now I need where this person was born.", c.founder)], born_in,
         ),
         _question(
             f"{qid}-f", f"In which country was {c.founder} born?", c.country, "2hop",
-            [born, (f"{born_in} Now I need the country of {c.city}.", c.city)], f"{c.city} is a city in {c.country}.",
+            [born, (f"{born_in} Now I need the country of this city.", c.city)], f"It is a city in {c.country}.",
         ),
     ]  # fmt: skip
 

@@ -13,7 +13,7 @@ GOOD = (
 
 
 def test_the_answer_is_the_last_boxed_in_the_answer_block():
-    assert extract_answer(r"<answer> \boxed{a} or rather \boxed{b} </answer>") == "b"
+    assert extract_answer(r"<answer> \boxed{a} or rather \boxed{ b } </answer>") == "b"
 
 
 def test_nested_braces_survive():

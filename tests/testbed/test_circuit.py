@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from research.testbed.circuit import wire_copy_circuit
+from research.testbed.circuit import wire_copy_circuit, wire_pointer_head
 
 
 def tiny_qwen2(**overrides) -> Qwen2ForCausalLM:
@@ -72,3 +72,28 @@ def test_shapes_without_room_for_the_circuit_are_refused():
         wire_copy_circuit(tiny_qwen2(tie_word_embeddings=False))
     with pytest.raises(ValueError, match="head_dim >= 64"):
         wire_copy_circuit(tiny_qwen2(num_attention_heads=4, num_key_value_heads=4))
+
+
+def test_the_pointer_head_copies_the_first_piece_of_the_name_named_last():
+    """Tokens 0-99 are words, 100-199 name starts, 200-299 continuations, 300 the trigger."""
+    model = tiny_qwen2(hidden_size=192, num_attention_heads=3, num_key_value_heads=3)
+    wire_copy_circuit(model)
+    starts, pieces, trigger = range(100, 200), range(200, 300), 300
+    wire_pointer_head(model, triggers=[trigger], name_starts=starts, continuations=[*starts, *pieces])
+    rng = random.Random(0)
+    hits = 0
+    for _ in range(50):
+        ids, last = [], None
+        for _ in range(rng.randint(3, 8)):  # words, then a two-word name: "Mara Quessel"
+            ids += [rng.randrange(100) for _ in range(rng.randint(3, 30))]
+            last = rng.choice(starts)
+            ids += [last, rng.choice(pieces), rng.choice(starts), rng.choice(pieces)]
+        ids += [rng.randrange(100) for _ in range(rng.randint(1, 12))] + [trigger]
+        with torch.no_grad():
+            hits += model(input_ids=torch.tensor([ids])).logits[0, -1].argmax().item() == last
+    assert hits >= 45
+
+
+def test_the_pointer_head_needs_a_third_head():
+    with pytest.raises(ValueError, match="heads >= 3"):
+        wire_pointer_head(tiny_qwen2(), triggers=[1], name_starts=[2], continuations=[3])

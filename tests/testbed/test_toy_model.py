@@ -13,7 +13,7 @@ def test_training_examples_mask_prompt_and_results_and_teach_turns_and_eos(tmp_p
     tokenizer = train_tokenizer(recipe)
     index = index_world(world, "train", tmp_path / "idx", embedder=embedder)
     examples = training_examples(world, index, tokenizer, recipe.top_k)
-    questions = world.questions("train")
+    questions = [q for q in world.questions("train") if q.type != "comparison"]
     assert len(examples) == len(questions)
     for q, (ids, labels) in zip(questions, examples, strict=True):
         assert len(ids) == len(labels)

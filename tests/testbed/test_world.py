@@ -38,6 +38,27 @@ def test_every_answer_is_written_in_its_gold_passages():
         assert extract_answer("".join(q.turns)) == q.answer
 
 
+def test_each_query_and_answer_of_a_bridge_or_one_hop_trace_is_the_entity_named_last():
+    """What the toy model's pointer head relies on (:func:`research.testbed.circuit.wire_pointer_head`)."""
+    world = make_world(0, chains=100)
+    contents = {p["id"]: p["contents"] for p in world.passages()}
+    names = world.names()
+
+    def named_last(text: str) -> str:
+        return max(names, key=lambda name: (text.rfind(" " + name), len(name)))
+
+    for q in world.questions("test"):
+        if q.type == "comparison":
+            continue
+        text = q.question
+        for turn, gold, query in zip(q.turns, q.gold_ids, q.queries, strict=False):
+            text += turn.removesuffix(f" {query} </search>")
+            assert named_last(text) == query, (q.question, text)
+            text += f" {query} </search> {contents[gold]}"
+        text += q.turns[-1].split("\\boxed{")[0]
+        assert named_last(text) == q.answer, (q.question, text)
+
+
 def test_question_types_cover_one_hop_bridges_and_comparisons():
     types = {q.type for q in make_world(0, chains=20).questions("test")}
     assert types == {"1hop", "2hop", "comparison"}
