@@ -81,6 +81,23 @@ def retriever_for(cfg: TrainConfig) -> Any:
     return BatchingRetriever(connect(cfg.index))
 
 
+def keep_vllm_cpu_weights_loadable() -> None:
+    """Make a CPU vLLM run its linear layers on their own weights, so TRL can push the policy in.
+
+    vLLM's CPU build repacks each linear weight for oneDNN or AMX kernels and drops the
+    parameter whose loader TRL's weight sync calls ("'Parameter' object has no attribute
+    'weight_loader'"). On GPUs the parameters stay. Only colocated generation on CPU
+    (the tests, the toy-world GRPO) takes this path; it costs vLLM its packed kernels.
+    """
+    import torch
+    from vllm.model_executor.layers import utils
+
+    def plain(layer: Any, remove_weight: bool) -> None:
+        layer.cpu_linear = torch.nn.functional.linear
+
+    utils.dispatch_cpu_unquantized_gemm = plain
+
+
 def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
     """TRL's ``GRPOTrainer`` for ``cfg`` and the rollouts it generates with (close them when done)."""
     import torch
@@ -95,7 +112,10 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
     template = cfg.template if cfg.template != "auto" else default_template(cfg.model_id)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_id)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    args = grpo_args(cfg, processes=PartialState().num_processes, cuda=torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    args = grpo_args(cfg, processes=PartialState().num_processes, cuda=cuda)
+    if args.use_vllm and args.vllm_mode == "colocate" and not cuda:
+        keep_vllm_cpu_weights_loadable()
     train_set = to_dataset(train_examples(cfg.data), tokenizer, template, cfg.max_prompt_tokens)
     eval_set = None
     if cfg.validation_size:
