@@ -9,7 +9,8 @@ clustered, uniform random ones are not), normalised; queries are fresh points fr
 the same clusters. Ground truth: exact inner-product top-10 (FAISS flat). Prints,
 per set-up and search setting, recall@10 against that truth, batched queries/s, the
 ratio to the same engine's exact search and to FAISS flat in the same run, plus build
-times. ``(ours)`` marks the search setting research-index uses. ``--only faiss`` skips
+times. LanceDB runs through ``research.retrieval.index.nearest``, the query
+research-index makes; ``(ours)`` marks its setting. ``--only faiss`` skips
 LanceDB (its 1M-row HNSW build is the slow part).
 """
 
@@ -39,15 +40,6 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
-def configure(query, *, ef=None, refine_factor=None):
-    """A LanceDB vector query with the search-time knobs that are set."""
-    if ef is not None:
-        query = query.ef(ef)
-    if refine_factor is not None:
-        query = query.refine_factor(refine_factor)
-    return query
-
-
 def timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -59,7 +51,7 @@ def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k
     import lancedb
     import pyarrow as pa
 
-    from research.retrieval.index import ANN_EF, ANN_REFINE, ann_index
+    from research.retrieval.index import ANN_EF, ANN_REFINE, ann_index, nearest
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="ann-bench-"))
@@ -68,19 +60,15 @@ def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k
         vec = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
         tbl = lancedb.connect(str(tmp)).create_table("v", pa.table({"id": pa.array(np.arange(n)), "vector": vec}))
 
-        def lance(setup) -> tuple[float, float]:
+        def lance(**settings) -> tuple[float, float]:
             def run():
-                q = setup(tbl.search(list(queries)).distance_type("dot").limit(k).select(["id", "_distance"]))
-                table = q.to_arrow()
-                found = [[] for _ in queries]
-                for qi, i in zip(table["query_index"].to_pylist(), table["id"].to_pylist(), strict=True):
-                    found[qi].append(i)
+                found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, k, ["id"], **settings)]
                 return np.array([f + [-1] * (k - len(f)) for f in found])
 
             found, seconds = timed(run)
             return recall(found, truth), len(queries) / seconds
 
-        rows.append(("lancedb exact (no index)", "-", *lance(lambda q: q.bypass_vector_index())))
+        rows.append(("lancedb exact (no index)", "-", *lance(ef=None, refine=None)))
         print(f"lancedb exact: {rows[-1][3]:.0f} q/s", flush=True)
         index = ann_index(n)
         name = f"lancedb {type(index).__name__}"
@@ -88,12 +76,9 @@ def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k
         print(f"{name} ({index.num_partitions} partition(s)) built in {build_s:.0f} s", flush=True)
         for ef in (50, 100, 200):
             for rf in (None, ANN_REFINE):  # refine_factor re-ranks with the full float32 vectors
-                label = (
-                    f"ef={ef}"
-                    + (f" refine={rf}" if rf else "")
-                    + (" (ours)" if (ef, rf) == (ANN_EF, ANN_REFINE) else "")
-                )
-                rows.append((name, label, *lance(lambda q, ef=ef, rf=rf: configure(q, ef=ef, refine_factor=rf))))
+                ours = " (ours)" if (ef, rf) == (ANN_EF, ANN_REFINE) else ""
+                label = f"ef={ef}" + (f" refine={rf}" if rf else "") + ours
+                rows.append((name, label, *lance(ef=ef, refine=rf)))
                 print(f"  {label}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

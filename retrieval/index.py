@@ -125,6 +125,24 @@ candidates are re-ranked with the full float32 vectors (int8 SQ alone caps recal
 near 0.95; with the re-ranking it is 0.99 on 1M vectors, ``bench/ann_recall.py``)."""
 
 
+def nearest(
+    table: Any, vectors: Sequence[Any], k: int, columns: list[str], *,
+    ef: int | None = ANN_EF, refine: int | None = ANN_REFINE,
+) -> list[list[dict[str, Any]]]:  # fmt: skip
+    """The ``k`` rows nearest (by dot product) to each vector, ``columns`` and ``_distance`` of each.
+
+    One LanceDB query for the whole batch. Splitting the batch over threads gained
+    only 1.1-1.2x on two cores (100k vectors), so it stays one query.
+    """
+    query = table.search(list(vectors) if len(vectors) > 1 else vectors[0]).distance_type("dot").limit(k)
+    query = query.ef(ef) if ef is not None else query
+    query = query.refine_factor(refine) if refine is not None else query
+    out: list[list[dict[str, Any]]] = [[] for _ in vectors]
+    for row in query.select([*columns, "_distance"]).to_arrow().to_pylist():
+        out[row.pop("query_index", 0)].append(row)
+    return out
+
+
 def _committed_prefix(tbl: Any, passages: Iterator[Passage], rows: int, uri: str | Path) -> None:
     """Skip the ``rows`` passages a previous run committed, checking the table holds those very passages."""
     last = None
@@ -245,20 +263,10 @@ class PassageIndex:
 
     def _vector(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         vectors = self.embedder.encode_queries(list(queries))
-        rows = (
-            self.table.search(list(vectors) if len(vectors) > 1 else vectors[0])
-            .distance_type("dot")
-            .ef(ANN_EF)
-            .refine_factor(ANN_REFINE)
-            .limit(k)
-            .select(["id", "contents", "_distance"])
-            .to_arrow()
-            .to_pylist()
-        )
-        out: list[list[Passage]] = [[] for _ in queries]
-        for row in rows:
-            out[row.get("query_index", 0)].append(Passage(row["id"], row["contents"], 1.0 - row["_distance"]))
-        return out
+        return [
+            [Passage(r["id"], r["contents"], 1.0 - r["_distance"]) for r in rows]
+            for rows in nearest(self.table, vectors, k, ["id", "contents"])
+        ]
 
     def _fts(self, query: str, k: int) -> list[Passage]:
         if not query.strip():

@@ -25,6 +25,12 @@ def test_one_call_answers_many_queries_in_order(script_index):
     assert script_index.search([], k=2) == []
 
 
+def test_a_large_batch_keeps_each_query_its_own_results(script_index):
+    queries = ["copper mines winter festival", "Freedonia capital", "river traders"] * 20 + ["river traders"]
+    one_by_one = {q: [h.id for h in script_index.search([q], k=2)[0]] for q in set(queries)}
+    assert [[h.id for h in hits] for hits in script_index.search(queries, k=2)] == [one_by_one[q] for q in queries]
+
+
 def test_reopening_uses_the_embedder_recorded_in_the_table(script_index):
     reopened = connect(script_index.uri)
     assert reopened.embedder.spec.name == "sentence-transformers/all-MiniLM-L6-v2"
