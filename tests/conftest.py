@@ -220,7 +220,7 @@ def toy_recipe() -> ToyRecipe:
 
 @pytest.fixture(scope="session")
 def toy_model_path(toy_recipe: ToyRecipe) -> Path:
-    """The toy ReSearch model (built on first use, about 10 minutes on two cores; cached)."""
+    """The toy ReSearch model (built on first use, about 8 minutes on two cores; cached)."""
     return toy_model(toy_recipe)
 
 

@@ -1,6 +1,6 @@
 """Offline demo: the real ReSearch search loop on the test bed, no network, no GPU.
 
-It builds (once, cached: about 10 minutes on two cores) the toy ReSearch model and
+It builds (once, cached: about 8 minutes on two cores) the toy ReSearch model and
 a LanceDB index of the toy world embedded with all-MiniLM-L6-v2, then asks
 held-out 2-hop questions (about entities the model never saw in training) through
 the shared search loop with a real engine, and prints the interleaved reasoning as
