@@ -3,11 +3,12 @@
     python -m research.testbed.toy_grpo --steps 30 --out runs/toy-grpo
     python -m research.testbed.toy_grpo --generation vllm    # rollouts on a colocated vLLM
 
-Starts from a weakened toy ReSearch model (1500 supervised steps instead of 3000, so
-there is room to improve; at 500 it is almost never well-formed and GRPO has no signal),
-trains with the shared search loop and reward on the toy world's held-out questions,
-with the real LanceDB index, on CPU (about 5 minutes to build the starting model, then
-15-25 s a step on two cores). Writes the run folder
+Starts from a weakened toy ReSearch model (300 supervised steps instead of 3000, so
+there is room to improve: it answers about half of the questions), trains with the
+shared search loop and reward on the toy world's held-out questions, with the real
+LanceDB index, on CPU (about 2 minutes to build the starting model, then 5-6 s a step
+on two cores with ``--generation vllm``; 80 steps on 8 questions raise the mean reward
+from 0.48 to 0.80). Writes the run folder
 (``metrics.jsonl``, TensorBoard logs, ``curves.png``, checkpoints) and prints the mean
 reward of the first and last steps.
 """
@@ -29,9 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--prompts-per-step", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument(
-        "--sft-steps", type=int, default=1500, help="supervised steps of the starting model (fewer: weaker)"
+        "--sft-steps", type=int, default=300, help="supervised steps of the starting model (fewer: weaker)"
     )
     parser.add_argument(
         "--generation", choices=["transformers", "vllm"], default="transformers", help="rollouts: the policy or a vLLM"
