@@ -121,9 +121,10 @@ def wire_pointer_head(
     attends from a trigger to name starts whose previous token does not continue a
     word (so to "Mara", not to "Quessel" in "Mara Quessel"), the most recent first:
     its query and key sit in rotary pairs 6-14, whose summed cosines fall with
-    distance over the first hundred tokens and stay below half after. Call after :func:`wire_copy_circuit`; the
-    triggers' identities move out of the induction head's reach (it would copy what
-    followed the trigger last time) into dims of their own.
+    distance over the first hundred tokens and stay below half after. Call after
+    :func:`wire_copy_circuit`; the triggers' identities move out of the induction
+    head's reach (it would copy what followed the trigger last time) into dims of
+    their own.
     """
     import torch
 

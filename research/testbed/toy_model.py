@@ -81,12 +81,17 @@ class ToyRecipe:
     version: int = 8
 
 
+def tokenizer_world(recipe: ToyRecipe) -> World:
+    """The world the tokenizer is fitted to: same syllables and phrases, none of the model's names."""
+    return make_world(recipe.seed + 10_000, chains=recipe.chains)
+
+
 def train_tokenizer(recipe: ToyRecipe) -> Any:
     """Byte-level BPE fitted to the template, the oracle's phrases and *other* names."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    fresh = make_world(recipe.seed + 10_000, chains=recipe.chains)  # same syllables, none of the names
+    fresh = tokenizer_world(recipe)
     texts = [render_prompt(q.question, "base") + "".join(q.turns) for q in fresh.questions("train")]
     texts += [p["contents"] for p in fresh.passages()]
     tok = Tokenizer(models.BPE())
@@ -109,7 +114,7 @@ def token_roles(recipe: ToyRecipe, tokenizer: Any) -> dict[str, list[int]]:
     Name starts are the capitalised word-initial pieces of names from another seed's
     world, less those the template and the oracle's own words use ("The", "It").
     """
-    fresh = make_world(recipe.seed + 10_000, chains=recipe.chains)
+    fresh = tokenizer_world(recipe)
     names = fresh.names("train")
     starts = {tokenizer.tokenize(" " + word)[0] for name in names for word in name.split()}
     words = render_prompt("", "base")

@@ -115,7 +115,7 @@ class World:
         return sorted({getattr(c, f) for c in self.chains(split) for f in fields})
 
     def questions(self, split: Literal["train", "test"], *, seed: int = 0) -> list[Question]:
-        chains = self.train if split == "train" else self.test
+        chains = self.chains(split)
         rng = random.Random(f"{self.seed}-{split}-{seed}")
         out = [q for i, c in enumerate(chains) for q in chain_questions(c, f"{split}-{i}")]
         pairs = list(zip(chains[::2], chains[1::2], strict=False))
