@@ -6,12 +6,15 @@
 
 Vectors: ``--clusters`` Gaussian clusters on the unit sphere (real embeddings are
 clustered, uniform random ones are not), normalised; queries are fresh points from
-the same clusters. Ground truth: exact inner-product top-10 (FAISS flat). Prints,
+the same clusters. Ground truth: exact inner-product top-10 (FAISS flat; a torch
+matrix product + topk is timed too, the faster exact search on some CPUs). Prints,
 per set-up and search setting, recall@10 against that truth, batched queries/s, the
 ratio to the same engine's exact search and to FAISS flat in the same run, plus build
 times. LanceDB runs through ``research.retrieval.index.nearest``, the query
-research-index makes; ``(ours)`` marks its setting. ``--only faiss`` skips
-LanceDB (its 1M-row HNSW build is the slow part).
+research-index makes, on the index ``ann_index`` sizes; ``(ours)`` marks the nprobes
+research-index uses. FAISS IVFFlat gets as many partitions, FAISS HNSW32 its defaults.
+``--only faiss`` skips LanceDB (its exact search is the slow part); ``--clusters``
+changes how the vectors cluster (fewer, larger clusters are harder for IVF).
 """
 
 from __future__ import annotations
@@ -40,18 +43,30 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
+def torch_exact(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 250) -> tuple:
+    """Exact top-``k`` by one matrix product per block of queries: the other exact baseline."""
+    import torch
+
+    base = torch.from_numpy(vectors)
+    hits = [torch.topk(torch.from_numpy(queries[i : i + block]) @ base.T, k) for i in range(0, len(queries), block)]
+    return torch.cat([h.values for h in hits]).numpy(), torch.cat([h.indices for h in hits]).numpy()
+
+
 def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
 
 
+NPROBES = (1, 2, 5, 10, 20, 50)
+
+
 def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> list[tuple]:
-    """LanceDB exact search, then the index research-index builds at each search setting."""
+    """LanceDB exact search, then the index research-index builds at each nprobes."""
     import lancedb
     import pyarrow as pa
 
-    from research.retrieval.index import ANN_EF, ANN_REFINE, ann_index, nearest
+    from research.retrieval.index import ann_index, ann_nprobes, nearest
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="ann-bench-"))
@@ -60,37 +75,51 @@ def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k
         vec = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
         tbl = lancedb.connect(str(tmp)).create_table("v", pa.table({"id": pa.array(np.arange(n)), "vector": vec}))
 
-        def lance(**settings) -> tuple[float, float]:
+        def lance(nprobes: int | None) -> tuple[float, float]:
             def run():
-                found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, k, ["id"], **settings)]
+                found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, k, ["id"], nprobes=nprobes)]
                 return np.array([f + [-1] * (k - len(f)) for f in found])
 
             found, seconds = timed(run)
             return recall(found, truth), len(queries) / seconds
 
-        rows.append(("lancedb exact (no index)", "-", *lance(ef=None, refine=None)))
+        rows.append(("lancedb exact (no index)", "-", *lance(None)))
         print(f"lancedb exact: {rows[-1][3]:.0f} q/s", flush=True)
         index = ann_index(n)
         name = f"lancedb {type(index).__name__}"
         _, build_s = timed(lambda: tbl.create_index("vector", config=index))
-        print(f"{name} ({index.num_partitions} partition(s)) built in {build_s:.0f} s", flush=True)
-        for ef in (50, 100, 200):
-            for rf in (None, ANN_REFINE):  # refine_factor re-ranks with the full float32 vectors
-                ours = " (ours)" if (ef, rf) == (ANN_EF, ANN_REFINE) else ""
-                label = f"ef={ef}" + (f" refine={rf}" if rf else "") + ours
-                rows.append((name, label, *lance(ef=ef, refine=rf)))
-                print(f"  {label}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
+        print(f"{name} ({index.num_partitions} partitions) built in {build_s:.0f} s", flush=True)
+        nearest(tbl, queries, k, ["id"], nprobes=max(NPROBES))  # the first query loads the index
+        ours = ann_nprobes(n)
+        for nprobes in sorted({*NPROBES, ours}):
+            label = f"nprobes={nprobes}" + (" (ours)" if nprobes == ours else "")
+            rows.append((name, label, *lance(nprobes)))
+            print(f"  {label}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
 
 def bench_faiss(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int) -> list[tuple]:
-    """FAISS HNSW32 (efConstruction 40, its default) at each efSearch."""
+    """FAISS IVFFlat (as many partitions as ours, trained on as many samples) at each nprobe, then
+    HNSW32 (efConstruction 40, its default) at each efSearch."""
     import faiss
 
+    from research.retrieval.index import ann_partitions
+
     rows = []
-    hnsw = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    n, dim = vectors.shape
+    parts = ann_partitions(n)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, parts, faiss.METRIC_INNER_PRODUCT)
+    sample = vectors[np.random.default_rng(1).choice(n, min(n, 256 * parts), replace=False)]
+    _, build_s = timed(lambda: (ivf.train(sample), ivf.add(vectors)))
+    print(f"faiss IVFFlat ({parts} partitions) built in {build_s:.0f} s", flush=True)
+    for nprobe in NPROBES:
+        ivf.nprobe = nprobe
+        (_, found), seconds = timed(lambda: ivf.search(queries, k))
+        rows.append(("faiss IVFFlat", f"nprobe={nprobe}", recall(found, truth), len(queries) / seconds))
+        print(f"  nprobe={nprobe}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
+    hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = 40
     _, build_s = timed(lambda: hnsw.add(vectors))
     print(f"faiss HNSW32 built in {build_s:.0f} s", flush=True)
@@ -124,6 +153,9 @@ def main() -> None:
     exact_qps = len(queries) / exact_s
     rows.append(("faiss flat (exact)", "-", 1.0, exact_qps))
     print(f"faiss flat: {exact_qps:.0f} q/s", flush=True)
+    (_, found), seconds = timed(lambda: torch_exact(vectors, queries, k))
+    rows.append(("torch exact (matmul+topk)", "-", recall(found, truth), len(queries) / seconds))
+    print(f"torch exact: {rows[-1][3]:.0f} q/s", flush=True)
 
     if "lancedb" in args.only:
         rows += bench_lancedb(vectors, queries, truth, k)

@@ -35,7 +35,7 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> None:
-    index = connect(args.index)
+    index = connect(args.index, nprobes=args.nprobes)
     for query, hits in zip(args.queries, index.search(args.queries, k=args.k, mode=args.mode), strict=True):
         print(f"# {query}")
         for rank, p in enumerate(hits, 1):
@@ -49,8 +49,25 @@ def _serve(args: argparse.Namespace) -> None:
     from research.retrieval.batching import BatchingRetriever
     from research.retrieval.service import create_app
 
-    app = create_app(BatchingRetriever(connect(args.index)), default_k=args.k)
+    app = create_app(BatchingRetriever(connect(args.index, nprobes=args.nprobes)), default_k=args.k)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+def _nprobes(text: str) -> int:
+    if (value := int(text)) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_nprobes_arg(p: argparse.ArgumentParser) -> None:
+    """``--nprobes``, shared with research-serve."""
+    p.add_argument(
+        "--nprobes",
+        type=_nprobes,
+        default=None,
+        help="IVF partitions each vector query searches (default: 1%% of them, at least 10); "
+        "more finds more of the true nearest passages, more slowly",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
         "build",
         help="embed a corpus into a LanceDB index (resumable)",
         description="Embed a wiki-18 .jsonl or DPR .tsv corpus into a LanceDB table, then build its "
-        "full-text index and (from 100k passages) an IVF-HNSW-SQ vector index. Killed midway? "
+        "full-text index and (from 100k passages) an IVF-Flat vector index. Killed midway? "
         "Run the same command again: it checks what was committed and goes on from there.",
     )
     b.add_argument("--corpus", required=True, help="wiki-18 jsonl ({id, contents} a line) or DPR psgs_w100.tsv")
@@ -89,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--index", required=True, help="local folder or LanceDB URI")
     s.add_argument("-k", type=int, default=5, help="passages per query (default 5, as trained)")
     s.add_argument("--mode", choices=SEARCH_MODES, default="vector", help="vector (default), fts (BM25) or hybrid")
+    add_nprobes_arg(s)
     s.set_defaults(run=_search)
 
     v = sub.add_parser(
@@ -100,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8001)
     v.add_argument("-k", type=int, default=5, help="passages when a request does not say (Search-R1's topk)")
+    add_nprobes_arg(v)
     v.set_defaults(run=_serve)
     return p
 

@@ -19,6 +19,7 @@ import sys
 
 from research.engines.options import add_engine_args, add_template_arg, default_template, open_engine
 from research.retrieval import BatchingRetriever, connect
+from research.retrieval.cli import add_nprobes_arg
 from research.server.app import Server, ServerConfig, create_app
 
 
@@ -39,7 +40,7 @@ async def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     engine = open_engine(args)
-    retriever = BatchingRetriever(connect(args.index))
+    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes))
     config = ServerConfig(
         model_name=args.served_model_name or args.model,
         template=args.template if args.template != "auto" else default_template(args.model),
@@ -67,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="checkpoint path or Hugging Face id")
     p.add_argument("--index", required=True, help="passage index: local folder or LanceDB URI (s3://, db://)")
+    add_nprobes_arg(p)
     p.add_argument("--served-model-name", help="the name clients put in 'model' (default: --model)")
     add_template_arg(p)
     p.add_argument("--host", default="127.0.0.1")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import lancedb
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from research.retrieval import BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
+from research.retrieval.index import ANN_MIN_ROWS, ann_index, ann_nprobes, nearest
 
 
 def test_search_finds_the_passage_that_answers_the_query(script_index):
@@ -64,6 +67,29 @@ def test_a_missing_index_says_how_to_build_one(tmp_path):
 def test_k_below_one_is_refused(script_index):
     with pytest.raises(ValueError, match="k must be at least 1"):
         script_index.search(["x"], k=0)
+
+
+def test_nprobes_below_one_is_refused(script_index):
+    with pytest.raises(ValueError, match="nprobes must be at least 1"):
+        connect(script_index.uri, nprobes=0)
+
+
+def test_the_ann_index_finds_the_true_nearest_rows_at_the_default_nprobes(tmp_path):
+    """The index research-index builds from ANN_MIN_ROWS rows on, searched as PassageIndex does."""
+    n, dim, rng = ANN_MIN_ROWS, 32, np.random.default_rng(0)
+    centers = rng.standard_normal((500, dim), dtype=np.float32)
+    data = centers[rng.integers(0, len(centers), n + 100)] + 0.5 * rng.standard_normal((n + 100, dim), dtype=np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    rows, queries = data[:n], data[n:]
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), dim)
+    tbl = lancedb.connect(tmp_path).create_table("v", pa.table({"id": np.arange(n), "vector": vectors}))
+    tbl.create_index("vector", config=ann_index(n))
+    assert [i.index_type for i in tbl.list_indices()] == ["IvfFlat"]
+
+    found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, 10, ["id"], nprobes=ann_nprobes(n))]
+    truth = np.argsort(-(queries @ rows.T), axis=1)[:, :10]
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95
 
 
 def test_e5_reads_its_query_and_passage_prefixes():
