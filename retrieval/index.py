@@ -121,7 +121,7 @@ def ann_index(rows: int) -> IvfFlat:
 
     A query scores its ``nprobes`` nearest partitions exactly, so recall depends only on
     how many are probed. On 1M vectors it beat IVF-HNSW-SQ on speed at equal recall and
-    built 6x faster, and IVF-PQ on recall (``bench/ann_recall.py``, README "Speed").
+    built 4-6x faster, and IVF-PQ on recall (``bench/ann_recall.py``, README "Speed").
     """
     return IvfFlat(distance_type="dot", num_partitions=ann_partitions(rows))
 
@@ -210,13 +210,20 @@ def build_index(
 
 
 def _ensure_indices(tbl: Any) -> None:
-    """Build the full-text index and (for large tables) the ANN index, unless current."""
+    """Build the full-text index and (for large tables) the ANN index, unless current.
+
+    An index of another kind (an IVF-HNSW-SQ from an earlier version) is rebuilt.
+    """
     indexed = {cfg.columns[0]: cfg for cfg in tbl.list_indices()}
     rows = tbl.count_rows()
     for column, config in [("contents", FTS()), ("vector", ann_index(rows) if rows >= ANN_MIN_ROWS else None)]:
         if config is None:
             continue
-        current = column in indexed and tbl.index_stats(indexed[column].name).num_unindexed_rows == 0
+        current = (
+            column in indexed
+            and indexed[column].index_type == type(config).__name__
+            and tbl.index_stats(indexed[column].name).num_unindexed_rows == 0
+        )
         if not current:
             print(f"building the {type(config).__name__} index on {column!r} ({rows} rows)")
             tbl.create_index(column, config=config, replace=True)

@@ -9,9 +9,10 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
+from lancedb.index import IvfSq
 
 from research.retrieval import BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
-from research.retrieval.index import ANN_MIN_ROWS, ann_index, ann_nprobes, nearest
+from research.retrieval.index import ANN_MIN_ROWS, _ensure_indices, ann_nprobes, nearest
 
 
 def test_search_finds_the_passage_that_answers_the_query(script_index):
@@ -74,17 +75,20 @@ def test_nprobes_below_one_is_refused(script_index):
         connect(script_index.uri, nprobes=0)
 
 
-def test_the_ann_index_finds_the_true_nearest_rows_at_the_default_nprobes(tmp_path):
-    """The index research-index builds from ANN_MIN_ROWS rows on, searched as PassageIndex does."""
+def test_a_large_table_gets_an_ivf_flat_index_that_finds_the_true_nearest_rows(tmp_path):
+    """The indices build_index makes from ANN_MIN_ROWS rows on, replacing an older kind, searched as
+    PassageIndex searches."""
     n, dim, rng = ANN_MIN_ROWS, 32, np.random.default_rng(0)
     centers = rng.standard_normal((500, dim), dtype=np.float32)
     data = centers[rng.integers(0, len(centers), n + 100)] + 0.5 * rng.standard_normal((n + 100, dim), dtype=np.float32)
     data /= np.linalg.norm(data, axis=1, keepdims=True)
     rows, queries = data[:n], data[n:]
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), dim)
-    tbl = lancedb.connect(tmp_path).create_table("v", pa.table({"id": np.arange(n), "vector": vectors}))
-    tbl.create_index("vector", config=ann_index(n))
-    assert [i.index_type for i in tbl.list_indices()] == ["IvfFlat"]
+    table = pa.table({"id": np.arange(n), "contents": [f"passage {i}" for i in range(n)], "vector": vectors})
+    tbl = lancedb.connect(tmp_path).create_table("v", table)
+    tbl.create_index("vector", config=IvfSq(distance_type="dot", num_partitions=1))  # another kind
+    _ensure_indices(tbl)
+    assert sorted(i.index_type for i in tbl.list_indices()) == ["FTS", "IvfFlat"]
 
     found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, 10, ["id"], nprobes=ann_nprobes(n))]
     truth = np.argsort(-(queries @ rows.T), axis=1)[:, :10]
