@@ -52,6 +52,12 @@ def torch_exact(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 2
     return torch.cat([h.values for h in hits]).numpy(), torch.cat([h.indices for h in hits]).numpy()
 
 
+def report(rows: list[tuple], name: str, label: str, found: np.ndarray, seconds: float, truth: np.ndarray) -> None:
+    """Add a row (recall@k against ``truth``, queries/s) to ``rows`` and print it as it comes."""
+    rows.append((name, label, recall(found, truth), len(truth) / seconds))
+    print(f"  {name} {label}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
+
+
 def timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -75,16 +81,14 @@ def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k
         vec = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim)
         tbl = lancedb.connect(str(tmp)).create_table("v", pa.table({"id": pa.array(np.arange(n)), "vector": vec}))
 
-        def lance(nprobes: int | None) -> tuple[float, float]:
+        def lance(nprobes: int | None) -> tuple[np.ndarray, float]:
             def run():
                 found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, k, ["id"], nprobes=nprobes)]
                 return np.array([f + [-1] * (k - len(f)) for f in found])
 
-            found, seconds = timed(run)
-            return recall(found, truth), len(queries) / seconds
+            return timed(run)
 
-        rows.append(("lancedb exact (no index)", "-", *lance(None)))
-        print(f"lancedb exact: {rows[-1][3]:.0f} q/s", flush=True)
+        report(rows, "lancedb exact (no index)", "-", *lance(None), truth)
         index = ann_index(n)
         name = f"lancedb {type(index).__name__}"
         _, build_s = timed(lambda: tbl.create_index("vector", config=index))
@@ -92,9 +96,7 @@ def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k
         nearest(tbl, queries, k, ["id"], nprobes=max(NPROBES))  # the first query loads the index
         ours = ann_nprobes(n)
         for nprobes in sorted({*NPROBES, ours}):
-            label = f"nprobes={nprobes}" + (" (ours)" if nprobes == ours else "")
-            rows.append((name, label, *lance(nprobes)))
-            print(f"  {label}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
+            report(rows, name, f"nprobes={nprobes}" + (" (ours)" if nprobes == ours else ""), *lance(nprobes), truth)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
@@ -117,8 +119,7 @@ def bench_faiss(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: 
     for nprobe in NPROBES:
         ivf.nprobe = nprobe
         (_, found), seconds = timed(lambda: ivf.search(queries, k))
-        rows.append(("faiss IVFFlat", f"nprobe={nprobe}", recall(found, truth), len(queries) / seconds))
-        print(f"  nprobe={nprobe}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
+        report(rows, "faiss IVFFlat", f"nprobe={nprobe}", found, seconds, truth)
     hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = 40
     _, build_s = timed(lambda: hnsw.add(vectors))
@@ -126,8 +127,7 @@ def bench_faiss(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: 
     for ef in (50, 100, 200, 400, 800, 1600):
         hnsw.hnsw.efSearch = ef
         (_, found), seconds = timed(lambda: hnsw.search(queries, k))
-        rows.append(("faiss HNSW32", f"efSearch={ef}", recall(found, truth), len(queries) / seconds))
-        print(f"  efSearch={ef}: recall@10 {rows[-1][2]:.3f}, {rows[-1][3]:.0f} q/s", flush=True)
+        report(rows, "faiss HNSW32", f"efSearch={ef}", found, seconds, truth)
     return rows
 
 
@@ -154,8 +154,7 @@ def main() -> None:
     rows.append(("faiss flat (exact)", "-", 1.0, exact_qps))
     print(f"faiss flat: {exact_qps:.0f} q/s", flush=True)
     (_, found), seconds = timed(lambda: torch_exact(vectors, queries, k))
-    rows.append(("torch exact (matmul+topk)", "-", recall(found, truth), len(queries) / seconds))
-    print(f"torch exact: {rows[-1][3]:.0f} q/s", flush=True)
+    report(rows, "torch exact (matmul+topk)", "-", found, seconds, truth)
 
     if "lancedb" in args.only:
         rows += bench_lancedb(vectors, queries, truth, k)
