@@ -221,7 +221,7 @@ def _ensure_indices(tbl: Any) -> None:
             continue
         current = (
             column in indexed
-            and indexed[column].index_type == type(config).__name__
+            and indexed[column].index_type == type(config).__name__  # LanceDB names it after the config class
             and tbl.index_stats(indexed[column].name).num_unindexed_rows == 0
         )
         if not current:
