@@ -56,9 +56,10 @@ def run(kind: str, args: argparse.Namespace, model: Path, work: Path) -> dict[st
     trainer, rollouts = build_trainer(cfg)
     if kind == "trl":  # TRL generates by itself, in one batch, from the bare question; same reward
         trainer.rollout_func = None
+        eos = trainer.processing_class.eos_token  # TRL's decoded completions drop it: count each as ended
         trainer.reward_funcs = [
             lambda completions, answers, **_: [
-                reward(c, a, ended_with_eos=True) for c, a in zip(completions, answers, strict=True)
+                reward(c + eos, a, eos_token=eos) for c, a in zip(completions, answers, strict=True)
             ]
         ]
     if torch.cuda.is_available():

@@ -220,7 +220,7 @@ class ServedResearch:
             response=text,
             queries=[s["query"] for s in extra.get("searches", [])],
             response_tokens=reply.usage.completion_tokens if reply.usage else 0,
-            well_formed=bool(check_format(text, ended_with_eos=choice.finish_reason == "stop")),
+            well_formed=bool(check_format(text)),
         )
 
 

@@ -9,8 +9,11 @@ of the policy-gradient and KL terms. Nothing is re-tokenised: the ids are the id
 the loop produced. The policy generates through :func:`policy_engine`: TRL's vLLM
 (colocated or a server, kept in sync with the weights) or the model itself.
 
-:func:`research_reward` is the shared reward (F1 / 0.1 / 0) read from the completion
-text TRL decodes from those ids.
+:func:`research_reward` is the shared reward, the reference code's (format, then EOS,
+then F1 / 0.1), read from the response as the reference reads it: the rendered prompt
+and the loop's text with the EOS token's text, split at the assistant marker
+(:func:`~research.protocol.response_text`). TRL's own decoded completion drops the
+EOS token, which the reward needs, so the rollouts pass the text along.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from research.engines.base import Engine, SamplingOptions
-from research.protocol import LoopLimits, Retriever, Trajectory, render_prompt, reward, run_search_loop
+from research.protocol import (
+    LoopLimits,
+    Retriever,
+    Trajectory,
+    render_prompt,
+    response_text,
+    reward,
+    run_search_loop,
+)
 
 
 class SearchRollouts:
@@ -55,18 +66,14 @@ class SearchRollouts:
         tok = engine.tokenizer
         sampling = SamplingOptions(temperature=trainer.temperature, top_p=trainer.top_p, logprobs=True)
 
+        texts = [render_prompt(question, self.template, tok) for question in prompts]
+
         async def rollouts() -> list[Trajectory]:
             return list(
                 await asyncio.gather(
                     *(
-                        run_search_loop(
-                            engine,
-                            self.retriever,
-                            tok.encode(render_prompt(question, self.template, tok)),
-                            limits=self.limits,
-                            sampling=sampling,
-                        )
-                        for question in prompts
+                        run_search_loop(engine, self.retriever, tok.encode(text), limits=self.limits, sampling=sampling)
+                        for text in texts
                     )
                 )
             )
@@ -82,7 +89,8 @@ class SearchRollouts:
             "logprobs": [[lp if lp is not None else 0.0 for lp in (t.logprobs or [])] for t in trajs],
             "env_mask": [t.mask for t in trajs],
             # Extra keys reach the reward function.
-            "ended_with_eos": [t.ended_with_eos for t in trajs],
+            "responses": [response_text(text, t.response) for text, t in zip(texts, trajs, strict=True)],
+            "eos_token": [tok.eos_token] * len(trajs),
             "searches": [len(t.searches) for t in trajs],
             "well_formed": [t.well_formed for t in trajs],
         }
@@ -121,21 +129,21 @@ def policy_engine(trainer: Any) -> Engine:
 def research_reward(
     completions: list[str],
     answers: list[list[str]],
-    ended_with_eos: list[bool],
+    responses: list[str],
+    eos_token: list[str],
     searches: list[int] | None = None,
     well_formed: list[bool] | None = None,
     log_metric: Callable[[str, float], None] | None = None,
     **_: Any,
 ) -> list[float]:
-    """The shared ReSearch reward of each completion, from its text (TRL reward-function signature).
+    """The shared ReSearch reward of each rollout (TRL reward-function signature).
 
-    Also logs, through TRL's ``log_metric``, the share of well-formed rollouts and the
-    searches per rollout that :class:`SearchRollouts` passed along.
+    Scores ``responses`` (the reference's view of each rollout, EOS text included, from
+    :class:`SearchRollouts`) against the tokenizer's ``eos_token``; TRL's ``completions``
+    (decoded without the EOS token) are not used. Also logs, through TRL's
+    ``log_metric``, the share of well-formed rollouts and the searches per rollout.
     """
     if log_metric and searches is not None and well_formed is not None:
         log_metric("well_formed", sum(well_formed) / len(well_formed))
         log_metric("searches", sum(searches) / len(searches))
-    return [
-        reward(text, golds, ended_with_eos=eos)
-        for text, golds, eos in zip(completions, answers, ended_with_eos, strict=True)
-    ]
+    return [reward(text, golds, eos_token=eos) for text, golds, eos in zip(responses, answers, eos_token, strict=True)]

@@ -3,7 +3,7 @@
 Serving, training and evaluation all import from here, so they can never disagree.
 """
 
-from research.protocol.answer import FormatCheck, check_format, extract_answer, last_boxed
+from research.protocol.answer import FormatCheck, check_format, extract_answer, last_boxed, response_text
 from research.protocol.loop import (
     Finished,
     LoopLimits,
@@ -58,6 +58,7 @@ __all__ = [
     "normalize_answer",
     "parse",
     "render_prompt",
+    "response_text",
     "reward",
     "run_search_loop",
     "stream_search_loop",

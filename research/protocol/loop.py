@@ -85,6 +85,8 @@ class Trajectory:
     """Per completion token, when the engine reports them; None at retrieved tokens."""
     text: str = ""
     """The response text: model text and result blocks, EOS excluded."""
+    eos_text: str = ""
+    """The text of the end-of-sequence token that ended generation ("" when none did)."""
     searches: list[Search] = field(default_factory=list)
     finish_reason: LoopFinish | None = None
 
@@ -93,12 +95,18 @@ class Trajectory:
         return self.finish_reason == "stop"
 
     @property
+    def response(self) -> str:
+        """The text the reference reward reads: :attr:`text` and the EOS token's text."""
+        return self.text + self.eos_text
+
+    @property
     def answer(self) -> str | None:
         return extract_answer(self.text)
 
     @property
     def well_formed(self) -> bool:
-        return bool(check_format(self.text, ended_with_eos=self.ended_with_eos))
+        """The reference's format verdict (tags only; EOS is the reward's separate check)."""
+        return bool(check_format(self.text))
 
     def _append(self, ids: Sequence[int], text: str, mark: int, logprobs: Sequence[float] | None) -> None:
         if self.logprobs is not None or logprobs is not None:
@@ -194,6 +202,8 @@ async def stream_search_loop(
                     finish, stop = chunk.finish_reason, chunk.stop_reason
             if stop != SEARCH_STOP:
                 traj.finish_reason = "length" if finish == "length" else "stop"
+                if finish == "stop" and traj.completion_ids:  # the EOS token: in the ids, not the text
+                    traj.eos_text = engine.tokenizer.decode(traj.completion_ids[-1:])
                 state = State.DONE
             elif limits.max_searches is not None and len(traj.searches) >= limits.max_searches:
                 traj.finish_reason = "search_limit"

@@ -12,8 +12,13 @@ Where the two official scripts differ, we follow HotpotQA, as the paper does:
 * F1 is 0 when the normalised prediction or gold is empty (MuSiQue scores an
   empty-vs-empty pair 1).
 
-The reward (training) is F1 when positive, else 0.1 for a well-formed response,
-else 0, so training and evaluation can never disagree on what "correct" means.
+The reward (training) is the reference code's (``re_search.py`` on the ``re-search``
+branch of Agent-RL/ReCall), checked in its order: a malformed response earns 0, one
+that did not end with the tokenizer's EOS token 0, one without an extractable box 0;
+otherwise the answer's F1 when positive, else 0.1. The paper writes "F1 if F1 > 0"
+without the format gate; the released checkpoints were trained with the code, so we
+follow the code. Training and evaluation share these metrics, so they can never
+disagree on what "correct" means.
 """
 
 from __future__ import annotations
@@ -43,10 +48,8 @@ def normalize_answer(text: str) -> str:
 
 
 def _golds(gold: str | Sequence[str]) -> list[str]:
-    golds = [gold] if isinstance(gold, str) else list(gold)
-    if not golds:
-        raise ValueError("at least one gold answer is needed")
-    return golds
+    """Gold answers as a list: a string is one answer; an empty list scores 0 everywhere."""
+    return [gold] if isinstance(gold, str) else list(gold)
 
 
 def _f1(prediction: str, gold: str) -> float:
@@ -79,7 +82,7 @@ def f1_score(prediction: str, gold: str | Sequence[str]) -> float:
     >>> f1_score("yes", "yes sir")
     0.0
     """
-    return max(_f1(prediction, g) for g in _golds(gold))
+    return max((_f1(prediction, g) for g in _golds(gold)), default=0.0)
 
 
 def cover_exact_match(prediction: str, gold: str | Sequence[str]) -> float:
@@ -92,18 +95,28 @@ def cover_exact_match(prediction: str, gold: str | Sequence[str]) -> float:
     return float(any(normalize_answer(g) in pred for g in _golds(gold)))
 
 
-def reward(response: str, gold: str | Sequence[str], *, ended_with_eos: bool) -> float:
-    r"""ReSearch reward of one response: F1 if > 0, else 0.1 if well-formed, else 0.
+def reward(response: str, gold: str | Sequence[str], *, eos_token: str) -> float:
+    r"""ReSearch reward of one response, as the reference computes it.
 
-    >>> reward(r"<think>a</think><answer>\boxed{Paris}</answer>", "Paris", ended_with_eos=True)
+    ``response`` is the text after the prompt with the EOS token's text included when
+    generation ended with it (see :func:`research.protocol.answer.response_text`);
+    ``eos_token`` is the tokenizer's own (``<|im_end|>`` for Qwen2.5 instruct,
+    ``<|endoftext|>`` for base). In order: malformed -> 0; not ended with ``eos_token``
+    -> 0; no extractable box -> 0; else F1 if > 0, else 0.1.
+
+    >>> reward(r"<think>a</think><answer>\boxed{Paris}</answer><|im_end|>", "Paris", eos_token="<|im_end|>")
     1.0
-    >>> reward(r"<think>a</think><answer>\boxed{Rome}</answer>", "Paris", ended_with_eos=True)
+    >>> reward(r"<think>a</think><answer>\boxed{Rome}</answer><|im_end|>", "Paris", eos_token="<|im_end|>")
     0.1
-    >>> reward("Paris", "Paris", ended_with_eos=True)
+    >>> reward(r"<think>a</think><answer>\boxed{Paris}</answer>", "Paris", eos_token="<|im_end|>")
     0.0
     """
-    answer = extract_answer(response)
-    f1 = f1_score(answer, gold) if answer is not None else 0.0
-    if f1 > 0:
-        return f1
-    return FORMAT_REWARD if check_format(response, ended_with_eos=ended_with_eos) else 0.0
+    if not eos_token:
+        raise ValueError("eos_token must be the tokenizer's end-of-sequence token text, not empty")
+    if not check_format(response) or not response.endswith(eos_token):
+        return 0.0
+    answer = extract_answer(response[: -len(eos_token)])
+    if answer is None:
+        return 0.0
+    f1 = f1_score(answer, gold)
+    return f1 if f1 > 0 else FORMAT_REWARD

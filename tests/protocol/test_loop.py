@@ -37,7 +37,8 @@ async def test_the_loop_searches_reads_the_result_and_answers(engine, retriever,
     assert traj.text == SCRIPT_BEFORE + block + SCRIPT_AFTER
     assert traj.answer == SCRIPT_ANSWER
     assert traj.finish_reason == "stop" and traj.well_formed
-    assert reward(traj.text, SCRIPT_ANSWER, ended_with_eos=traj.ended_with_eos) == 1.0
+    assert traj.eos_text == tokenizer.eos_token and traj.response == traj.text + tokenizer.eos_token
+    assert reward(traj.response, SCRIPT_ANSWER, eos_token=tokenizer.eos_token) == 1.0
     assert traj.prompt_ids == prompt_ids
 
 

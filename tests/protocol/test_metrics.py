@@ -81,25 +81,34 @@ def test_cover_em_accepts_a_longer_prediction_that_contains_the_gold():
     assert exact_match("He was born in Paris, France.", ["Paris"]) == 0.0
 
 
-def test_no_gold_answer_is_an_error():
-    with pytest.raises(ValueError, match="gold"):
-        exact_match("x", [])
+def test_no_gold_answer_scores_zero():
+    assert exact_match("x", []) == f1_score("x", []) == cover_exact_match("x", []) == 0.0
 
 
-WELL_FORMED = r"<think> t </think> <answer> \boxed{%s} </answer>"
+WELL_FORMED = r"<think> t </think> <answer> \boxed{%s} </answer><|im_end|>"
+EOS = "<|im_end|>"
 
 
 def test_reward_is_f1_when_the_answer_overlaps():
-    assert reward(WELL_FORMED % "Barack Obama", ["Obama"], ended_with_eos=True) == pytest.approx(2 / 3)
+    assert reward(WELL_FORMED % "Barack Obama", ["Obama"], eos_token=EOS) == pytest.approx(2 / 3)
 
 
 def test_reward_is_the_format_bonus_for_a_wrong_but_well_formed_answer():
-    assert reward(WELL_FORMED % "Rome", "Paris", ended_with_eos=True) == 0.1
+    assert reward(WELL_FORMED % "Rome", "Paris", eos_token=EOS) == 0.1
+    assert reward(WELL_FORMED % "Rome", [], eos_token=EOS) == 0.1  # no gold: the reference's F1 is 0
 
 
-def test_reward_is_zero_for_a_wrong_malformed_answer():
-    assert reward(WELL_FORMED % "Rome", "Paris", ended_with_eos=False) == 0.0
+def test_a_right_answer_earns_nothing_when_the_format_is_off():
+    assert reward((WELL_FORMED % "Paris").replace("<think> t </think>", ""), "Paris", eos_token=EOS) == 0.0
 
 
-def test_a_right_answer_earns_f1_even_when_the_format_is_off():
-    assert reward(WELL_FORMED % "Paris", "Paris", ended_with_eos=False) == 1.0
+def test_a_right_answer_earns_nothing_without_the_tokenizers_own_eos():
+    assert reward((WELL_FORMED % "Paris").removesuffix(EOS), "Paris", eos_token=EOS) == 0.0  # cut by the budget
+    other = (WELL_FORMED % "Paris").replace(EOS, "<|endoftext|>")
+    assert reward(other, "Paris", eos_token=EOS) == 0.0
+    assert reward(other, "Paris", eos_token="<|endoftext|>") == 1.0
+
+
+def test_an_unclosed_box_earns_nothing():
+    assert reward(r"<think> t </think> <answer> \boxed{Paris \boxed{x}} </answer>" + EOS, "x", eos_token=EOS) == 1.0
+    assert reward(r"<think> t </think> <answer> \boxed{x} \boxed{Paris </answer>}" + EOS, "x", eos_token=EOS) == 0.0

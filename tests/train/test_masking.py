@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from research.protocol import reward
+from research.protocol import response_text, reward
 from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from research.train.trainer import build_trainer
 
@@ -96,10 +96,9 @@ def test_the_env_mask_is_the_loops_mask_and_the_reward_is_read_from_the_text(tra
         assert inputs["tool_mask"][i, :n].tolist() == traj.mask
         assert inputs["completion_ids"][i, :n].tolist() == traj.completion_ids
         assert traj.searches and " <result>\n" in traj.text
-    texts = trainer.processing_class.batch_decode(inputs["completion_ids"], skip_special_tokens=True)
-    expected = [
-        reward(t, [SCRIPT_ANSWER], ended_with_eos=traj.ended_with_eos)
-        for t, traj in zip(texts, rollouts.last, strict=True)
-    ]
+    # As the reference's reward manager does: decode prompt + response ids with special tokens.
+    tok = trainer.processing_class
+    texts = [tok.decode(traj.prompt_ids + traj.completion_ids) for traj in rollouts.last]
+    expected = [reward(response_text(t, ""), [SCRIPT_ANSWER], eos_token=tok.eos_token) for t in texts]
     assert expected == [1.0, 1.0]  # answered Marxville from the retrieved passage
     assert trainer._metrics["train"]["reward"][-1] == 1.0  # what TRL's reward step computed
