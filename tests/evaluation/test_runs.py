@@ -98,6 +98,15 @@ async def test_judge_retries_errors_and_malformed_replies_and_caches_verdicts(ju
     assert len(scripted.requests) == asked  # both verdicts came from the cache
 
 
+def assert_summary_matches_traces(summary: dict, traces: Path) -> None:
+    """Each method's summary is the mean of its traces, over every question once."""
+    for method, cell in summary.items():
+        rows = [json.loads(line) for line in (traces / f"{method}.jsonl").read_text().splitlines()]
+        assert sorted(r["id"] for r in rows) == sorted(q["id"] for q in QUESTIONS)
+        for metric in ("em", "f1", "searches"):
+            assert cell[metric] == pytest.approx(sum(r[metric] for r in rows) / len(rows), abs=1e-4), (method, metric)
+
+
 def eval_cmd(out: Path, dataset: Path, model: Path, index: str, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "research.evaluation.cli", "--out", str(out), "--dataset", f"script={dataset}",
@@ -147,15 +156,20 @@ def test_a_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(
         ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
         assert sorted(ids) == sorted(q["id"] for q in QUESTIONS)  # nothing lost, nothing twice
 
-    assert summary["script"]["research"]["em"] == 0.2  # the scripted model knows one answer: Marxville
-    assert summary["script"]["research"]["searches"] == 1.0
-    assert json.loads((whole / "traces/script/research.jsonl").read_text().splitlines()[0])["well_formed"] is True
+    # Exact behaviour only where the scripted model was trained: its one question (fr).
+    # On the other four, what it writes depends on the CPU that built it; the summary must
+    # only agree with the traces.
+    research = [json.loads(line) for line in (whole / "traces/script/research.jsonl").read_text().splitlines()]
+    fr = next(r for r in research if r["id"] == "fr")
+    assert fr["answer"] == SCRIPT_ANSWER and fr["em"] == 1.0 and fr["searches"] == 1 and fr["well_formed"] is True
+    assert_summary_matches_traces(summary["script"], whole / "traces" / "script")
     assert summary["script"]["naive-generation"]["searches"] == 0.0
     assert summary["script"]["iter-retgen"]["searches"] == 3.0
     table = (whole / "table.md").read_text()
-    assert table.startswith("| Method | script EM | script LJ |") and "| research | 20.00 | - |" in table
+    research_em = f"{100 * summary['script']['research']['em']:.2f}"
+    assert table.startswith("| Method | script EM | script LJ |") and f"| research | {research_em} | - |" in table
     assert (whole / "chart.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| research | 20.00 |" in done.stdout
+    assert f"| research | {research_em} |" in done.stdout
 
     other = subprocess.run(eval_cmd(killed, dataset, model_path, script_index.uri, "--top-k", "3"), env=env,
                            capture_output=True, text=True)  # fmt: skip
@@ -172,7 +186,8 @@ async def test_served_research_and_the_judge_fill_the_lj_column(tmp_path, datase
     ])  # fmt: skip
     summary = await evaluate(args)
     cell = summary["script"]["research"]
-    assert cell["em"] == cell["lj"] == 0.2 and cell["judge_failures"] == 0
-    assert cell["searches"] == 1.0
+    assert cell["em"] == cell["lj"] and cell["judge_failures"] == 0  # the scripted judge matches strings
+    assert_summary_matches_traces(summary["script"], tmp_path / "run" / "traces" / "script")
     rows = [json.loads(line) for line in (tmp_path / "run" / "traces" / "script" / "research.jsonl").open()]
-    assert {r["id"]: r["answer"] for r in rows}["fr"] == SCRIPT_ANSWER
+    fr = next(r for r in rows if r["id"] == "fr")  # the one question the model was trained on
+    assert fr["answer"] == SCRIPT_ANSWER and fr["searches"] == 1 and fr["em"] == 1.0

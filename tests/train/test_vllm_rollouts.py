@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from research.engines.vllm_engine import LLMEngine
+from research.testbed.models import SCRIPT_QUESTION
 from research.train.trainer import build_trainer
 
 
@@ -25,12 +26,15 @@ def test_grpo_rollouts_run_the_search_loop_on_a_colocated_vllm_kept_in_sync(trai
         assert not in_sync()
         trainer.train()
         assert isinstance(rollouts.engine(trainer), LLMEngine)
-        assert all(t.searches and 0 in t.mask for t in rollouts.last)  # searched, results masked out
+        # Exact behaviour only on the question the scripted model was trained on.
+        trained = [t for t in rollouts.last if SCRIPT_QUESTION in trainer.processing_class.decode(t.prompt_ids)]
+        assert trained and all(t.searches and 0 in t.mask and t.well_formed for t in trained)  # results masked
         # The vLLM that generated held the policy's weights.
         assert in_sync()
         logs = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
         # vLLM's sampling log-probabilities agree with the trainer's for the same tokens.
         assert logs["sampling/sampling_logp_difference/mean"] < 0.05
-        assert logs["well_formed"] == 1.0 and logs["searches"] >= 1  # logged through TRL's log_metric
+        # Logged through TRL's log_metric; half the rollouts are the trained question's (one search, well-formed).
+        assert logs["searches"] >= 0.5 and 0.5 <= logs["well_formed"] <= 1.0
     finally:
         rollouts.close()
