@@ -79,6 +79,23 @@ def main(argv: list[str] | None = None) -> None:
 
     for key in ("reward", "well_formed", "searches", "response_length"):
         print(f"{key:<16} first {k} steps {mean(first, key):.3f}   last {k} steps {mean(last, key):.3f}")
+    if len(rows) > 2:
+        slope, error = trend([r["reward"] for r in rows])
+        print(f"reward slope     {slope:.5f} +- {error:.5f} per step (least squares, standard error)")
+
+
+def trend(values: list[float]) -> tuple[float, float]:
+    """Least-squares slope of ``values`` over their index, and its standard error.
+
+    >>> trend([0.0, 1.0, 2.0, 3.0])
+    (1.0, 0.0)
+    """
+    n = len(values)
+    mx, my = (n - 1) / 2, sum(values) / n
+    sxx = sum((i - mx) ** 2 for i in range(n))
+    slope = sum((i - mx) * (v - my) for i, v in enumerate(values)) / sxx
+    residual = sum((v - my - slope * (i - mx)) ** 2 for i, v in enumerate(values))
+    return slope, (residual / (n - 2) / sxx) ** 0.5
 
 
 if __name__ == "__main__":
