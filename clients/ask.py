@@ -38,14 +38,16 @@ def ask(
             continue
         delta = chunk.choices[0].delta
         fields = delta.model_extra or {}
-        if search := fields.get("search"):
+        for search in fields.get("searches") or []:  # the query first, then (same index) the results
+            if "query" in search:
+                reply["searches"].append({"index": search["index"], "query": search["query"]})
+                if out:
+                    print(f"\n  [searching: {search['query']}]", file=out)
             if "results" in search:
-                reply["searches"].append(search)
+                reply["searches"][search["index"]]["results"] = search["results"]
                 if out:
                     titles = "; ".join(r["title"] for r in search["results"])
                     print(f"\n  [found: {titles}]", file=out)
-            elif out:
-                print(f"\n  [searching: {search['query']}]", file=out)
         for key, text in (("reasoning", fields.get("reasoning")), ("content", delta.content)):
             if text:
                 reply[key] += text

@@ -55,13 +55,17 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def _describe(errors: list[Any]) -> tuple[str, str | None]:
-    """One readable sentence for pydantic's error list, and the first bad field."""
-    parts, param = [], None
+def _describe(errors: list[Any]) -> tuple[str, str | None, str]:
+    """One readable sentence for pydantic's error list, the first bad field and an error code."""
+    parts, param, code = [], None, "invalid_request"
     for err in errors:
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         field = ".".join(loc) or None
         param = param or field
+        if err.get("type") == "unsupported_parameter":  # research.server.protocol.unsupported
+            code = "unsupported_parameter"
+            parts.append(f"{field}: {err.get('msg')}" if field else str(err.get("msg")))
+            continue
         if err.get("type") == "json_invalid":
             parts.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
         elif err.get("type") == "extra_forbidden":
@@ -70,7 +74,7 @@ def _describe(errors: list[Any]) -> tuple[str, str | None]:
             parts.append(str(err.get("ctx", {}).get("error", err.get("msg"))))
         else:
             parts.append(f"{field}: {err.get('msg')}" if field else str(err.get("msg")))
-    return "; ".join(parts), param
+    return "; ".join(parts), param, code
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -82,8 +86,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _describe(list(exc.errors()))
-        return error_response(APIError(400, message, param=param, code="invalid_request"))
+        message, param, code = _describe(list(exc.errors()))
+        return error_response(APIError(400, message, param=param, code=code))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -3,6 +3,7 @@
 from research.retrieval.batching import BatchingRetriever
 from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, TESTBED_EMBEDDER, Embedder, EmbedderSpec
 from research.retrieval.index import (
+    MAX_K,
     SEARCH_MODES,
     IndexMismatchError,
     PassageIndex,
@@ -16,6 +17,7 @@ from research.retrieval.passage import Passage
 
 __all__ = [
     "DEFAULT_EMBEDDER",
+    "MAX_K",
     "REGISTRY",
     "SEARCH_MODES",
     "TESTBED_EMBEDDER",

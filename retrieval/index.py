@@ -31,6 +31,8 @@ from research.retrieval.passage import Passage
 TABLE = "passages"
 SearchMode = Literal["vector", "fts", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
+MAX_K = 100
+"""Most passages one query may ask for."""
 _META = {
     "embedder": b"research.embedder",
     "query_prefix": b"research.query_prefix",

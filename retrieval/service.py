@@ -17,6 +17,7 @@ mounted by ``research-index serve`` and by the chat server alike.
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,11 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from research.http_errors import APIError, install_error_handlers
 from research.retrieval.batching import BatchingRetriever
-from research.retrieval.index import SearchMode
+from research.retrieval.index import MAX_K, SearchMode
 from research.retrieval.passage import Passage
 
-MAX_K = 100
-"""Most passages one query may ask for."""
+log = logging.getLogger("research.retrieval")
+
 MAX_QUERIES = 1024
 """Most queries one request may carry."""
 
@@ -76,12 +77,25 @@ async def search(request: Request, queries: list[str], k: int, mode: SearchMode 
     retriever: BatchingRetriever = request.app.state.retriever
     try:
         return await retriever.search(queries, k=k, mode=mode)
-    except Exception as exc:
-        raise APIError(503, f"retrieval failed: {exc}", code="retriever_unavailable") from exc
+    except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
+        log.exception("retrieval failed", extra={"request_id": request.headers.get("x-request-id")})
+        raise APIError(503, "the passage index is unavailable; the server log has the cause",
+                       code="retriever_unavailable") from exc  # fmt: skip
 
 
 def search_router() -> APIRouter:
-    """The search endpoints; the app must set ``app.state.retriever`` (and ``default_k``)."""
+    """All search endpoints: :func:`dropin_router` and :func:`v1_search_router`."""
+    router = APIRouter()
+    router.include_router(dropin_router())
+    router.include_router(v1_search_router())
+    return router
+
+
+def dropin_router() -> APIRouter:
+    """The drop-in endpoints of ReSearch (``/search``, ``/batch_search``) and Search-R1 (``/retrieve``).
+
+    The app must set ``app.state.retriever`` and ``app.state.default_k``.
+    """
     router = APIRouter(tags=["retrieval"])
 
     @router.post("/search")
@@ -102,6 +116,13 @@ def search_router() -> APIRouter:
         if body.return_scores:
             return {"result": [[{"document": _doc(p), "score": p.score} for p in hits] for hits in results]}
         return {"result": [[_doc(p) for p in hits] for hits in results]}
+
+    return router
+
+
+def v1_search_router() -> APIRouter:
+    """``POST /v1/search``, our own search API (the app must set ``app.state.retriever``)."""
+    router = APIRouter(tags=["retrieval"])
 
     @router.post("/v1/search")
     async def v1_search(body: SearchRequest, request: Request) -> dict[str, Any]:

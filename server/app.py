@@ -1,227 +1,51 @@
-"""The OpenAI-compatible app: chat and text completions with the search loop on the server.
+"""The OpenAI-compatible app: thin routers over the serving layer (:mod:`research.server.serving`).
 
-One request = one run of the shared search loop (:mod:`research.protocol.loop`)
-on the shared engine and retriever: the engine batches concurrent requests, the
-:class:`~research.retrieval.BatchingRetriever` batches their searches. The loop's
-events become OpenAI deltas here; :meth:`Server.deltas` is the single place that does it,
-for streaming and non-streaming responses alike.
+Routes validate the request (:mod:`research.server.protocol`), render its prompt, make a
+:class:`Job` and hand it to the renderer of their API (:mod:`research.server.chat`,
+:mod:`research.server.responses`); :meth:`Server.run` is where the search loop's events
+become API output for all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from research.engines.base import Engine, SamplingOptions
 from research.http_errors import APIError, error_body, install_error_handlers
-from research.protocol import (
-    Finished,
-    LoopLimits,
-    ModelText,
-    SearchDone,
-    SearchIssued,
-    TemplateName,
-    Trajectory,
-    stream_search_loop,
-)
-from research.retrieval import BatchingRetriever
-from research.retrieval.batching import INDEX_SECONDS
-from research.retrieval.service import search_router
-from research.server.metrics import Metrics
-from research.server.render import ReasoningSplitter, chat_prompt, citations, search_json
-from research.server.schemas import ChatCompletionRequest, CompletionRequest
+from research.retrieval.service import dropin_router, v1_search_router
+from research.server.chat import chat_chunks, chat_completion, completion, completion_chunks
+from research.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
+from research.server.render import chat_prompt
+from research.server.responses import response_events, response_object
+from research.server.serving import Job, Server, ServerConfig
+
+__all__ = ["Server", "ServerConfig", "create_app"]
 
 log = logging.getLogger("research.server")
 
-FINISH_REASONS = {"stop": "stop", "length": "length", "search_limit": "stop"}
-"""The loop's finish reasons in OpenAI's vocabulary (``search_limit`` also sets ``stop_reason``)."""
+PLAYGROUND = Path(__file__).parent / "static" / "playground.html"
+"""The browser playground served at ``/``: one static page on the public streaming API."""
 
 
-@dataclass
-class ServerConfig:
-    """What ``research-serve`` was started with (see its ``--help``)."""
-
-    model_name: str
-    template: TemplateName
-    max_tokens: int = 8192
-    """Largest response budget a request may ask for (model and retrieved tokens)."""
-    max_searches: int | None = None
-    """Largest ``max_searches`` a request may ask for; None: unbounded."""
-    search_top_k: int = 5
-    max_concurrent_requests: int = 256
-    api_key: str | None = None
-
-
-@dataclass
-class Job:
-    """One request's search loop, ready to run."""
-
-    request_id: str
-    prompt_ids: list[int]
-    limits: LoopLimits
-    sampling: SamplingOptions
-    body: ChatCompletionRequest | CompletionRequest
-    raw: bool
-    started: float = field(default_factory=time.perf_counter)
-
-
-class Server:
-    """The engine, the retriever and the bookkeeping shared by all requests."""
-
-    def __init__(self, engine: Engine, retriever: BatchingRetriever, config: ServerConfig) -> None:
-        self.engine, self.retriever, self.config = engine, retriever, config
-        self.metrics = Metrics()
-        self.running = 0
-
-    async def close(self) -> None:
-        await self.retriever.close()
-        await self.engine.close()
-
-    # -- admission ---------------------------------------------------------
-    def admit(self) -> None:
-        if self.running >= self.config.max_concurrent_requests:
-            raise APIError(
-                429,
-                f"the server is at its limit of {self.config.max_concurrent_requests} concurrent requests; retry",
-                code="too_many_requests",
-                headers={"Retry-After": "1"},
-            )
-        self.running += 1
-        self.metrics.running.inc()
-
-    def release(self) -> None:
-        self.running -= 1
-        self.metrics.running.dec()
-
-    # -- request -> job ----------------------------------------------------
-    def job(self, body: ChatCompletionRequest | CompletionRequest, prompt_ids: list[int], prefix: str) -> Job:
-        cfg = self.config
-        if body.model != cfg.model_name:
-            raise APIError(
-                404, f"the model {body.model!r} does not exist; this server serves {cfg.model_name!r}",
-                param="model", code="model_not_found",
-            )  # fmt: skip
-        budget = body.token_budget
-        if budget is not None and budget > cfg.max_tokens:
-            raise APIError(
-                400, f"max_tokens is {budget}, above this server's limit of {cfg.max_tokens}", param="max_tokens"
-            )
-        room = (self.engine.max_model_len or 1 << 30) - len(prompt_ids)
-        if room < 1:
-            raise APIError(
-                400,
-                f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.engine.max_model_len}",
-                param="messages" if isinstance(body, ChatCompletionRequest) else "prompt",
-            )
-        if body.max_searches is not None and cfg.max_searches is not None and body.max_searches > cfg.max_searches:
-            raise APIError(
-                400, f"max_searches is {body.max_searches}, above this server's limit of {cfg.max_searches}",
-                param="max_searches",
-            )  # fmt: skip
-        limits = LoopLimits(
-            max_tokens=min(budget or cfg.max_tokens, room),
-            max_searches=body.max_searches if body.max_searches is not None else cfg.max_searches,
-            top_k=body.search_top_k or cfg.search_top_k,
-        )
-        sampling = SamplingOptions(
-            temperature=body.temperature, top_p=body.top_p, top_k=max(body.top_k, 0), seed=body.seed
-        )
-        raw = not isinstance(body, ChatCompletionRequest) or body.reasoning_format == "raw"
-        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body, raw)
-
-    # -- the loop as OpenAI deltas -------------------------------------------
-    async def deltas(self, job: Job) -> AsyncIterator[dict[str, Any]]:
-        """Chat deltas for one loop: text, search announcements, then the final delta.
-
-        Text goes to ``reasoning``/``reasoning_content`` or ``content`` (see
-        :class:`ReasoningSplitter`); a search is announced twice under
-        ``search`` (the query, then its results); the last delta holds
-        ``answer``, ``citations`` and, under ``_finish``, the trajectory.
-        """
-        splitter = ReasoningSplitter(raw=job.raw)
-        m = self.metrics
-        m.prompt_tokens.inc(len(job.prompt_ids))
-        searching_since = retrieval_time = 0.0
-        issued = 0
-        events = stream_search_loop(
-            self.engine,
-            self.retriever.using(job.body.search_mode),
-            job.prompt_ids,
-            limits=job.limits,
-            sampling=job.sampling,
-            request_id=job.request_id,
-        )
-        async with aclosing(events):
-            async for event in events:
-                if isinstance(event, ModelText):
-                    m.generation_tokens.inc(len(event.token_ids))
-                    if delta := _text_delta(*splitter.feed(event.text)):
-                        yield delta
-                elif isinstance(event, SearchIssued):
-                    searching_since = time.perf_counter()
-                    INDEX_SECONDS.set(0.0)
-                    yield {"search": {"index": issued, "query": event.query}}
-                    issued += 1
-                elif isinstance(event, SearchDone):
-                    elapsed = time.perf_counter() - searching_since
-                    retrieval_time += elapsed
-                    m.retrieval_seconds.observe(elapsed)
-                    m.search_overhead_seconds.observe(max(0.0, elapsed - INDEX_SECONDS.get()))
-                    m.searches.inc()
-                    m.retrieved_tokens.inc(len(event.token_ids))
-                    yield {"search": search_json(issued - 1, event.search)}
-                    if delta := _text_delta(*splitter.feed(event.text)):
-                        yield delta
-                elif isinstance(event, Finished):
-                    if delta := _text_delta(*splitter.close()):
-                        yield delta
-                    traj = event.trajectory
-                    m.generation_seconds.observe(time.perf_counter() - job.started - retrieval_time)
-                    yield {"answer": traj.answer, "citations": citations(traj.searches), "_finish": traj}
-
-
-def _text_delta(reasoning: str, content: str) -> dict[str, str]:
-    delta: dict[str, str] = {}
-    if reasoning:
-        delta["reasoning"] = delta["reasoning_content"] = reasoning
-    if content:
-        delta["content"] = content
-    return delta
-
-
-def usage(job: Job, traj: Trajectory) -> dict[str, int]:
-    """OpenAI usage plus ``retrieved_tokens`` and ``searches`` (result tokens are not completion tokens)."""
-    retrieved = traj.mask.count(0)
-    completion = len(traj.mask) - retrieved
-    return {
-        "prompt_tokens": len(job.prompt_ids),
-        "completion_tokens": completion,
-        "total_tokens": len(job.prompt_ids) + completion,
-        "retrieved_tokens": retrieved,
-        "searches": len(traj.searches),
-    }
-
-
-def finish(traj: Trajectory) -> dict[str, Any]:
-    return {
-        "finish_reason": FINISH_REASONS[traj.finish_reason or "stop"],
-        "stop_reason": "search_limit" if traj.finish_reason == "search_limit" else None,
-    }
-
-
-def sse(data: dict[str, Any] | str) -> bytes:
-    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n".encode()
+def sse(data: BaseModel | dict[str, Any] | str, event: str | None = None) -> bytes:
+    """One server-sent event (``data: [DONE]`` for a string)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -244,7 +68,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[Any]) -> Any:
 
 
 def create_app(server: Server) -> FastAPI:
-    """The FastAPI app: OpenAI routes, the retriever's routes, health and metrics.
+    """The FastAPI app: OpenAI routes, the retriever's routes, the playground, health and metrics.
 
     Its lifespan closes ``server`` (engine and retriever) at shutdown: uvicorn re-raises
     SIGTERM/SIGINT once it stops, so code after ``serve()`` never runs, and a vLLM engine
@@ -257,13 +81,26 @@ def create_app(server: Server) -> FastAPI:
         yield
         await server.close()
 
-    app = FastAPI(title="ReSearch server", lifespan=lifespan)
+    # No /docs or /redoc: their pages load Swagger UI from a CDN and are blank offline.
+    # The API is documented in openai_compat.md; the schema stays at /openapi.json.
+    app = FastAPI(title="ReSearch server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.retriever, app.state.default_k, app.state.server = server.retriever, cfg.search_top_k, server
     install_error_handlers(app)
+    if cfg.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cfg.allowed_origins), allow_methods=["*"], allow_headers=["*"],
+            expose_headers=["x-request-id"],
+        )  # fmt: skip
 
     async def authorize(request: Request) -> None:
-        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
-            raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+        if not cfg.api_key:
+            return
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), cfg.api_key.encode()):
+            raise APIError(
+                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
 
     @app.middleware("http")
     async def count_and_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -282,7 +119,13 @@ def create_app(server: Server) -> FastAPI:
         )
         return response
 
-    app.include_router(search_router(), dependencies=[Depends(authorize)])
+    app.include_router(dropin_router(), dependencies=[] if cfg.open_retriever_routes else [Depends(authorize)])
+    app.include_router(v1_search_router(), dependencies=[Depends(authorize)])
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/playground", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -292,99 +135,92 @@ def create_app(server: Server) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def model_card() -> dict[str, Any]:
+        return {"id": cfg.model_name, "object": "model", "created": 0, "owned_by": "research", "template": cfg.template}
+
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models() -> dict[str, Any]:
-        card = {"id": cfg.model_name, "object": "model", "created": 0, "owned_by": "research", "template": cfg.template}
-        return {"object": "list", "data": [card]}
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model:path}", dependencies=[Depends(authorize)])
+    async def model(model: str) -> dict[str, Any]:
+        server.check_model(model)
+        return model_card()
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        server.check_model(body.model)
         prompt_ids = chat_prompt(body.messages, cfg.template, server.engine.tokenizer)
-        job = server.job(body, prompt_ids, "chatcmpl")
-        return await respond(request, job, chat=True)
+        job = server.job(body, prompt_ids, "chatcmpl", prompt_param="messages")
+        if body.stream:
+            return stream(job, (sse(c) async for c in chat_chunks(job, server.run(job), cfg.model_name)), done=True)
+        return await reply(request, job, lambda: _chat(job))
+
+    async def _chat(job: Job) -> BaseModel:
+        return chat_completion(job, await server.outcome(job), cfg.model_name)
 
     @app.post("/v1/completions", dependencies=[Depends(authorize)])
     async def completions(body: CompletionRequest, request: Request) -> Response:
+        server.check_model(body.model)
         if isinstance(body.prompt, str):
             prompt_ids = server.engine.tokenizer.encode(body.prompt, add_special_tokens=False)
         else:
             prompt_ids = list(body.prompt)
-        job = server.job(body, prompt_ids, "cmpl")
-        return await respond(request, job, chat=False)
+        job = server.job(body, prompt_ids, "cmpl", prompt_param="prompt")
+        if body.stream:
+            return stream(
+                job, (sse(c) async for c in completion_chunks(job, server.run(job), cfg.model_name)), done=True
+            )
+        return await reply(request, job, lambda: _completion(job))
 
-    async def respond(request: Request, job: Job, *, chat: bool) -> Response:
+    async def _completion(job: Job) -> BaseModel:
+        return completion(job, await server.outcome(job), cfg.model_name)
+
+    @app.post("/v1/responses", dependencies=[Depends(authorize)])
+    async def responses(body: ResponsesRequest, request: Request) -> Response:
+        server.check_model(body.model)
+        prompt_ids = chat_prompt(body.messages(), cfg.template, server.engine.tokenizer)
+        job = server.job(body, prompt_ids, "resp", prompt_param="input")
+        if body.stream:
+            events = (sse(e, e["type"]) async for e in response_events(job, server.run(job), cfg.model_name))
+            return stream(job, events, done=False)
+        return await reply(request, job, lambda: response_object(job, server.run(job), cfg.model_name))
+
+    async def reply(request: Request, job: Job, make: Callable[[], Awaitable[BaseModel]]) -> Response:
         server.admit()
-        headers = {"x-request-id": job.request_id}
-        if job.body.stream:
-            return StreamingResponse(stream(job, chat), media_type="text/event-stream", headers=headers)
         try:
-            body = await cancel_on_disconnect(request, complete(job, chat))
+            body = await cancel_on_disconnect(request, make())
         except Exception as exc:
-            raise APIError(503, f"the search loop failed: {exc}", code="search_loop_failed") from exc
+            log.exception("the search loop failed", extra={"request_id": job.request_id})
+            raise APIError(503, loop_failed(job), code="search_loop_failed") from exc
         finally:
             server.release()
             server.metrics.request_seconds.observe(time.perf_counter() - job.started)
-        return JSONResponse(body, headers=headers)
+        return JSONResponse(body.model_dump(mode="json"), headers={"x-request-id": job.request_id})
 
-    def envelope(job: Job, chat: bool, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        kind = ("chat.completion" if chat else "text_completion") + (".chunk" if chat and job.body.stream else "")
-        return {
-            "id": job.request_id,
-            "object": kind,
-            "created": int(time.time()),
-            "model": cfg.model_name,
-            "choices": choices,
-        }
+    def stream(job: Job, chunks: AsyncIterator[bytes], *, done: bool) -> StreamingResponse:
+        server.admit()
 
-    async def complete(job: Job, chat: bool) -> dict[str, Any]:
-        texts = {"reasoning": "", "content": ""}
-        searches: list[dict[str, Any]] = []
-        final: dict[str, Any] = {}
-        async for delta in server.deltas(job):
-            for key in texts:
-                texts[key] += delta.get(key, "")
-            if "search" in delta and "results" in delta["search"]:
-                searches.append(delta["search"])
-            if "_finish" in delta:
-                final = delta
-        traj: Trajectory = final.pop("_finish")
-        extra = {"answer": final["answer"], "citations": final["citations"], "searches": searches}
-        if chat:
-            message = {"role": "assistant", "content": texts["content"], **extra}
-            if not job.raw:
-                message["reasoning"] = message["reasoning_content"] = texts["reasoning"]
-            choice = {"index": 0, "message": message, "logprobs": None, **finish(traj)}
-        else:
-            choice = {"index": 0, "text": texts["content"], "logprobs": None, **extra, **finish(traj)}
-        log.info(
-            "done: %d searches, finish %s", len(traj.searches), traj.finish_reason, extra={"request_id": job.request_id}
-        )
-        return {**envelope(job, chat, [choice]), "usage": usage(job, traj)}
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except Exception:  # headers are sent: report in the stream, as vLLM does
+                log.exception("stream failed", extra={"request_id": job.request_id})
+                error = error_body(503, loop_failed(job), code="search_loop_failed")
+                yield sse({"type": "error", **error}, "error") if not done else sse(error)
+            finally:
+                server.release()
+                server.metrics.request_seconds.observe(time.perf_counter() - job.started)
+            if done:
+                yield sse("[DONE]")
 
-    async def stream(job: Job, chat: bool) -> AsyncIterator[bytes]:
-        include_usage = job.body.stream_options is not None and job.body.stream_options.include_usage
-        try:
-            if chat:
-                role = {"role": "assistant", "content": ""}
-                yield sse(envelope(job, chat, [{"index": 0, "delta": role, "logprobs": None, "finish_reason": None}]))
-            async for delta in server.deltas(job):
-                traj = delta.pop("_finish", None)
-                if chat:
-                    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
-                else:
-                    text = {"text": delta.pop("content", "")}
-                    choice = {"index": 0, **text, **delta, "logprobs": None, "finish_reason": None}
-                if traj is not None:
-                    choice.update(finish(traj))
-                yield sse(envelope(job, chat, [choice]))
-                if traj is not None and include_usage:
-                    yield sse({**envelope(job, chat, []), "usage": usage(job, traj)})
-        except Exception as exc:  # headers are sent: report in the stream, as vLLM does
-            log.exception("stream failed", extra={"request_id": job.request_id})
-            yield sse(error_body(503, f"the search loop failed: {exc}", code="search_loop_failed"))
-        finally:
-            server.release()
-            server.metrics.request_seconds.observe(time.perf_counter() - job.started)
-        yield sse("[DONE]")
+        headers = {"x-request-id": job.request_id}
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     return app
+
+
+def loop_failed(job: Job) -> str:
+    """What a client is told when its search loop fails (the cause is logged with the request id)."""
+    return f"the search loop failed (request {job.request_id}); the server log has the cause"

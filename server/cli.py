@@ -16,6 +16,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
 
 from research.engines.options import add_engine_args, add_template_arg, default_template, open_engine
 from research.retrieval import BatchingRetriever, connect
@@ -36,9 +40,20 @@ class JsonLogs(logging.Formatter):
         return json.dumps(line)
 
 
-async def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+class Uvicorn(uvicorn.Server):
+    """uvicorn that stops gracefully on SIGINT/SIGTERM and then returns.
 
+    Stock uvicorn re-raises the signal once it has shut down, which turns Ctrl-C into a
+    KeyboardInterrupt traceback; the app's lifespan has closed the engine by then.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
+async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = None) -> None:
+    """Open the engine and the index, then serve until stopped; ``ready`` is called once the app listens."""
     engine = open_engine(args)
     retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes))
     config = ServerConfig(
@@ -49,6 +64,8 @@ async def serve(args: argparse.Namespace) -> None:
         search_top_k=args.search_top_k,
         max_concurrent_requests=args.max_concurrent_requests,
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
+        allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
+        open_retriever_routes=args.open_retriever_routes,
     )
     server = Server(engine, retriever, config)
     logging.getLogger("research").info(
@@ -58,8 +75,13 @@ async def serve(args: argparse.Namespace) -> None:
         args.engine,
         args.index,
     )
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_config=None))
-    await uv.serve()  # the app's lifespan closes the engine and the retriever
+    uv = Uvicorn(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_config=None))
+    serving = asyncio.create_task(uv.serve())  # the app's lifespan closes the engine and the retriever
+    while ready is not None and not uv.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if ready is not None and uv.started:
+        ready()
+    await serving
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,6 +96,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also $RESEARCH_API_KEY)")
+    p.add_argument(
+        "--allowed-origins",
+        help="comma-separated browser origins allowed to call the API (CORS), e.g. http://localhost:3000 or '*'",
+    )
+    p.add_argument(
+        "--open-retriever-routes",
+        action="store_true",
+        help="with --api-key, leave /search, /batch_search and /retrieve open (ReSearch's and Search-R1's "
+        "retriever clients send no key); /v1/* still needs it",
+    )
 
     add_engine_args(p)
 

@@ -1,4 +1,4 @@
-"""From an OpenAI request to the model's view and back: prompts, reasoning split, citations."""
+"""From an OpenAI request to the model's view and back: prompts and the reasoning split."""
 
 from __future__ import annotations
 
@@ -6,27 +6,27 @@ from collections.abc import Sequence
 from typing import Any
 
 from research.http_errors import APIError
-from research.protocol import INSTRUCT_SYSTEM, Search, Segment, TagParser, TemplateName, render_prompt
-from research.server.schemas import Message
+from research.protocol import INSTRUCT_SYSTEM, Segment, TagParser, TemplateName, render_prompt
+from research.server.protocol import Message
 
 
 def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: Any) -> list[int]:
     """Token ids of the prompt for a conversation, in the template the model was trained with.
 
-    Instruct models get the conversation through their chat template, with the
-    ReSearch system prompt unless the client sent its own. Base models were
-    trained on one question in the base template, so they take exactly one user
-    message (a 400 otherwise).
+    Instruct models get the whole conversation through their chat template (earlier
+    assistant turns as their ``content``, our extension fields dropped), with the
+    ReSearch system prompt unless the client sent its own. Base models were trained on
+    one question in the base template: they get the last user message, and earlier
+    turns are accepted (so a client can append replies and ask again) but not shown.
+    Either way the conversation must end with the user's question.
     """
+    if messages[-1].role != "user":
+        raise APIError(
+            400, f"the last message must be the user's question, not a {messages[-1].role} message",
+            param=f"messages.{len(messages) - 1}.role",
+        )  # fmt: skip
     if template == "base":
-        if len(messages) != 1 or messages[0].role != "user":
-            raise APIError(
-                400,
-                "this model uses the ReSearch base template, which holds one question: "
-                "send exactly one user message (or serve an instruct model for conversations)",
-                param="messages",
-            )
-        return tokenizer.encode(render_prompt(messages[0].text, "base"), add_special_tokens=False)
+        return tokenizer.encode(render_prompt(messages[-1].text, "base"), add_special_tokens=False)
     turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in messages]
     if turns[0]["role"] != "system":
         turns.insert(0, {"role": "system", "content": INSTRUCT_SYSTEM})
@@ -69,21 +69,3 @@ class ReasoningSplitter:
             elif not (s.kind == "answer" and s.tag):
                 content.append(s.text)
         return "".join(reasoning), "".join(content)
-
-
-def hit_json(p: Any) -> dict[str, Any]:
-    """A retrieved passage as the stream announces it."""
-    return {"id": p.id, "title": p.title, "score": p.score}
-
-
-def search_json(i: int, search: Search) -> dict[str, Any]:
-    return {"index": i, "query": search.query, "results": [hit_json(p) for p in search.passages]}
-
-
-def citations(searches: Sequence[Search]) -> list[dict[str, Any]]:
-    """Every passage the response was given, once, in the order it first came back."""
-    seen: dict[str, dict[str, Any]] = {}
-    for i, search in enumerate(searches):
-        for p in search.passages:
-            seen.setdefault(p.id, {**hit_json(p), "search_index": i})
-    return list(seen.values())

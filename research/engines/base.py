@@ -30,11 +30,14 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True, slots=True)
 class SamplingOptions:
-    """How to pick tokens. ``temperature=0`` is greedy; ``top_k <= 0`` disables top-k."""
+    """How to pick tokens. ``temperature=0`` is greedy; ``top_k <= 0``, ``min_p=0`` and
+    ``repetition_penalty=1`` disable those (vLLM's definitions)."""
 
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
     seed: int | None = None
     logprobs: bool = False
     """Also return the log-probability of each sampled token under the model."""

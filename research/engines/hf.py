@@ -47,7 +47,14 @@ class IncrementalDetokenizer:
         return ""
 
 
-def _sample(logits: torch.Tensor, sampling: SamplingOptions, generator: torch.Generator | None) -> int:
+def _sample(logits: torch.Tensor, sampling: SamplingOptions, generator: torch.Generator | None, seen: list[int]) -> int:
+    """One token, by vLLM's rules: repetition penalty over ``seen`` (prompt and output), then
+    temperature, top-k, min-p, top-p."""
+    if sampling.repetition_penalty != 1.0 and seen:
+        ids = torch.tensor(sorted(set(seen)), device=logits.device)
+        picked = logits[ids]
+        penalty = sampling.repetition_penalty
+        logits = logits.index_copy(0, ids, torch.where(picked > 0, picked / penalty, picked * penalty))
     if sampling.temperature <= 0:
         return int(torch.argmax(logits))
     logits = logits / sampling.temperature
@@ -55,6 +62,9 @@ def _sample(logits: torch.Tensor, sampling: SamplingOptions, generator: torch.Ge
         kth = torch.topk(logits, min(sampling.top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
+    if sampling.min_p > 0.0:
+        probs = probs.masked_fill(probs < sampling.min_p * probs.max(), 0.0)
+        probs = probs / probs.sum()
     if sampling.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= sampling.top_p
@@ -144,11 +154,14 @@ class TransformersEngine:
         detok = IncrementalDetokenizer(self.tokenizer)
         text = ""
         out = self.model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
+        seen = list(prompt_ids) if sampling.repetition_penalty != 1.0 else []
         for step in range(max_tokens):
             if cancelled.is_set():
                 return
             logits = out.logits[0, -1].float()
-            token = _sample(logits, sampling, generator)
+            token = _sample(logits, sampling, generator, seen)
+            if seen:
+                seen.append(token)
             logprobs = [float(torch.log_softmax(logits, -1)[token])] if sampling.logprobs else None
             if token in self.eos_ids:
                 emit(Chunk([token], "", logprobs, "stop"))

@@ -82,6 +82,8 @@ class UpstreamEngine:
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+            "min_p": sampling.min_p,
+            "repetition_penalty": sampling.repetition_penalty,
             "stream": True,
             "return_token_ids": True,
         }

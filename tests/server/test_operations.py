@@ -80,7 +80,8 @@ async def test_text_completions_run_the_same_loop_on_a_raw_prompt(live_transform
     stream = await client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=512, stream=True)
     chunks = [c.choices[0].model_dump() async for c in stream]
     assert "".join(c["text"] for c in chunks) == choice["text"]
-    assert [c["search"]["query"] for c in chunks if c.get("search")] == ["capital of Freedonia"] * 2
+    streamed = [s for c in chunks for s in c.get("searches") or []]
+    assert streamed[0] == {"index": 0, "query": "capital of Freedonia"} and streamed[1]["results"]
     await client.close()
 
 

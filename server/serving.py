@@ -1,0 +1,316 @@
+"""The serving layer: one request = one run of the shared search loop, as typed output.
+
+:meth:`Server.run` is the one place where the loop's events (:mod:`research.protocol.loop`)
+become API output: text split into reasoning and content, each search started and
+finished, and a final :class:`Outcome`. The three APIs render those same events:
+:mod:`research.server.chat` (chat and text completions) and
+:mod:`research.server.responses` (the Responses API), streaming or not; a non-streaming
+reply is the :class:`Outcome`, never re-assembled from streamed deltas.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from research.engines.base import Engine, SamplingOptions
+from research.http_errors import APIError
+from research.protocol import (
+    Finished,
+    LoopLimits,
+    ModelText,
+    Search,
+    SearchDone,
+    SearchIssued,
+    TemplateName,
+    Trajectory,
+    stream_search_loop,
+)
+from research.retrieval import BatchingRetriever
+from research.retrieval.batching import INDEX_SECONDS
+from research.server.metrics import Metrics
+from research.server.protocol import (
+    EFFORT_SEARCHES,
+    ChatCompletionRequest,
+    Citation,
+    CompletionRequest,
+    Hit,
+    ResponsesRequest,
+    SearchRecord,
+    Usage,
+)
+from research.server.render import ReasoningSplitter
+
+log = logging.getLogger("research.server")
+
+Request = ChatCompletionRequest | CompletionRequest | ResponsesRequest
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class ServerConfig:
+    """What ``research-serve`` was started with (see its ``--help``)."""
+
+    model_name: str
+    template: TemplateName
+    max_tokens: int = 8192
+    """Largest response budget a request may ask for (model and retrieved tokens)."""
+    max_searches: int | None = None
+    """Largest ``max_searches`` a request may ask for; None: unbounded."""
+    search_top_k: int = 5
+    """Passages per search when a request does not say."""
+    max_concurrent_requests: int = 256
+    api_key: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed by CORS (empty: no CORS headers)."""
+    open_retriever_routes: bool = False
+    """Leave ``/search``, ``/batch_search`` and ``/retrieve`` open under ``api_key``."""
+
+
+@dataclass
+class Job:
+    """One request's search loop, ready to run."""
+
+    request_id: str
+    prompt_ids: list[int]
+    limits: LoopLimits
+    sampling: SamplingOptions
+    body: Request
+    raw: bool = False
+    """Chat's ``reasoning_format: raw``: all text is content, tags visible (completions always)."""
+    started: float = field(default_factory=time.perf_counter)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+# -- what a run yields ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Generated or retrieved text, routed to reasoning and content (see :class:`ReasoningSplitter`)."""
+
+    reasoning: str
+    content: str
+    retrieved: bool = False
+    """A result block fed back to the model (its passages are in the search's :class:`Hit` list)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStarted:
+    index: int
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFinished:
+    index: int
+    record: SearchRecord
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The finished response, everything every API reports."""
+
+    reasoning: str
+    content: str
+    answer: str | None
+    searches: list[SearchRecord]
+    citations: list[Citation]
+    usage: Usage
+    finish_reason: FinishReason
+    stop_reason: str | None
+    trajectory: Trajectory
+
+
+Event = Text | SearchStarted | SearchFinished | Outcome
+
+
+def hits(search: Search) -> list[Hit]:
+    return [Hit(id=p.id, title=p.title, score=p.score, text=p.text) for p in search.passages]
+
+
+def citations(searches: list[Search]) -> list[Citation]:
+    """Every passage the response was given, once, in the order it first came back."""
+    seen: dict[str, Citation] = {}
+    for i, search in enumerate(searches):
+        for p in search.passages:
+            seen.setdefault(p.id, Citation(id=p.id, title=p.title, score=p.score, search_index=i))
+    return list(seen.values())
+
+
+def usage(prompt_tokens: int, traj: Trajectory) -> Usage:
+    """OpenAI usage plus ``retrieved_tokens`` and ``searches`` (result tokens are not completion tokens)."""
+    retrieved = traj.mask.count(0)
+    completion = len(traj.mask) - retrieved
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=prompt_tokens + completion,
+        retrieved_tokens=retrieved,
+        searches=len(traj.searches),
+    )
+
+
+class Server:
+    """The engine, the retriever and the bookkeeping shared by all requests."""
+
+    def __init__(self, engine: Engine, retriever: BatchingRetriever, config: ServerConfig) -> None:
+        self.engine, self.retriever, self.config = engine, retriever, config
+        self.metrics = Metrics()
+        self.running = 0
+
+    async def close(self) -> None:
+        await self.retriever.close()
+        await self.engine.close()
+
+    # -- admission ---------------------------------------------------------
+    def admit(self) -> None:
+        if self.running >= self.config.max_concurrent_requests:
+            raise APIError(
+                429,
+                f"the server is at its limit of {self.config.max_concurrent_requests} concurrent requests; retry",
+                code="too_many_requests",
+                headers={"Retry-After": "1"},
+            )
+        self.running += 1
+        self.metrics.running.inc()
+
+    def release(self) -> None:
+        self.running -= 1
+        self.metrics.running.dec()
+
+    # -- request -> job ----------------------------------------------------
+    def check_model(self, model: str) -> None:
+        if model != self.config.model_name:
+            raise APIError(
+                404, f"the model {model!r} does not exist; this server serves {self.config.model_name!r}",
+                param="model", code="model_not_found",
+            )  # fmt: skip
+
+    def job(self, body: Request, prompt_ids: list[int], prefix: str, *, prompt_param: str) -> Job:
+        """Check ``body`` against the server's limits and the model's context; the loop's settings."""
+        cfg = self.config
+        self.check_model(body.model)
+        budget_param = "max_output_tokens" if isinstance(body, ResponsesRequest) else "max_tokens"
+        if isinstance(body, ChatCompletionRequest) and body.max_completion_tokens is not None:
+            budget_param = "max_completion_tokens"
+        budget = body.token_budget
+        if budget is not None and budget > cfg.max_tokens:
+            raise APIError(
+                400, f"{budget_param} is {budget}, above this server's limit of {cfg.max_tokens}", param=budget_param
+            )
+        room = (self.engine.max_model_len or 1 << 30) - len(prompt_ids)
+        if room < 1:
+            raise APIError(
+                400,
+                f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.engine.max_model_len}",
+                param=prompt_param,
+            )
+        if body.max_searches is not None and cfg.max_searches is not None and body.max_searches > cfg.max_searches:
+            raise APIError(
+                400, f"max_searches is {body.max_searches}, above this server's limit of {cfg.max_searches}",
+                param="max_searches",
+            )  # fmt: skip
+        searches = body.max_searches
+        if searches is None and body.effort is not None:  # reasoning effort: a search budget
+            searches = EFFORT_SEARCHES[body.effort]
+            if cfg.max_searches is not None:
+                searches = cfg.max_searches if searches is None else min(searches, cfg.max_searches)
+        limits = LoopLimits(
+            max_tokens=min(budget or cfg.max_tokens, room),
+            max_searches=searches if searches is not None else cfg.max_searches,
+            top_k=body.search_top_k or cfg.search_top_k,
+        )
+        sampling = SamplingOptions(
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=1.0 if body.top_p is None else body.top_p,
+            top_k=max(body.top_k or 0, 0),
+            min_p=body.min_p or 0.0,
+            repetition_penalty=body.repetition_penalty or 1.0,
+            seed=body.seed,
+        )
+        raw = isinstance(body, CompletionRequest) or (
+            isinstance(body, ChatCompletionRequest) and body.reasoning_format == "raw"
+        )
+        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body, raw)
+
+    # -- the loop as typed output ---------------------------------------------
+    async def run(self, job: Job) -> AsyncIterator[Event]:
+        """The loop's events as API output: :class:`Text`, searches, then one :class:`Outcome`."""
+        splitter = ReasoningSplitter(raw=job.raw)
+        m = self.metrics
+        m.prompt_tokens.inc(len(job.prompt_ids))
+        searching_since = retrieval_time = 0.0
+        reasoning, content, records = [], [], []
+        events = stream_search_loop(
+            self.engine,
+            self.retriever.using(job.body.search_mode or "vector"),
+            job.prompt_ids,
+            limits=job.limits,
+            sampling=job.sampling,
+            request_id=job.request_id,
+        )
+
+        def text(pieces: tuple[str, str], retrieved: bool = False) -> Text | None:
+            reasoning.append(pieces[0])
+            content.append(pieces[1])
+            return Text(*pieces, retrieved=retrieved) if any(pieces) else None
+
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, ModelText):
+                    m.generation_tokens.inc(len(event.token_ids))
+                    if out := text(splitter.feed(event.text)):
+                        yield out
+                elif isinstance(event, SearchIssued):
+                    searching_since = time.perf_counter()
+                    INDEX_SECONDS.set(0.0)
+                    yield SearchStarted(len(records), event.query)
+                elif isinstance(event, SearchDone):
+                    elapsed = time.perf_counter() - searching_since
+                    retrieval_time += elapsed
+                    m.retrieval_seconds.observe(elapsed)
+                    m.search_overhead_seconds.observe(max(0.0, elapsed - INDEX_SECONDS.get()))
+                    m.searches.inc()
+                    m.retrieved_tokens.inc(len(event.token_ids))
+                    records.append(
+                        SearchRecord(index=len(records), query=event.search.query, results=hits(event.search))
+                    )
+                    yield SearchFinished(len(records) - 1, records[-1])
+                    if out := text(splitter.feed(event.text), retrieved=True):
+                        yield out
+                elif isinstance(event, Finished):
+                    if out := text(splitter.close()):
+                        yield out
+                    traj = event.trajectory
+                    m.generation_seconds.observe(time.perf_counter() - job.started - retrieval_time)
+                    log.info(
+                        "done: %d searches, finish %s",
+                        len(traj.searches),
+                        traj.finish_reason,
+                        extra={"request_id": job.request_id},
+                    )
+                    yield Outcome(
+                        reasoning="".join(reasoning),
+                        content="".join(content),
+                        answer=traj.answer,
+                        searches=records,
+                        citations=citations(traj.searches),
+                        usage=usage(len(job.prompt_ids), traj),
+                        finish_reason="length" if traj.finish_reason == "length" else "stop",
+                        stop_reason="search_limit" if traj.finish_reason == "search_limit" else None,
+                        trajectory=traj,
+                    )
+
+    async def outcome(self, job: Job) -> Outcome:
+        """Run ``job`` to the end (non-streaming replies)."""
+        async with aclosing(self.run(job)) as events:
+            async for event in events:
+                if isinstance(event, Outcome):
+                    return event
+        raise AssertionError("the search loop ended without an outcome")
