@@ -40,11 +40,14 @@ class ReSearchTool(BaseTool):
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key: str = "unused"
     model: str | None = None
-    search_top_k: int = 5
+    search_top_k: int | None = None
+    """Passages per search; None: the server's default (what its model was trained with)."""
     max_searches: int | None = None
 
     def _request(self, question: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"search_top_k": self.search_top_k}
+        body: dict[str, Any] = {}
+        if self.search_top_k is not None:
+            body["search_top_k"] = self.search_top_k
         if self.max_searches is not None:
             body["max_searches"] = self.max_searches
         return {

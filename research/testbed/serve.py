@@ -1,0 +1,76 @@
+"""``research-demo``: the toy ReSearch model behind ``research-serve``, with the playground, offline.
+
+    research-demo                                  # vLLM (CPU build) on http://127.0.0.1:8000/
+    research-demo --engine transformers --port 8001
+
+Builds (once, cached: about 8 minutes on two cores) or reuses the toy ReSearch model and
+the toy world's LanceDB index, and serves them as the model ``research`` with the base
+template and one passage per search, as the model was trained. Open the printed URL for
+the playground, or point any OpenAI client at ``http://HOST:PORT/v1``; the README's
+client examples run against this server. The model knows nothing of the world: it
+answers from what it retrieves, about entities it never saw in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from urllib.parse import quote
+
+from research.server import cli as server_cli
+from research.testbed.acceptance import held_out
+from research.testbed.toy_model import ToyRecipe, toy_model, world_index
+from research.testbed.world import make_world
+
+MODEL_NAME = "research"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="research-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--engine", choices=["vllm", "transformers"], default="vllm", help="who generates (default: vLLM)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on the API (the playground has a key field)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    recipe = ToyRecipe()
+    print("Building or loading the toy ReSearch model and the toy world's index (cached after the first run)...")
+    model = toy_model(recipe)
+    world = make_world(recipe.seed, chains=recipe.chains)
+    index = world_index(world)
+    flags = ["--model", str(model), "--index", index.uri, "--served-model-name", MODEL_NAME, "--template", "base"]
+    flags += ["--search-top-k", str(recipe.top_k), "--max-tokens", "1024", "--max-model-len", "2048"]
+    flags += ["--host", args.host, "--port", str(args.port), "--engine", args.engine]
+    flags += ["--dtype", "float32"] + (["--api-key", args.api_key] if args.api_key else [])
+    serve_args = server_cli.parser().parse_args(flags)
+    url = f"http://{args.host}:{args.port}"
+    questions = [q.question for q in held_out(world, 3)]
+
+    def ready() -> None:
+        print(f"\nThe playground: {url}/   (OpenAI API: {url}/v1, model {MODEL_NAME!r})")
+        print("Held-out questions to ask (about entities the model never saw in training):")
+        for question in questions:
+            print(f"  {question}\n    {url}/?q={quote(question)}")
+        print("Stop with Ctrl-C.", flush=True)
+
+    print(f"Starting {args.engine} on {model.name}; this takes about a minute on two cores...", flush=True)
+    try:
+        asyncio.run(server_cli.serve(serve_args, ready=ready))
+    except KeyboardInterrupt:
+        return 0
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"research-demo: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
