@@ -192,7 +192,8 @@ def create_app(server: Server) -> FastAPI:
             body = await cancel_on_disconnect(request, make())
         except Exception as exc:
             log.exception("the search loop failed", extra={"request_id": job.request_id})
-            raise APIError(503, loop_failed(job), code="search_loop_failed") from exc
+            headers = {"x-request-id": job.request_id}
+            raise APIError(503, loop_failed(job), code="search_loop_failed", headers=headers) from exc
         finally:
             server.release()
             server.metrics.request_seconds.observe(time.perf_counter() - job.started)

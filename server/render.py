@@ -23,7 +23,7 @@ def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: 
     if messages[-1].role != "user":
         raise APIError(
             400, f"the last message must be the user's question, not a {messages[-1].role} message",
-            param=f"messages.{len(messages) - 1}.role",
+            param=f"messages.{len(messages) - 1}.role", code="invalid_value",
         )  # fmt: skip
     if template == "base":
         return tokenizer.encode(render_prompt(messages[-1].text, "base"), add_special_tokens=False)

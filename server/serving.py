@@ -202,19 +202,21 @@ class Server:
         budget = body.token_budget
         if budget is not None and budget > cfg.max_tokens:
             raise APIError(
-                400, f"{budget_param} is {budget}, above this server's limit of {cfg.max_tokens}", param=budget_param
-            )
+                400, f"{budget_param} is {budget}, above this server's limit of {cfg.max_tokens}", param=budget_param,
+                code="invalid_value",
+            )  # fmt: skip
         room = (self.engine.max_model_len or 1 << 30) - len(prompt_ids)
         if room < 1:
             raise APIError(
                 400,
                 f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.engine.max_model_len}",
                 param=prompt_param,
+                code="context_length_exceeded",
             )
         if body.max_searches is not None and cfg.max_searches is not None and body.max_searches > cfg.max_searches:
             raise APIError(
                 400, f"max_searches is {body.max_searches}, above this server's limit of {cfg.max_searches}",
-                param="max_searches",
+                param="max_searches", code="invalid_value",
             )  # fmt: skip
         searches = body.max_searches
         if searches is None and body.effort is not None:  # reasoning effort: a search budget

@@ -25,13 +25,28 @@ async def test_an_api_key_is_required_when_set(transformers_engine, script_index
             wrong = await http.get("/models", headers={"Authorization": "Bearer nope"})
             retriever = await http.post("/search", json={"query": "Freedonia"})
             health = await http.get(live.url.removesuffix("/v1") + "/health")
+            lower = await http.get("/models", headers={"Authorization": "bearer s3cret"})  # the scheme is case-blind
         client = openai.AsyncOpenAI(base_url=live.url, api_key="s3cret")
         reply = await client.chat.completions.create(**ASK)
         await client.close()
     assert denied.status_code == wrong.status_code == retriever.status_code == 401
-    assert denied.json()["error"]["code"] == "invalid_api_key"
-    assert health.status_code == 200
+    assert denied.json()["error"]["code"] == "invalid_api_key" and denied.headers["www-authenticate"] == "Bearer"
+    assert health.status_code == lower.status_code == 200
     assert reply.choices[0].message.model_dump()["answer"] == SCRIPT_ANSWER
+
+
+async def test_the_drop_in_retriever_routes_can_stay_open_under_a_key(transformers_engine, script_index):
+    """ReSearch's and Search-R1's retriever clients send no key; /v1/* keeps needing it."""
+    async with (
+        serving(transformers_engine, script_index, api_key="s3cret", open_retriever_routes=True) as live,
+        httpx.AsyncClient(base_url=live.url.removesuffix("/v1"), timeout=60) as http,
+    ):
+        research = await http.post("/search", json={"query": "Freedonia", "top_n": 1})
+        search_r1 = await http.post("/retrieve", json={"queries": ["Freedonia"], "topk": 1})
+        ours = await http.post("/v1/search", json={"queries": ["Freedonia"]})
+        chat = await http.post("/v1/chat/completions", json=ASK)
+    assert research.status_code == search_r1.status_code == 200 and research.json()[0]["id"].startswith("fr")
+    assert ours.status_code == chat.status_code == 401
 
 
 async def test_over_the_concurrency_limit_is_a_429_with_retry_after(transformers_engine, script_index):
@@ -117,10 +132,15 @@ async def test_a_failing_retriever_is_a_clear_503_and_a_stream_error(transformer
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
             plain = await http.post("/chat/completions", json=ASK)
             streamed = (await http.post("/chat/completions", json={**ASK, "stream": True})).text
-    assert plain.status_code == 503
-    assert plain.json()["error"]["code"] == "search_loop_failed" and "doomed" in plain.json()["error"]["message"]
+            search = await http.post(live.url.removesuffix("/v1") + "/search", json={"query": "alpha"})
+    assert plain.status_code == search.status_code == 503, search.text
+    error = plain.json()["error"]
+    assert error["code"] == "search_loop_failed" and plain.headers["x-request-id"] in error["message"]
+    assert search.json()["error"]["code"] == "retriever_unavailable"
     events = [e for e in streamed.split("\n\n") if e]
     assert events[-1] == "data: [DONE]" and '"search_loop_failed"' in events[-2]
+    for body in (plain.text, search.text, streamed):  # the cause (a path, library internals) stays in the log
+        assert str(tmp_path) not in body and "doomed" not in body
 
 
 @pytest.mark.parametrize("n", [8])

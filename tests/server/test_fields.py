@@ -1,0 +1,109 @@
+"""Every OpenAI field clients send: accepted where OpenAI accepts it, honoured where it maps, a named 400 where not."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from research.protocol import INSTRUCT_SYSTEM
+from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
+from tests.conftest import serving
+
+MODEL = "scripted"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": SCRIPT_QUESTION}], "temperature": 0}
+RESPONSES = {"model": MODEL, "input": SCRIPT_QUESTION, "temperature": 0}
+
+ACCEPTED_CHAT = [
+    {"reasoning_effort": "medium"}, {"service_tier": "auto"}, {"prompt_cache_key": "k"}, {"safety_identifier": "u1"},
+    {"verbosity": "low"}, {"modalities": ["text"]}, {"prediction": {"type": "content", "content": "x"}},
+    {"web_search_options": {}}, {"min_p": 0.05}, {"repetition_penalty": 1.1}, {"chat_template_kwargs": {"x": 1}},
+    {"include_reasoning": True}, {"temperature": None, "top_k": 1}, {"top_p": None}, {"n": None}, {"n": 1},
+    {"presence_penalty": None}, {"frequency_penalty": 0}, {"stop": None}, {"tools": []}, {"tool_choice": "none"},
+    {"response_format": {"type": "text"}}, {"logprobs": False}, {"store": False}, {"metadata": {"a": "b"}},
+    {"user": "u"}, {"seed": 7}, {"max_completion_tokens": 512}, {"stream_options": None}, {"parallel_tool_calls": None},
+]  # fmt: skip
+REJECTED_CHAT = [
+    ({"n": 2}, "n"), ({"stop": ["x"]}, "stop"), ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"), ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"response_format": {"type": "json_schema"}}, "response_format"), ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"logit_bias": {"1": 2}}, "logit_bias"), ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"reasoning_effort": "extreme"}, "reasoning_effort"), ({"min_p": 2}, "min_p"),
+]  # fmt: skip
+ACCEPTED_RESPONSES = [
+    {"instructions": INSTRUCT_SYSTEM}, {"store": True}, {"reasoning": {"effort": "low", "summary": "auto"}},
+    {"text": {"format": {"type": "text"}, "verbosity": "low"}}, {"tools": [{"type": "web_search"}]},
+    {"tool_choice": "auto"}, {"parallel_tool_calls": True}, {"include": ["file_search_call.results"]},
+    {"truncation": "disabled"}, {"metadata": {"a": "b"}}, {"service_tier": "auto"}, {"prompt_cache_key": "k"},
+    {"safety_identifier": "u"}, {"max_output_tokens": 512}, {"max_tool_calls": 2}, {"temperature": None, "top_k": 1},
+    {"input": [{"role": "user", "content": [{"type": "input_text", "text": SCRIPT_QUESTION}]}]},
+    {"input": [{"type": "message", "role": "user", "content": SCRIPT_QUESTION}]},
+]  # fmt: skip
+REJECTED_RESPONSES = [
+    ({"previous_response_id": "resp_1"}, "previous_response_id"), ({"conversation": "conv_1"}, "conversation"),
+    ({"tools": [{"type": "function", "name": "f"}]}, "tools"), ({"background": True}, "background"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text"),
+    ({"top_logprobs": 2}, "top_logprobs"), ({"input": ""}, "input"),
+    ({"max_output_tokens": 10**9}, "max_output_tokens"),
+    ({"input": [{"role": "tool", "content": "x"}]}, "input"),
+]  # fmt: skip
+
+
+@pytest.fixture
+async def http(live_transformers):
+    async with httpx.AsyncClient(base_url=live_transformers.url, timeout=120) as client:
+        yield client
+
+
+@pytest.mark.parametrize("extra", ACCEPTED_CHAT, ids=lambda e: next(iter(e)))
+async def test_chat_accepts_what_openai_accepts(http, extra):
+    reply = await http.post("/chat/completions", json={**CHAT, **extra})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["answer"] == SCRIPT_ANSWER
+
+
+@pytest.mark.parametrize(("extra", "param"), REJECTED_CHAT, ids=lambda e: str(e)[:30])
+async def test_chat_rejects_what_it_cannot_do_naming_the_field(http, extra, param):
+    reply = await http.post("/chat/completions", json={**CHAT, **extra})
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["param"] == param and error["code"], error
+
+
+@pytest.mark.parametrize("extra", ACCEPTED_RESPONSES, ids=lambda e: next(iter(e)))
+async def test_responses_accept_what_openai_accepts(http, extra):
+    reply = await http.post("/responses", json={**RESPONSES, **extra})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["answer"] == SCRIPT_ANSWER
+
+
+@pytest.mark.parametrize(("extra", "param"), REJECTED_RESPONSES, ids=lambda e: str(e)[:30])
+async def test_responses_reject_what_they_cannot_do_naming_the_field(http, extra, param):
+    reply = await http.post("/responses", json={**RESPONSES, **extra})
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["param"].startswith(param) and error["code"], error
+
+
+async def test_reasoning_effort_is_a_search_budget(http):
+    none = (await http.post("/chat/completions", json={**CHAT, "reasoning_effort": "none"})).json()
+    assert none["usage"]["searches"] == 0 and none["choices"][0]["stop_reason"] == "search_limit"
+    low = (await http.post("/responses", json={**RESPONSES, "reasoning": {"effort": "minimal"}})).json()
+    assert low["usage"]["searches"] == 1 and low["answer"] == SCRIPT_ANSWER
+    capped = (await http.post("/responses", json={**RESPONSES, "max_tool_calls": 0})).json()
+    assert capped["usage"]["searches"] == 0
+
+
+async def test_include_reasoning_false_leaves_the_reasoning_out(http):
+    message = (await http.post("/chat/completions", json={**CHAT, "include_reasoning": False})).json()
+    message = message["choices"][0]["message"]
+    assert message["reasoning"] is None and message["searches"] and message["answer"] == SCRIPT_ANSWER
+
+
+async def test_cors_is_opt_in(transformers_engine, script_index):
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    for origins, allowed in (((), False), (("http://app.example",), True)):
+        async with (
+            serving(transformers_engine, script_index, allowed_origins=origins) as live,
+            httpx.AsyncClient(base_url=live.url, timeout=60) as http,
+        ):
+            reply = await http.options("/chat/completions", headers=preflight)
+        assert (reply.headers.get("access-control-allow-origin") == "http://app.example") is allowed
