@@ -7,11 +7,12 @@ OpenAI would use: malformed JSON and schema violations are 400 (not FastAPI's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _TYPES = {
@@ -22,6 +23,18 @@ _TYPES = {
     500: "internal_error",
     503: "service_unavailable",
 }
+
+
+def check_unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON can carry lone surrogates ("\ud800"); no tokenizer takes them
+        raise ValueError(f"the text is not valid Unicode: {exc.reason} at character {exc.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(check_unicode)]
+"""A request string that is valid Unicode (a 400 naming the field otherwise, not a 500 later)."""
 
 
 class APIError(Exception):
@@ -55,11 +68,15 @@ def error_response(error: APIError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
 def _describe(errors: list[Any]) -> tuple[str, str | None, str]:
     """One readable sentence for pydantic's error list, the first bad field and an error code."""
     parts, param, code = [], None, "invalid_request"
     for err in errors:
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        # Union members appear in the location as type tags ("str", "list[int]", "function-after[...]"): drop them.
+        loc = [str(x) for x in err.get("loc", ()) if x != "body" and str(x) not in _TYPE_TAGS and "[" not in str(x)]
         field = ".".join(loc) or None
         param = param or field
         if err.get("type") == "unsupported_parameter":  # research.server.protocol.unsupported

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from research.http_errors import APIError, install_error_handlers
+from research.http_errors import APIError, Text, install_error_handlers
 from research.retrieval.batching import BatchingRetriever
 from research.retrieval.index import MAX_K, SearchMode
 from research.retrieval.passage import Passage
@@ -35,30 +35,39 @@ MAX_QUERIES = 1024
 """Most queries one request may carry."""
 
 
+def _not_empty(query: str) -> str:
+    if not query.strip():
+        raise ValueError("Query content cannot be empty")  # ReSearch's own retriever's words
+    return query
+
+
+Query = Annotated[Text, AfterValidator(_not_empty)]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
 class ReSearchQuery(_Request):
-    query: str
+    query: Query
     top_n: int = Field(10, ge=1, le=MAX_K)
     return_score: bool = False
 
 
 class ReSearchBatch(_Request):
-    query: list[str] = Field(min_length=1, max_length=MAX_QUERIES)
+    query: list[Query] = Field(min_length=1, max_length=MAX_QUERIES)
     top_n: int = Field(10, ge=1, le=MAX_K)
     return_score: bool = False
 
 
 class SearchR1Query(_Request):
-    queries: list[str] = Field(min_length=1, max_length=MAX_QUERIES)
+    queries: list[Query] = Field(min_length=1, max_length=MAX_QUERIES)
     topk: int | None = Field(None, ge=1, le=MAX_K)
     return_scores: bool = False
 
 
 class SearchRequest(_Request):
-    queries: list[str] = Field(min_length=1, max_length=MAX_QUERIES)
+    queries: list[Query] = Field(min_length=1, max_length=MAX_QUERIES)
     k: int = Field(5, ge=1, le=MAX_K)
     mode: SearchMode = "vector"
 

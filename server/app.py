@@ -53,6 +53,10 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its reply was ready (not an error of ours)."""
+
+
 async def cancel_on_disconnect(request: Request, work: Awaitable[Any]) -> Any:
     """Run ``work``; if the client goes away first, cancel it (which aborts generation)."""
     task = asyncio.ensure_future(work)
@@ -64,6 +68,8 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[Any]) -> Any:
         if not task.done():
             task.cancel()
             log.info("client disconnected; request cancelled")
+    if task.cancelled():
+        raise ClientDisconnected
     return task.result()
 
 
@@ -162,8 +168,14 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/completions", dependencies=[Depends(authorize)])
     async def completions(body: CompletionRequest, request: Request) -> Response:
         server.check_model(body.model)
+        tokenizer = server.engine.tokenizer
         if isinstance(body.prompt, str):
-            prompt_ids = server.engine.tokenizer.encode(body.prompt, add_special_tokens=False)
+            prompt_ids = tokenizer.encode(body.prompt, add_special_tokens=False)
+        elif bad := [t for t in body.prompt if not 0 <= t < len(tokenizer)]:
+            raise APIError(
+                400, f"prompt holds token ids outside the vocabulary (0 to {len(tokenizer) - 1}): {bad[:5]}",
+                param="prompt", code="invalid_value",
+            )  # fmt: skip
         else:
             prompt_ids = list(body.prompt)
         job = server.job(body, prompt_ids, "cmpl", prompt_param="prompt")
@@ -190,6 +202,8 @@ def create_app(server: Server) -> FastAPI:
         server.admit()
         try:
             body = await cancel_on_disconnect(request, make())
+        except ClientDisconnected:
+            return Response(status_code=499, headers={"x-request-id": job.request_id})  # nginx's "client closed"
         except Exception as exc:
             log.exception("the search loop failed", extra={"request_id": job.request_id})
             headers = {"x-request-id": job.request_id}

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
+from research.http_errors import Text, check_unicode
 from research.retrieval import MAX_K, SearchMode
 
 ReasoningFormat = Literal["parsed", "raw"]
@@ -41,7 +42,7 @@ class _Strict(BaseModel):
 
 class TextPart(_Strict):
     type: Literal["text", "input_text", "output_text"]
-    text: str
+    text: Text
     annotations: list[Any] | None = None
 
 
@@ -50,7 +51,7 @@ class Message(_Strict):
     usual loop (append the reply to ``messages``, ask again) works unchanged."""
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
     name: str | None = None
     refusal: str | None = None
     tool_calls: list[Any] | None = None
@@ -95,7 +96,7 @@ class _Sampling(_Strict):
     stream: bool | None = False
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 1.0")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="default 1.0")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="a 64-bit integer")
     user: str | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
@@ -103,7 +104,7 @@ class _Sampling(_Strict):
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
     # -- extensions (openai_compat.md) --
-    top_k: int | None = Field(None, description="vLLM's sampling top-k: -1 or 0 disables it")
+    top_k: int | None = Field(None, lt=2**31, description="vLLM's sampling top-k: -1 or 0 disables it")
     min_p: float | None = Field(None, ge=0.0, le=1.0, description="vLLM's min-p sampling (0 disables it)")
     repetition_penalty: float | None = Field(None, gt=0.0, description="vLLM's repetition penalty (1 disables it)")
     max_searches: int | None = Field(None, ge=0, description="searches allowed in this response")
@@ -244,7 +245,7 @@ class ChatCompletionRequest(_Completion):
 class CompletionRequest(_Completion):
     """``POST /v1/completions``: the same loop on a prompt you render yourself."""
 
-    prompt: str | list[int] = Field(min_length=1)
+    prompt: Text | list[int] = Field(min_length=1)
     echo: bool | None = False
     logprobs: int | None = None
     suffix: str | None = None
@@ -296,8 +297,8 @@ class ResponsesRequest(_Sampling):
     """``POST /v1/responses``. Nothing is stored: ``store`` is accepted and has no effect,
     and ``previous_response_id``/``conversation`` are a 400 (send the earlier turns in ``input``)."""
 
-    input: str | list[dict[str, Any]]
-    instructions: str | None = None
+    input: Text | list[dict[str, Any]]
+    instructions: Text | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     reasoning: ReasoningParam | None = None
     text: TextParam | None = None
@@ -362,6 +363,13 @@ class ResponsesRequest(_Sampling):
             return v
         for i, item in enumerate(v):
             kind = item.get("type", "message")
+            content = item.get("content")
+            for text in [content] if isinstance(content, str) else [p.get("text") for p in content or []]:
+                if isinstance(text, str):
+                    try:
+                        check_unicode(text)
+                    except ValueError as exc:
+                        raise ValueError(f"input[{i}].content: {exc}") from None
             if kind == "message" and item.get("role") not in ("system", "developer", "user", "assistant"):
                 raise ValueError(f"input[{i}] has role {item.get('role')!r}; use system, developer, user or assistant")
             if kind in ("function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"):

@@ -231,7 +231,7 @@ class Server:
         sampling = SamplingOptions(
             temperature=1.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
-            top_k=max(body.top_k or 0, 0),
+            top_k=top_k if 0 < (top_k := body.top_k or 0) < len(self.engine.tokenizer) else 0,  # >= vocab: off
             min_p=body.min_p or 0.0,
             repetition_penalty=body.repetition_penalty or 1.0,
             seed=body.seed,

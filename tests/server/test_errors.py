@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -38,6 +40,12 @@ BAD = [
         {**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format", "only text", id="json-format"
     ),
     pytest.param({**GOOD, "frobnicate": 1}, 400, "frobnicate", "unrecognized request argument", id="unknown-field"),
+    pytest.param({**GOOD, "seed": 2**64}, 400, "seed", "less than", id="seed-over-64-bits"),
+    pytest.param({**GOOD, "top_k": 10**30}, 400, "top_k", "less than", id="huge-sampling-top-k"),
+    pytest.param(
+        {**GOOD, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages.0.content", "not valid Unicode",
+        id="lone-surrogate",
+    ),
     pytest.param(
         {**GOOD, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
         400, "messages.0.content", None, id="image-content",
@@ -48,10 +56,8 @@ BAD = [
 @pytest.mark.parametrize(("body", "status", "param", "message"), BAD)
 async def test_bad_requests_get_a_clear_openai_error(live_transformers, body, status, param, message):
     async with httpx.AsyncClient(base_url=live_transformers.url, timeout=60) as http:
-        if isinstance(body, bytes):
-            response = await http.post("/chat/completions", content=body, headers={"content-type": "application/json"})
-        else:
-            response = await http.post("/chat/completions", json=body)
+        content = body if isinstance(body, bytes) else json.dumps(body)  # json.dumps escapes lone surrogates
+        response = await http.post("/chat/completions", content=content, headers={"content-type": "application/json"})
         assert response.status_code == status, response.text
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
@@ -86,3 +92,31 @@ async def test_a_base_model_answers_the_last_question_of_a_conversation(transfor
     assert response.status_code == alone.status_code == 200
     # Earlier turns are accepted but not shown: the model sees the one question it was trained on.
     assert response.json()["usage"]["prompt_tokens"] == alone.json()["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"prompt": [10**9]}, "prompt"), ({"prompt": [-1, 5]}, "prompt"), ({"prompt": "\udfff"}, "prompt")],
+)
+async def test_completions_check_token_ids_and_text_before_the_engine(live_vllm, body, param):
+    """Bad input never reaches vLLM: nothing stays registered there (it used to leak a request each)."""
+    engine = live_vllm.engine.engine
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=live_vllm.url, timeout=60, headers=headers) as http:
+        for _ in range(3):
+            reply = await http.post("/completions", content=json.dumps({"model": MODEL, "max_tokens": 4, **body}))
+            assert reply.status_code == 400 and reply.json()["error"]["param"] == param, reply.text
+        for extra in ({"seed": 2**64}, {"top_k": 10**30}):
+            assert (await http.post("/chat/completions", json={**GOOD, **extra})).status_code == 400
+    assert engine.output_processor.get_num_unfinished_requests() == 0
+
+
+@pytest.mark.parametrize("route", ["/search", "/batch_search", "/retrieve", "/v1/search"])
+@pytest.mark.parametrize("query", ["", "   ", "\ud800"])
+async def test_the_retriever_routes_reject_empty_and_broken_queries(live_transformers, route, query):
+    body = {"/search": {"query": query}, "/batch_search": {"query": [query]}}.get(route, {"queries": [query]})
+    async with httpx.AsyncClient(base_url=live_transformers.url.removesuffix("/v1"), timeout=60) as http:
+        reply = await http.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["param"].startswith(("query", "queries")), error
+    assert ("cannot be empty" if query.strip() else "not valid Unicode") in error["message"]

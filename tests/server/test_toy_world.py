@@ -45,10 +45,11 @@ async def test_held_out_questions_are_answered_from_searches_the_stream_shows(to
         )
         chunks = [chunk async for chunk in stream]
         deltas = [c.choices[0].delta.model_dump() for c in chunks if c.choices]
-        announced = [d["search"] for d in deltas if d.get("search") and "results" not in d["search"]]
-        answered = [d["search"] for d in deltas if d.get("search") and "results" in d["search"]]
+        entries = [s for d in deltas for s in d.get("searches") or []]
+        announced = [s for s in entries if "query" in s]
+        answered = [s for s in entries if "results" in s]
         final = deltas[-1]
-        assert [s["query"] for s in announced] == [s["query"] for s in answered]
+        assert [s["index"] for s in announced] == [s["index"] for s in answered] == list(range(len(announced)))
         assert chunks[-1].usage.model_dump()["searches"] == len(answered) >= 1
         shown = {r["id"] for s in answered for r in s["results"]}
         assert {c["id"] for c in final["citations"]} == shown
