@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from research.http_errors import Text, check_unicode
@@ -31,6 +31,17 @@ EFFORT_SEARCHES: dict[str, int | None] = {"none": 0, "minimal": 1, "low": 2, "me
 def unsupported(why: str) -> PydanticCustomError:
     """A 400 for a field we cannot honour (``param`` is the field, ``code`` unsupported_parameter)."""
     return PydanticCustomError("unsupported_parameter", why)
+
+
+def reject_if_set(reasons: dict[str, str]) -> Any:
+    """A field validator refusing a truthy value of each named field, with that field's reason."""
+
+    def check(cls: type, value: Any, info: ValidationInfo) -> Any:
+        if value:
+            raise unsupported(reasons[info.field_name])
+        return value
+
+    return field_validator(*reasons)(classmethod(check))
 
 
 class _Strict(BaseModel):
@@ -137,26 +148,12 @@ class _Completion(_Sampling):
             raise unsupported("only n=1 is supported: each choice would run its own search loop; send n requests")
         return v
 
-    @field_validator("stop")
-    @classmethod
-    def _stop(cls, v: Any) -> Any:
-        if v:
-            raise unsupported("stop is not supported: the server owns stopping (</search>, EOS)")
-        return v
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _penalties(cls, v: float | None) -> float | None:
-        if v:
-            raise unsupported("presence/frequency penalties are not supported: use repetition_penalty or temperature")
-        return v
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _logit_bias(cls, v: Any) -> Any:
-        if v:
-            raise unsupported("logit_bias is not supported: it would bias the search tags too")
-        return v
+    _rejected = reject_if_set({
+        "stop": "stop is not supported: the server owns stopping (</search>, EOS)",
+        "presence_penalty": "presence penalties are not supported: use repetition_penalty or temperature",
+        "frequency_penalty": "frequency penalties are not supported: use repetition_penalty or temperature",
+        "logit_bias": "logit_bias is not supported: it would bias the search tags too",
+    })  # fmt: skip
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -184,25 +181,18 @@ class ChatCompletionRequest(_Completion):
     include_reasoning: bool | None = Field(None, description="vLLM's: false leaves the reasoning out")
     chat_template_kwargs: dict[str, Any] | None = Field(None, description="accepted; the ReSearch templates are fixed")
 
-    @field_validator("tools")
-    @classmethod
-    def _tools(cls, v: list[Any] | None) -> list[Any] | None:
-        if v:
-            raise unsupported("tools are not supported: the server runs its search tool itself")
-        return v
+    _rejected_chat = reject_if_set({
+        "tools": "tools are not supported: the server runs its search tool itself",
+        "logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
+        "top_logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
+        "audio": "audio output is not supported",
+    })  # fmt: skip
 
     @field_validator("tool_choice")
     @classmethod
     def _tool_choice(cls, v: Any) -> Any:
         if v not in (None, "none", "auto"):
             raise unsupported("tool_choice is not supported: the server runs its search tool itself")
-        return v
-
-    @field_validator("logprobs", "top_logprobs")
-    @classmethod
-    def _logprobs(cls, v: Any) -> Any:
-        if v:
-            raise unsupported("logprobs are not supported: responses mix model and retrieved tokens")
         return v
 
     @field_validator("response_format")
@@ -217,13 +207,6 @@ class ChatCompletionRequest(_Completion):
     def _modalities(cls, v: list[str] | None) -> list[str] | None:
         if v and set(v) != {"text"}:
             raise unsupported("only the text modality is supported")
-        return v
-
-    @field_validator("audio")
-    @classmethod
-    def _audio(cls, v: Any) -> Any:
-        if v:
-            raise unsupported("audio output is not supported")
         return v
 
     @field_validator("messages")
@@ -251,12 +234,9 @@ class CompletionRequest(_Completion):
     suffix: str | None = None
     best_of: int | None = None
 
-    @field_validator("echo", "logprobs", "suffix")
-    @classmethod
-    def _rejected(cls, v: Any) -> Any:
-        if v:
-            raise unsupported("echo, logprobs and suffix are not supported with a server-side search loop")
-        return v
+    _rejected_completion = reject_if_set(
+        {name: f"{name} is not supported with a server-side search loop" for name in ("echo", "logprobs", "suffix")}
+    )
 
     @field_validator("best_of")
     @classmethod
@@ -326,26 +306,14 @@ class ResponsesRequest(_Sampling):
                 )
         return v
 
-    @field_validator("previous_response_id", "conversation", "prompt")
-    @classmethod
-    def _not_stored(cls, v: Any) -> Any:
-        if v:
-            raise unsupported("responses are not stored on this server: send the earlier turns in input")
-        return v
-
-    @field_validator("background")
-    @classmethod
-    def _background(cls, v: bool | None) -> bool | None:
-        if v:
-            raise unsupported("background responses are not supported: stream instead")
-        return v
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _logprobs(cls, v: int | None) -> int | None:
-        if v:
-            raise unsupported("logprobs are not supported: responses mix model and retrieved tokens")
-        return v
+    _rejected_responses = reject_if_set({
+        **dict.fromkeys(
+            ("previous_response_id", "conversation", "prompt"),
+            "responses are not stored on this server: send the earlier turns in input",
+        ),
+        "background": "background responses are not supported: stream instead",
+        "top_logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
+    })  # fmt: skip
 
     @field_validator("text")
     @classmethod
