@@ -59,6 +59,19 @@ def ask(
     return reply
 
 
+def _integer(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive, at_least_zero = _integer(1), _integer(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="research", description="Clients of a ReSearch server.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--api-key", default=os.environ.get("RESEARCH_API_KEY", "unused"))
     a.add_argument("--model", help="model name (default: the server's)")
     a.add_argument("--json", action="store_true", help="print one JSON object instead of the live stream")
-    a.add_argument("--search-top-k", type=int, help="passages per search")
-    a.add_argument("--max-searches", type=int, help="searches allowed")
+    a.add_argument("--search-top-k", type=positive, help="passages per search (default: the server's)")
+    a.add_argument("--max-searches", type=at_least_zero, help="searches allowed; 0 answers without searching")
     a.add_argument("--temperature", type=float, default=0.0)
     args = parser.parse_args(argv)
-    extra = {k: v for k, v in {"search_top_k": args.search_top_k, "max_searches": args.max_searches}.items() if v}
+    extra = {k: v for k, v in {"search_top_k": args.search_top_k, "max_searches": args.max_searches}.items()
+             if v is not None}  # fmt: skip
     extra["temperature"] = args.temperature
     client = openai.OpenAI(base_url=args.url, api_key=args.api_key)
     try:

@@ -35,6 +35,13 @@ async def test_research_ask_json(live_transformers):
     }
 
 
+async def test_research_ask_max_searches_0_is_sent_and_search_top_k_0_is_refused(live_transformers):
+    none = json.loads((await asyncio.to_thread(_ask, live_transformers.url, "--json", "--max-searches", "0")).stdout)
+    assert none["searches"] == [] and none["usage"]["searches"] == 0  # 0 used to be dropped as falsy
+    bad = await asyncio.to_thread(_ask, live_transformers.url, "--search-top-k", "0")
+    assert bad.returncode == 2 and "--search-top-k: must be at least 1, got 0" in bad.stderr
+
+
 async def test_research_ask_reports_a_server_error_in_one_line(live_transformers):
     out = await asyncio.to_thread(_ask, live_transformers.url, "--model", "nope")
     assert out.returncode == 1 and out.stderr.startswith("research ask: error:") and "does not exist" in out.stderr
