@@ -48,7 +48,7 @@ from research.server.render import ReasoningSplitter
 
 log = logging.getLogger("research.server")
 
-Request = ChatCompletionRequest | CompletionRequest | ResponsesRequest
+APIRequest = ChatCompletionRequest | CompletionRequest | ResponsesRequest
 FinishReason = Literal["stop", "length"]
 
 
@@ -80,7 +80,7 @@ class Job:
     prompt_ids: list[int]
     limits: LoopLimits
     sampling: SamplingOptions
-    body: Request
+    body: APIRequest
     raw: bool = False
     """Chat's ``reasoning_format: raw``: all text is content, tags visible (completions always)."""
     started: float = field(default_factory=time.perf_counter)
@@ -192,7 +192,7 @@ class Server:
                 param="model", code="model_not_found",
             )  # fmt: skip
 
-    def job(self, body: Request, prompt_ids: list[int], prefix: str, *, prompt_param: str) -> Job:
+    def job(self, body: APIRequest, prompt_ids: list[int], prefix: str, *, prompt_param: str) -> Job:
         """Check ``body`` against the server's limits and the model's context; the loop's settings."""
         cfg = self.config
         self.check_model(body.model)
