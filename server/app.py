@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from research.http_errors import APIError, error_body, install_error_handlers
+from research.http_errors import APIError, BodyLimit, error_body, install_error_handlers
 from research.retrieval.service import dropin_router, v1_search_router
 from research.server.chat import chat_chunks, chat_completion, completion, completion_chunks
 from research.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
@@ -92,6 +92,7 @@ def create_app(server: Server) -> FastAPI:
     app = FastAPI(title="ReSearch server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.retriever, app.state.default_k, app.state.server = server.retriever, cfg.search_top_k, server
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
     if cfg.allowed_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cfg.allowed_origins), allow_methods=["*"], allow_headers=["*"],
@@ -156,7 +157,8 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         server.check_model(body.model)
-        prompt_ids = chat_prompt(body.messages, cfg.template, server.engine.tokenizer)
+        # Rendering and tokenising run off the event loop: a long prompt must not stall other streams.
+        prompt_ids = await asyncio.to_thread(chat_prompt, body.messages, cfg.template, server.engine.tokenizer)
         job = server.job(body, prompt_ids, "chatcmpl", prompt_param="messages")
         if body.stream:
             return stream(job, (sse(c) async for c in chat_chunks(job, server.run(job), cfg.model_name)), done=True)
@@ -170,7 +172,7 @@ def create_app(server: Server) -> FastAPI:
         server.check_model(body.model)
         tokenizer = server.engine.tokenizer
         if isinstance(body.prompt, str):
-            prompt_ids = tokenizer.encode(body.prompt, add_special_tokens=False)
+            prompt_ids = await asyncio.to_thread(tokenizer.encode, body.prompt, add_special_tokens=False)
         elif bad := [t for t in body.prompt if not 0 <= t < len(tokenizer)]:
             raise APIError(
                 400, f"prompt holds token ids outside the vocabulary (0 to {len(tokenizer) - 1}): {bad[:5]}",
@@ -191,7 +193,7 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/responses", dependencies=[Depends(authorize)])
     async def responses(body: ResponsesRequest, request: Request) -> Response:
         server.check_model(body.model)
-        prompt_ids = chat_prompt(body.messages(), cfg.template, server.engine.tokenizer)
+        prompt_ids = await asyncio.to_thread(chat_prompt, body.messages(), cfg.template, server.engine.tokenizer)
         job = server.job(body, prompt_ids, "resp", prompt_param="input")
         if body.stream:
             events = (sse(e, e["type"]) async for e in response_events(job, server.run(job), cfg.model_name))

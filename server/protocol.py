@@ -13,13 +13,16 @@ against these models.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from research.http_errors import Text, check_unicode
 from research.retrieval import MAX_K, SearchMode
+
+MAX_MESSAGES = 1024
+"""Most messages (or input items) one request may carry."""
 
 ReasoningFormat = Literal["parsed", "raw"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
@@ -162,7 +165,7 @@ class _Completion(_Sampling):
 class ChatCompletionRequest(_Completion):
     """``POST /v1/chat/completions``."""
 
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = None
@@ -277,7 +280,7 @@ class ResponsesRequest(_Sampling):
     """``POST /v1/responses``. Nothing is stored: ``store`` is accepted and has no effect,
     and ``previous_response_id``/``conversation`` are a 400 (send the earlier turns in ``input``)."""
 
-    input: Text | list[dict[str, Any]]
+    input: Text | Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)]
     instructions: Text | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     reasoning: ReasoningParam | None = None

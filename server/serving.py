@@ -65,6 +65,8 @@ class ServerConfig:
     search_top_k: int = 5
     """Passages per search when a request does not say."""
     max_concurrent_requests: int = 256
+    max_request_bytes: int = 4 * 2**20
+    """Largest request body; a larger one is a 413 before it is read whole."""
     api_key: str | None = None
     allowed_origins: tuple[str, ...] = ()
     """Browser origins allowed by CORS (empty: no CORS headers)."""
