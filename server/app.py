@@ -30,7 +30,7 @@ from research.server.chat import chat_chunks, chat_completion, completion, compl
 from research.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from research.server.render import chat_prompt
 from research.server.responses import response_events, response_object
-from research.server.serving import Job, Server, ServerConfig
+from research.server.serving import Job, SearchTimeout, Server, ServerConfig
 
 __all__ = ["Server", "ServerConfig", "create_app"]
 
@@ -206,6 +206,10 @@ def create_app(server: Server) -> FastAPI:
             body = await cancel_on_disconnect(request, make())
         except ClientDisconnected:
             return Response(status_code=499, headers={"x-request-id": job.request_id})  # nginx's "client closed"
+        except SearchTimeout as exc:
+            log.warning("search timed out", extra={"request_id": job.request_id})
+            headers = {"x-request-id": job.request_id}
+            raise APIError(504, f"{exc} (request {job.request_id})", code="search_timeout", headers=headers) from exc
         except Exception as exc:
             log.exception("the search loop failed", extra={"request_id": job.request_id})
             headers = {"x-request-id": job.request_id}
@@ -222,7 +226,11 @@ def create_app(server: Server) -> FastAPI:
             try:
                 async for chunk in chunks:
                     yield chunk
-            except Exception:  # headers are sent: report in the stream, as vLLM does
+            except SearchTimeout as exc:  # headers are sent: report in the stream, as vLLM does
+                log.warning("search timed out", extra={"request_id": job.request_id})
+                error = error_body(504, f"{exc} (request {job.request_id})", code="search_timeout")
+                yield sse({"type": "error", **error}, "error") if not done else sse(error)
+            except Exception:
                 log.exception("stream failed", extra={"request_id": job.request_id})
                 error = error_body(503, loop_failed(job), code="search_loop_failed")
                 yield sse({"type": "error", **error}, "error") if not done else sse(error)

@@ -64,6 +64,7 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
         search_top_k=args.search_top_k,
         max_concurrent_requests=args.max_concurrent_requests,
         max_request_bytes=args.max_request_bytes,
+        search_timeout=args.search_timeout,
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
         allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
         open_retriever_routes=args.open_retriever_routes,
@@ -115,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     lim.add_argument("--max-searches", type=int, help="largest number of searches per response (default: unbounded)")
     lim.add_argument("--search-top-k", type=int, default=5, help="passages per search when a request does not say")
     lim.add_argument("--max-concurrent-requests", type=int, default=256, help="beyond this, 429 with Retry-After")
+    lim.add_argument(
+        "--search-timeout", type=float, default=10.0, help="seconds a search may take; then the request fails (504)"
+    )
     lim.add_argument(
         "--max-request-bytes", type=int, default=4 * 2**20, help="largest request body (default 4 MiB); larger: 413"
     )

@@ -10,13 +10,14 @@ reply is the :class:`Outcome`, never re-assembled from streamed deltas.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from research.engines.base import Engine, SamplingOptions
 from research.http_errors import APIError
@@ -24,6 +25,7 @@ from research.protocol import (
     Finished,
     LoopLimits,
     ModelText,
+    Retriever,
     Search,
     SearchDone,
     SearchIssued,
@@ -64,6 +66,8 @@ class ServerConfig:
     """Largest ``max_searches`` a request may ask for; None: unbounded."""
     search_top_k: int = 5
     """Passages per search when a request does not say."""
+    search_timeout: float = 10.0
+    """Seconds a search may take before its request fails (504), so a stalled index cannot hang requests."""
     max_concurrent_requests: int = 256
     max_request_bytes: int = 4 * 2**20
     """Largest request body; a larger one is a 413 before it is read whole."""
@@ -87,6 +91,24 @@ class Job:
     """Chat's ``reasoning_format: raw``: all text is content, tags visible (completions always)."""
     started: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
+
+
+class SearchTimeout(Exception):
+    """The passage index did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimedRetriever:
+    """A retriever whose searches fail with :class:`SearchTimeout` after ``seconds``."""
+
+    inner: Retriever
+    seconds: float
+
+    async def search(self, queries: Sequence[str], *, k: int) -> Sequence[Sequence[Any]]:
+        try:
+            return await asyncio.wait_for(self.inner.search(queries, k=k), self.seconds)
+        except TimeoutError as exc:
+            raise SearchTimeout(f"the passage index did not answer within {self.seconds:g} s") from exc
 
 
 # -- what a run yields ---------------------------------------------------------------------------
@@ -253,7 +275,7 @@ class Server:
         reasoning, content, records = [], [], []
         events = stream_search_loop(
             self.engine,
-            self.retriever.using(job.body.search_mode or "vector"),
+            TimedRetriever(self.retriever.using(job.body.search_mode or "vector"), self.config.search_timeout),
             job.prompt_ids,
             limits=job.limits,
             sampling=job.sampling,
