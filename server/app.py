@@ -206,14 +206,8 @@ def create_app(server: Server) -> FastAPI:
             body = await cancel_on_disconnect(request, make())
         except ClientDisconnected:
             return Response(status_code=499, headers={"x-request-id": job.request_id})  # nginx's "client closed"
-        except SearchTimeout as exc:
-            log.warning("search timed out", extra={"request_id": job.request_id})
-            headers = {"x-request-id": job.request_id}
-            raise APIError(504, f"{exc} (request {job.request_id})", code="search_timeout", headers=headers) from exc
         except Exception as exc:
-            log.exception("the search loop failed", extra={"request_id": job.request_id})
-            headers = {"x-request-id": job.request_id}
-            raise APIError(503, loop_failed(job), code="search_loop_failed", headers=headers) from exc
+            raise failure(job, exc) from exc
         finally:
             server.release()
             server.metrics.request_seconds.observe(time.perf_counter() - job.started)
@@ -226,14 +220,10 @@ def create_app(server: Server) -> FastAPI:
             try:
                 async for chunk in chunks:
                     yield chunk
-            except SearchTimeout as exc:  # headers are sent: report in the stream, as vLLM does
-                log.warning("search timed out", extra={"request_id": job.request_id})
-                error = error_body(504, f"{exc} (request {job.request_id})", code="search_timeout")
-                yield sse({"type": "error", **error}, "error") if not done else sse(error)
-            except Exception:
-                log.exception("stream failed", extra={"request_id": job.request_id})
-                error = error_body(503, loop_failed(job), code="search_loop_failed")
-                yield sse({"type": "error", **error}, "error") if not done else sse(error)
+            except Exception as exc:  # headers are sent: report in the stream, as vLLM does
+                error = failure(job, exc)
+                payload = error_body(error.status, error.message, code=error.code)
+                yield sse({"type": "error", **payload}, "error") if not done else sse(payload)
             finally:
                 server.release()
                 server.metrics.request_seconds.observe(time.perf_counter() - job.started)
@@ -246,6 +236,15 @@ def create_app(server: Server) -> FastAPI:
     return app
 
 
-def loop_failed(job: Job) -> str:
-    """What a client is told when its search loop fails (the cause is logged with the request id)."""
-    return f"the search loop failed (request {job.request_id}); the server log has the cause"
+def failure(job: Job, exc: Exception) -> APIError:
+    """The error a client gets when its search loop fails: 504 for a search past its timeout, else 503.
+
+    The cause (paths, library internals) is logged with the request id, never sent.
+    """
+    headers = {"x-request-id": job.request_id}
+    if isinstance(exc, SearchTimeout):
+        log.warning("search timed out", extra={"request_id": job.request_id})
+        return APIError(504, f"{exc} (request {job.request_id})", code="search_timeout", headers=headers)
+    log.error("the search loop failed", exc_info=exc, extra={"request_id": job.request_id})
+    message = f"the search loop failed (request {job.request_id}); the server log has the cause"
+    return APIError(503, message, code="search_loop_failed", headers=headers)

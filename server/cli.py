@@ -130,10 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogs())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    return run(args)
+
+
+def run(args: argparse.Namespace, *, ready: Callable[[], None] | None = None, prog: str = "research-serve") -> int:
+    """Serve until stopped; a missing model or index, or a bad value, is a one-line error (exit 2)."""
     try:
-        asyncio.run(serve(args))
+        asyncio.run(serve(args, ready=ready))
     except (FileNotFoundError, ValueError) as exc:
-        print(f"research-serve: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -94,7 +94,8 @@ class ResponseBuilder:
             item.status = "searching"
             return [*out, self._item_event("response.file_search_call.searching", item)]
         if isinstance(event, SearchFinished):
-            item = next(i for i in reversed(self.response.output) if isinstance(i, FileSearchCallItem))
+            item = self._open  # the loop finishes a search before anything else happens
+            assert isinstance(item, FileSearchCallItem)
             item.status = "completed"
             item.results = [
                 FileSearchResult(file_id=h.id, filename=h.title, score=h.score, text=h.text)

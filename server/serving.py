@@ -217,9 +217,11 @@ class Server:
             )  # fmt: skip
 
     def job(self, body: APIRequest, prompt_ids: list[int], prefix: str, *, prompt_param: str) -> Job:
-        """Check ``body`` against the server's limits and the model's context; the loop's settings."""
+        """Check ``body`` against the server's limits and the model's context; the loop's settings.
+
+        The routes have checked the model name already (:meth:`check_model`), before rendering the prompt.
+        """
         cfg = self.config
-        self.check_model(body.model)
         budget_param = "max_output_tokens" if isinstance(body, ResponsesRequest) else "max_tokens"
         if isinstance(body, ChatCompletionRequest) and body.max_completion_tokens is not None:
             budget_param = "max_completion_tokens"
@@ -245,11 +247,11 @@ class Server:
         searches = body.max_searches
         if searches is None and body.effort is not None:  # reasoning effort: a search budget
             searches = EFFORT_SEARCHES[body.effort]
-            if cfg.max_searches is not None:
-                searches = cfg.max_searches if searches is None else min(searches, cfg.max_searches)
+        if searches is None or (cfg.max_searches is not None and searches > cfg.max_searches):
+            searches = cfg.max_searches  # the server's limit caps an effort's budget
         limits = LoopLimits(
             max_tokens=min(budget or cfg.max_tokens, room),
-            max_searches=searches if searches is not None else cfg.max_searches,
+            max_searches=searches,
             top_k=body.search_top_k or cfg.search_top_k,
         )
         sampling = SamplingOptions(

@@ -14,9 +14,7 @@ answers from what it retrieves, about entities it never saw in training.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import sys
 from urllib.parse import quote
 
 from research.server import cli as server_cli
@@ -63,13 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Starting {args.engine} on {model.name}; this takes about a minute on two cores...", flush=True)
     try:
-        asyncio.run(server_cli.serve(serve_args, ready=ready))
-    except KeyboardInterrupt:
+        return server_cli.run(serve_args, ready=ready, prog="research-demo")
+    except KeyboardInterrupt:  # Ctrl-C while the model loads, before the server handles signals
         return 0
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"research-demo: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":
