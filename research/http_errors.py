@@ -98,7 +98,7 @@ def _describe(errors: list[Any]) -> tuple[str, str | None, str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer validation errors, HTTP errors and :class:`APIError` in the OpenAI shape."""
+    """Answer validation errors, HTTP errors, :class:`APIError` and unexpected failures (500) in the OpenAI shape."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -108,6 +108,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param, code = _describe(list(exc.errors()))
         return error_response(APIError(400, message, param=param, code=code))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:  # the traceback goes to the log
+        return error_response(APIError(500, "the server failed to handle the request; its log has the cause"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

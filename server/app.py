@@ -14,23 +14,24 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from research.http_errors import APIError, BodyLimit, error_body, install_error_handlers
 from research.retrieval.service import dropin_router, v1_search_router
 from research.server.chat import chat_chunks, chat_completion, completion, completion_chunks
+from research.server.middleware import Admission, RequestLog, TimedStream
 from research.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from research.server.render import chat_prompt
 from research.server.responses import response_events, response_object
-from research.server.serving import Job, SearchTimeout, Server, ServerConfig
+from research.server.serving import Event, Job, SearchTimeout, Server, ServerConfig
 
 __all__ = ["Server", "ServerConfig", "create_app"]
 
@@ -67,8 +68,10 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[Any]) -> Any:
         watcher.cancel()
         if not task.done():
             task.cancel()
-            log.info("client disconnected; request cancelled")
-    if task.cancelled():
+    if not task.done() or task.cancelled():
+        with suppress(asyncio.CancelledError):
+            await task  # let the cancellation finish (the engine aborts the request)
+        log.info("client disconnected; request cancelled")
         raise ClientDisconnected
     return task.result()
 
@@ -92,12 +95,15 @@ def create_app(server: Server) -> FastAPI:
     app = FastAPI(title="ReSearch server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.retriever, app.state.default_k, app.state.server = server.retriever, cfg.search_top_k, server
     install_error_handlers(app)
+    # Outermost last: the log sees every request; CORS headers reach a 429 too.
     app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
+    app.add_middleware(Admission, server=server)
     if cfg.allowed_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cfg.allowed_origins), allow_methods=["*"], allow_headers=["*"],
             expose_headers=["x-request-id"],
         )  # fmt: skip
+    app.add_middleware(RequestLog, metrics=server.metrics)
 
     async def authorize(request: Request) -> None:
         if not cfg.api_key:
@@ -109,23 +115,6 @@ def create_app(server: Server) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
 
-    @app.middleware("http")
-    async def count_and_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.url.path
-        if endpoint.startswith("/v1/") or endpoint in {"/search", "/batch_search", "/retrieve"}:
-            server.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        log.info(
-            "%s %s -> %d in %.1f ms",
-            request.method,
-            endpoint,
-            response.status_code,
-            1000 * (time.perf_counter() - started),
-            extra={"request_id": response.headers.get("x-request-id")},
-        )
-        return response
-
     app.include_router(dropin_router(), dependencies=[] if cfg.open_retriever_routes else [Depends(authorize)])
     app.include_router(v1_search_router(), dependencies=[Depends(authorize)])
 
@@ -135,8 +124,11 @@ def create_app(server: Server) -> FastAPI:
         return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": cfg.model_name, "running": server.running}
+    async def health() -> JSONResponse:
+        """200 when the engine and a probe search answer; 503 naming what does not (and why)."""
+        problems = await server.check_health()
+        body = {"status": "unhealthy" if problems else "ok", "model": cfg.model_name, "running": server.running}
+        return JSONResponse({**body, **problems}, status_code=503 if problems else 200)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -161,7 +153,7 @@ def create_app(server: Server) -> FastAPI:
         prompt_ids = await asyncio.to_thread(chat_prompt, body.messages, cfg.template, server.engine.tokenizer)
         job = server.job(body, prompt_ids, "chatcmpl", prompt_param="messages")
         if body.stream:
-            return stream(job, (sse(c) async for c in chat_chunks(job, server.run(job), cfg.model_name)), done=True)
+            return stream(job, lambda events: (sse(c) async for c in chat_chunks(job, events, cfg.model_name)))
         return await reply(request, job, lambda: _chat(job))
 
     async def _chat(job: Job) -> BaseModel:
@@ -182,9 +174,7 @@ def create_app(server: Server) -> FastAPI:
             prompt_ids = list(body.prompt)
         job = server.job(body, prompt_ids, "cmpl", prompt_param="prompt")
         if body.stream:
-            return stream(
-                job, (sse(c) async for c in completion_chunks(job, server.run(job), cfg.model_name)), done=True
-            )
+            return stream(job, lambda events: (sse(c) async for c in completion_chunks(job, events, cfg.model_name)))
         return await reply(request, job, lambda: _completion(job))
 
     async def _completion(job: Job) -> BaseModel:
@@ -196,12 +186,13 @@ def create_app(server: Server) -> FastAPI:
         prompt_ids = await asyncio.to_thread(chat_prompt, body.messages(), cfg.template, server.engine.tokenizer)
         job = server.job(body, prompt_ids, "resp", prompt_param="input")
         if body.stream:
-            events = (sse(e, e["type"]) async for e in response_events(job, server.run(job), cfg.model_name))
-            return stream(job, events, done=False)
+            return stream(
+                job, lambda events: (sse(e, e["type"]) async for e in response_events(job, events, cfg.model_name)),
+                done=False,
+            )  # fmt: skip
         return await reply(request, job, lambda: response_object(job, server.run(job), cfg.model_name))
 
     async def reply(request: Request, job: Job, make: Callable[[], Awaitable[BaseModel]]) -> Response:
-        server.admit()
         try:
             body = await cancel_on_disconnect(request, make())
         except ClientDisconnected:
@@ -209,29 +200,30 @@ def create_app(server: Server) -> FastAPI:
         except Exception as exc:
             raise failure(job, exc) from exc
         finally:
-            server.release()
             server.metrics.request_seconds.observe(time.perf_counter() - job.started)
         return JSONResponse(body.model_dump(mode="json"), headers={"x-request-id": job.request_id})
 
-    def stream(job: Job, chunks: AsyncIterator[bytes], *, done: bool) -> StreamingResponse:
-        server.admit()
+    def stream(
+        job: Job, render: Callable[[AsyncIterator[Event]], AsyncIterator[bytes]], *, done: bool = True
+    ) -> TimedStream:
+        """Stream ``job``'s events as rendered; a failure after the headers is an error event (as vLLM does)."""
 
         async def body() -> AsyncIterator[bytes]:
             try:
-                async for chunk in chunks:
-                    yield chunk
-            except Exception as exc:  # headers are sent: report in the stream, as vLLM does
+                async with aclosing(server.run(job)) as events:  # closing it aborts generation
+                    async for chunk in render(events):
+                        yield chunk
+            except Exception as exc:
                 error = failure(job, exc)
                 payload = error_body(error.status, error.message, code=error.code)
                 yield sse({"type": "error", **payload}, "error") if not done else sse(payload)
             finally:
-                server.release()
                 server.metrics.request_seconds.observe(time.perf_counter() - job.started)
             if done:
                 yield sse("[DONE]")
 
         headers = {"x-request-id": job.request_id}
-        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+        return TimedStream(body(), write_timeout=cfg.stream_write_timeout, headers=headers)
 
     return app
 

@@ -55,7 +55,7 @@ class Uvicorn(uvicorn.Server):
 async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = None) -> None:
     """Open the engine and the index, then serve until stopped; ``ready`` is called once the app listens."""
     engine = open_engine(args)
-    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes))
+    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes), workers=args.search_workers)
     config = ServerConfig(
         model_name=args.served_model_name or args.model,
         template=args.template if args.template != "auto" else default_template(args.model),
@@ -65,6 +65,7 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
         max_concurrent_requests=args.max_concurrent_requests,
         max_request_bytes=args.max_request_bytes,
         search_timeout=args.search_timeout,
+        stream_write_timeout=args.stream_write_timeout,
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
         allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
         open_retriever_routes=args.open_retriever_routes,
@@ -119,6 +120,14 @@ def parser() -> argparse.ArgumentParser:
     lim.add_argument(
         "--search-timeout", type=float, default=10.0, help="seconds a search may take; then the request fails (504)"
     )
+    lim.add_argument(
+        "--search-workers", type=int, default=4,
+        help="index reads run at once (each a batch of queued searches); one stuck read does not stall the rest",
+    )  # fmt: skip
+    lim.add_argument(
+        "--stream-write-timeout", type=float, default=30.0,
+        help="seconds a stream waits on a client that stopped reading; then it is closed and its slot freed",
+    )  # fmt: skip
     lim.add_argument(
         "--max-request-bytes", type=int, default=4 * 2**20, help="largest request body (default 4 MiB); larger: 413"
     )

@@ -69,6 +69,9 @@ class ServerConfig:
     search_timeout: float = 10.0
     """Seconds a search may take before its request fails (504), so a stalled index cannot hang requests."""
     max_concurrent_requests: int = 256
+    """Generation requests served at once; more get a 429 with ``Retry-After``."""
+    stream_write_timeout: float = 30.0
+    """Seconds a stream waits on a client that has stopped reading before it closes the stream (and frees its slot)."""
     max_request_bytes: int = 4 * 2**20
     """Largest request body; a larger one is a 413 before it is read whole."""
     api_key: str | None = None
@@ -192,7 +195,25 @@ class Server:
         await self.retriever.close()
         await self.engine.close()
 
-    # -- admission ---------------------------------------------------------
+    async def check_health(self) -> dict[str, str]:
+        """What cannot serve, and why: ``{"engine": cause, "retriever": cause}``; empty when all can.
+
+        The retriever is probed with one search, under the search timeout.
+        """
+        problems = {}
+        try:
+            await asyncio.wait_for(self.engine.check_health(), self.config.search_timeout)
+        except Exception as exc:
+            log.warning("health: the engine failed its check", exc_info=exc)
+            problems["engine"] = f"the engine failed its health check ({type(exc).__name__})"
+        try:
+            await TimedRetriever(self.retriever.using("vector"), self.config.search_timeout).search(["health"], k=1)
+        except Exception as exc:
+            log.warning("health: the probe search failed", exc_info=exc)
+            problems["retriever"] = str(exc) if isinstance(exc, SearchTimeout) else "the probe search failed"
+        return problems
+
+    # -- admission (research.server.middleware.Admission) ------------------
     def admit(self) -> None:
         if self.running >= self.config.max_concurrent_requests:
             raise APIError(

@@ -95,6 +95,10 @@ class Engine(Protocol):
         request_id: str | None = None,
     ) -> AsyncIterator[Chunk]: ...
 
+    async def check_health(self) -> None:
+        """Return if the engine can serve; raise with the cause if not (a dead engine core, an unreachable upstream)."""
+        ...
+
     async def close(self) -> None: ...
 
 

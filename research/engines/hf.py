@@ -82,6 +82,7 @@ class TransformersEngine:
         self.max_model_len: int | None = getattr(model.config, "max_position_embeddings", None)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
         self._busy = threading.Event()
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -182,5 +183,10 @@ class TransformersEngine:
                     use_cache=True,
                 )
 
+    async def check_health(self) -> None:
+        if self._closed:
+            raise RuntimeError("the transformers engine is closed")
+
     async def close(self) -> None:
+        self._closed = True
         self._worker.shutdown(wait=False, cancel_futures=True)

@@ -108,6 +108,11 @@ class UpstreamEngine:
                 for choice in payload.get("choices", []):
                     yield _chunk(choice, sampling.logprobs)
 
+    async def check_health(self) -> None:
+        """The upstream lists its models (a quick request that needs its engine up)."""
+        self._card = None
+        await self._model()
+
     async def close(self) -> None:
         await self._client.aclose()
 

@@ -71,6 +71,11 @@ class VLLMEngine:
         async for output in self.engine.generate({"prompt_token_ids": list(prompt_ids)}, params, request_id):
             yield to_chunk(output.outputs[0], output.finished, sampling.logprobs)
 
+    async def check_health(self) -> None:
+        if self.engine is None:
+            raise RuntimeError("the vLLM engine is closed")
+        await self.engine.check_health()  # raises EngineDeadError once the engine core has died
+
     async def close(self) -> None:
         """Shut vLLM down now, and let go of it while the interpreter is whole.
 
@@ -144,6 +149,9 @@ class LLMEngine:
             for done, output in zip(waiting, outputs, strict=True):
                 if not done.done():
                     done.set_result(output)
+
+    async def check_health(self) -> None:
+        """The ``LLM`` runs in this process: it is healthy while the process is."""
 
     async def close(self) -> None:
         """Nothing to release: the ``LLM`` belongs to the caller."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from urllib.parse import quote
 
 from research.server import cli as server_cli
@@ -36,21 +37,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def toy_server(n_questions: int = 3) -> tuple[list[str], list[str]]:
+    """``research-serve`` flags for the toy model and its world's index (built once, cached); held-out questions."""
+    recipe = ToyRecipe()
+    model = toy_model(recipe)
+    world = make_world(recipe.seed, chains=recipe.chains)
+    flags = ["--model", str(model), "--index", world_index(world).uri, "--served-model-name", MODEL_NAME]
+    flags += ["--template", "base", "--search-top-k", str(recipe.top_k), "--max-tokens", "1024"]
+    flags += ["--max-model-len", "2048", "--dtype", "float32"]
+    return flags, [q.question for q in held_out(world, n_questions)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    recipe = ToyRecipe()
     print("Building or loading the toy ReSearch model and the toy world's index (cached after the first run)...")
-    model = toy_model(recipe)
-    world = make_world(recipe.seed, chains=recipe.chains)
-    index = world_index(world)
-    flags = ["--model", str(model), "--index", index.uri, "--served-model-name", MODEL_NAME, "--template", "base"]
-    flags += ["--search-top-k", str(recipe.top_k), "--max-tokens", "1024", "--max-model-len", "2048"]
+    flags, questions = toy_server()
     flags += ["--host", args.host, "--port", str(args.port), "--engine", args.engine]
-    flags += ["--dtype", "float32"] + (["--api-key", args.api_key] if args.api_key else [])
+    flags += ["--api-key", args.api_key] if args.api_key else []
     serve_args = server_cli.parser().parse_args(flags)
     url = f"http://{args.host}:{args.port}"
-    questions = [q.question for q in held_out(world, 3)]
 
     def ready() -> None:
         print(f"\nThe playground: {url}/   (OpenAI API: {url}/v1, model {MODEL_NAME!r})")
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {question}\n    {url}/?q={quote(question)}")
         print("Stop with Ctrl-C.", flush=True)
 
-    print(f"Starting {args.engine} on {model.name}; this takes about a minute on two cores...", flush=True)
+    print(f"Starting {args.engine} on {Path(flags[1]).name}; this takes about a minute on two cores...", flush=True)
     try:
         return server_cli.run(serve_args, ready=ready, prog="research-demo")
     except KeyboardInterrupt:  # Ctrl-C while the model loads, before the server handles signals

@@ -92,3 +92,7 @@ async def test_a_prompt_that_fills_the_context_ends_at_once_with_length(engine, 
 async def test_a_budget_below_one_token_is_rejected(engine, prompt_ids):
     with pytest.raises(ValueError, match="max_tokens"):
         await collect(engine.generate(prompt_ids, max_tokens=0))
+
+
+async def test_a_serving_engine_reports_itself_healthy(engine):
+    await engine.check_health()
