@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from research.clients.client import AsyncClient
 from research.engines.base import SamplingOptions
 from research.engines.options import add_engine_args, add_template_arg, default_template, open_engine
 from research.evaluation.datasets import DATASETS, Example, bundled, load_examples
@@ -66,7 +67,9 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--top-k", type=int, default=5, help="passages per search (the paper's 5)")
     m.add_argument("--max-tokens", type=int, default=8192, help="research: response budget, model + retrieved")
     m.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy, as in the paper)")
-    m.add_argument("--server-url", help="run 'research' through a running research-serve at this /v1 URL instead")
+    m.add_argument(
+        "--server-url", help="run 'research' through a running research-serve at this URL (with or without /v1) instead"
+    )
     m.add_argument("--server-model", help="model name on --server-url (default: its first)")
     add_engine_args(p)
 
@@ -118,9 +121,7 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     retriever = BatchingRetriever(connect(args.index)) if local else None
     served: dict[str, Method] = {}
     if args.server_url:
-        client = openai.AsyncOpenAI(base_url=args.server_url, api_key=os.environ.get("RESEARCH_API_KEY", "none"))
-        model = args.server_model or (await client.models.list()).data[0].id
-        served["research"] = ServedResearch(client, model)
+        served["research"] = ServedResearch(AsyncClient(args.server_url, model=args.server_model))
     setup = Setup(
         engine,
         retriever,

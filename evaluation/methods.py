@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from research.clients.client import AsyncClient
 from research.engines.base import GREEDY, Engine, SamplingOptions, collect
 from research.evaluation.datasets import Example
 from research.protocol import (
@@ -197,30 +198,25 @@ async def ircot(setup: Setup, ex: Example) -> Prediction:
 
 @dataclass(frozen=True, slots=True)
 class ServedResearch:
-    """``research`` through a running ``research-serve`` (its own engine and index) via the ``openai`` SDK."""
+    """``research`` through a running ``research-serve`` (its own engine and index), via :class:`AsyncClient`."""
 
-    client: Any
-    """An ``openai.AsyncOpenAI`` pointed at the server's ``/v1``."""
-    model: str
+    client: AsyncClient
 
     async def __call__(self, setup: Setup, ex: Example) -> Prediction:
-        reply = await self.client.chat.completions.create(
-            model=self.model,
-            messages=[{"role": "user", "content": ex.question}],
+        reply = await self.client.ask(
+            ex.question,
             max_tokens=setup.max_tokens,
             temperature=setup.sampling.temperature,
             top_p=setup.sampling.top_p,
-            extra_body={"search_top_k": setup.top_k, "reasoning_format": "raw"},
+            search_top_k=setup.top_k,
+            extra_body={"reasoning_format": "raw"},
         )
-        choice = reply.choices[0]
-        extra = choice.message.model_extra or {}
-        text = choice.message.content or ""
         return Prediction(
-            answer=extra.get("answer") or "",
-            response=text,
-            queries=[s["query"] for s in extra.get("searches", [])],
+            answer=reply.answer or "",
+            response=reply.content,
+            queries=[s.query for s in reply.searches],
             response_tokens=reply.usage.completion_tokens if reply.usage else 0,
-            well_formed=bool(check_format(text)),
+            well_formed=bool(check_format(reply.content)),
         )
 
 

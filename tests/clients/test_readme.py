@@ -38,14 +38,15 @@ def client_blocks() -> list[tuple[str, str]]:
 
 def test_the_clients_section_has_curl_sdk_langchain_and_ask_examples():
     code = "".join(c for _, c in client_blocks())
-    for needle in ("curl ", "from openai import OpenAI", "ReSearchTool", "research ask"):
+    sdk = ("from openai import OpenAI", "from research.clients import Client")
+    for needle in ("curl ", *sdk, "ChatReSearch", "ReSearchTool", "research ask"):
         assert needle in code
 
 
 QUESTION = "In which city was the founder of Zuxkoth Labs born?"
 
 
-@pytest.mark.parametrize("number", range(4))
+@pytest.mark.parametrize("number", range(5))
 async def test_readme_client_example_runs(number, toy_transformers_engine, toy_index, toy_recipe):
     language, code = client_blocks()[number]
     if language == "bash" and "curl " in code and shutil.which("curl") is None:

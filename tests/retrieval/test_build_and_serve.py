@@ -13,6 +13,7 @@ from collections import Counter
 
 import httpx
 import lancedb
+import openai
 import pytest
 
 from research.retrieval import BatchingRetriever, Passage, build_index
@@ -199,7 +200,7 @@ async def test_remote_retriever_speaks_v1_search_and_retries_transient_failures(
         want = await local.search(["capital of Freedonia", "copper mines"], k=2)
         assert [[p.id for p in hits] for hits in got] == [[p.id for p in hits] for hits in want]
         assert got[0][0].title == "Freedonia" and failures["left"] == 0
-        with pytest.raises(httpx.HTTPStatusError):  # a 4xx is not retried
+        with pytest.raises(openai.BadRequestError):  # a 4xx is not retried
             await remote.search(["x"], k=0)
     finally:
         await remote.close()

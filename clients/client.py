@@ -1,0 +1,334 @@
+"""One client for a ReSearch server: typed answers, typed stream events, and passage search.
+
+    from research.clients import Client
+
+    client = Client()                                  # $RESEARCH_URL or http://127.0.0.1:8000
+    reply = client.ask("Who founded the company that makes the Lumet 7?")
+    reply.answer, reply.searches[0].query, reply.citations
+
+    for event in client.stream("..."):                 # Reasoning, SearchIssued, SearchResults, Content, Done
+        ...
+
+    client.search(["Lumet 7"], k=3)                    # passages from the server's index
+
+It speaks HTTP only, through the ``openai`` SDK (whose retries, timeouts and typed
+errors it keeps: ``openai.APIConnectionError``, ``openai.NotFoundError`` ...), so it
+needs none of the server's stack. :class:`AsyncClient` is the same for ``asyncio``.
+
+A server URL may be given with or without ``/v1`` (``http://host:8000``,
+``http://host:8000/v1/``): :func:`api_base` turns any of them into the API base.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+from pydantic import BaseModel
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+SearchMode = Literal["vector", "fts", "hybrid"]
+Messages = str | Sequence[dict[str, Any]]
+"""A question, or a whole chat (OpenAI message dicts; the last is the user's)."""
+
+
+def api_base(url: str | None = None) -> str:
+    """The server's ``/v1`` base URL from any of its URLs (``$RESEARCH_URL`` or the local default when None).
+
+    >>> api_base("http://h:8000"), api_base("http://h:8000/v1/")
+    ('http://h:8000/v1', 'http://h:8000/v1')
+    """
+    url = (url or os.environ.get("RESEARCH_URL") or DEFAULT_URL).rstrip("/")
+    return url.removesuffix("/v1") + "/v1"
+
+
+def find_api_key(key: str | None = None) -> str:
+    """``key``, else ``$RESEARCH_API_KEY``, else a placeholder (a server without ``--api-key`` ignores it)."""
+    return key or os.environ.get("RESEARCH_API_KEY") or "unused"
+
+
+# -- what the server returns ---------------------------------------------------------------
+
+
+class Passage(BaseModel):
+    id: str
+    title: str
+    text: str
+    """The passage's body, title line excluded."""
+    score: float | None = None
+    contents: str | None = None
+    """The passage as indexed (wiki-18's title line and body); from :meth:`Client.search` only."""
+
+
+class Search(BaseModel):
+    """One search the model made: its query and the passages it was given."""
+
+    index: int
+    query: str
+    results: list[Passage] = []
+
+
+class Citation(BaseModel):
+    """A passage the answer was given, once (``search_index``: the search that first returned it)."""
+
+    id: str
+    title: str
+    score: float | None = None
+    search_index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    """The model's own tokens; retrieved ones are ``retrieved_tokens``."""
+    total_tokens: int = 0
+    retrieved_tokens: int = 0
+    searches: int = 0
+
+
+class Reply(BaseModel):
+    """A whole response: the answer and everything that led to it."""
+
+    model: str
+    answer: str | None = None
+    """The model's final answer (its ``\\boxed{}``), None if it gave none."""
+    content: str = ""
+    reasoning: str = ""
+    searches: list[Search] = []
+    citations: list[Citation] = []
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+    """``search_limit`` when the search budget ran out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchIssued:
+    index: int
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResults:
+    index: int
+    results: list[Passage]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    reply: Reply
+
+
+Event = Reasoning | Content | SearchIssued | SearchResults | Done
+
+
+# -- the wire, both ways (shared by Client and AsyncClient) ----------------------------------
+
+
+def chat_request(
+    model: str,
+    question: Messages,
+    *,
+    stream: bool,
+    search_top_k: int | None = None,
+    max_searches: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for ``chat.completions.create``; ``options`` are OpenAI fields (temperature, max_tokens...)."""
+    messages = [{"role": "user", "content": question}] if isinstance(question, str) else list(question)
+    extra = {k: v for k, v in (("search_top_k", search_top_k), ("max_searches", max_searches)) if v is not None}
+    extra = {**(options.pop("extra_body", None) or {}), **extra}  # our fields ride in the SDK's extra_body
+    request: dict[str, Any] = {"model": model, "messages": messages, "stream": stream, **options}
+    if stream:
+        request["stream_options"] = {"include_usage": True}
+    return {**request, "extra_body": extra} if extra else request
+
+
+def reply_of(completion: Any) -> Reply:
+    """A :class:`Reply` from a non-streamed chat completion (our extension fields ride in ``model_extra``)."""
+    choice = completion.choices[0]
+    fields = choice.message.model_extra or {}
+    return Reply(
+        model=completion.model,
+        answer=fields.get("answer"),
+        content=choice.message.content or "",
+        reasoning=fields.get("reasoning") or "",
+        searches=fields.get("searches") or [],
+        citations=fields.get("citations") or [],
+        usage=completion.usage.model_dump() if completion.usage else None,
+        finish_reason=choice.finish_reason,
+        stop_reason=(choice.model_extra or {}).get("stop_reason"),
+    )
+
+
+@dataclass
+class StreamReader:
+    """Turns streamed chat chunks into :class:`Event` objects, assembling the :class:`Reply` as it goes."""
+
+    model: str
+    reply: Reply = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reply = Reply(model=self.model)
+
+    def feed(self, chunk: Any) -> list[Event]:
+        events: list[Event] = []
+        reply = self.reply
+        if chunk.usage is not None:
+            reply.usage = Usage.model_validate(chunk.usage.model_dump())
+        for choice in chunk.choices:
+            fields = choice.delta.model_extra or {}
+            if text := fields.get("reasoning"):
+                reply.reasoning += text
+                events.append(Reasoning(text))
+            for delta in fields.get("searches") or []:  # the query first, then (same index) the results
+                if delta.get("query") is not None:
+                    reply.searches.append(Search(index=delta["index"], query=delta["query"]))
+                    events.append(SearchIssued(delta["index"], delta["query"]))
+                if delta.get("results") is not None:
+                    search = reply.searches[delta["index"]]
+                    search.results = [Passage.model_validate(p) for p in delta["results"]]
+                    events.append(SearchResults(search.index, search.results))
+            if text := choice.delta.content:
+                reply.content += text
+                events.append(Content(text))
+            if choice.finish_reason is not None:
+                reply.finish_reason = choice.finish_reason
+                reply.stop_reason = (choice.model_extra or {}).get("stop_reason")
+                reply.answer = fields.get("answer")
+                reply.citations = [Citation.model_validate(c) for c in fields.get("citations") or []]
+        return events
+
+
+def search_body(queries: Sequence[str], k: int | None, mode: SearchMode) -> dict[str, Any]:
+    if isinstance(queries, str):
+        raise TypeError("queries is a list of strings; for one query pass [query]")
+    return {"queries": list(queries), "mode": mode, **({"k": k} if k is not None else {})}
+
+
+def passages_of(body: Any) -> list[list[Passage]]:
+    return [[Passage.model_validate(p) for p in item["passages"]] for item in body["data"]]
+
+
+# -- the clients ----------------------------------------------------------------------------
+
+
+class Client:
+    """A ReSearch server, synchronously: :meth:`ask`, :meth:`stream`, :meth:`search`.
+
+    ``url``: the server (with or without ``/v1``; default ``$RESEARCH_URL``, then
+    ``http://127.0.0.1:8000``). ``model``: default the first the server lists.
+    ``max_retries``: the SDK's retries with backoff on connection errors, 408, 429 and 5xx.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout: float = 600.0,
+        max_retries: int = 2,
+    ) -> None:
+        self.openai = openai.OpenAI(
+            base_url=api_base(url), api_key=find_api_key(api_key), timeout=timeout, max_retries=max_retries
+        )
+        self._model = model
+
+    def model(self) -> str:
+        """The model asked: the one given, else the first the server serves (asked once)."""
+        if self._model is None:
+            self._model = self.openai.models.list().data[0].id
+        return self._model
+
+    def ask(self, question: Messages, *, model: str | None = None, **options: Any) -> Reply:
+        """Ask and wait for the whole :class:`Reply`; ``options``: ``search_top_k``, ``max_searches``, OpenAI fields."""
+        request = chat_request(model or self.model(), question, stream=False, **options)
+        return reply_of(self.openai.chat.completions.create(**request))
+
+    def stream(self, question: Messages, *, model: str | None = None, **options: Any) -> Iterator[Event]:
+        """Ask and get :class:`Event` objects as the model reasons and searches; the last is :class:`Done`."""
+        reader = StreamReader(model or self.model())
+        request = chat_request(reader.model, question, stream=True, **options)
+        with self.openai.chat.completions.create(**request) as chunks:
+            for chunk in chunks:
+                yield from reader.feed(chunk)
+        yield Done(reader.reply)
+
+    def search(
+        self, queries: Sequence[str], *, k: int | None = None, mode: SearchMode = "vector"
+    ) -> list[list[Passage]]:
+        """The top ``k`` passages (default: the server's) for each query, from the server's ``/v1/search``."""
+        return passages_of(self.openai.post("/search", body=search_body(queries, k, mode), cast_to=object))
+
+    def close(self) -> None:
+        self.openai.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """:class:`Client` for ``asyncio``: ``await ask()``, ``async for event in stream()``, ``await search()``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        timeout: float = 600.0,
+        max_retries: int = 2,
+    ) -> None:
+        self.openai = openai.AsyncOpenAI(
+            base_url=api_base(url), api_key=find_api_key(api_key), timeout=timeout, max_retries=max_retries
+        )
+        self._model = model
+
+    async def model(self) -> str:
+        if self._model is None:
+            self._model = (await self.openai.models.list()).data[0].id
+        return self._model
+
+    async def ask(self, question: Messages, *, model: str | None = None, **options: Any) -> Reply:
+        request = chat_request(model or await self.model(), question, stream=False, **options)
+        return reply_of(await self.openai.chat.completions.create(**request))
+
+    async def stream(self, question: Messages, *, model: str | None = None, **options: Any) -> AsyncIterator[Event]:
+        reader = StreamReader(model or await self.model())
+        request = chat_request(reader.model, question, stream=True, **options)
+        async with await self.openai.chat.completions.create(**request) as chunks:
+            async for chunk in chunks:
+                for event in reader.feed(chunk):
+                    yield event
+        yield Done(reader.reply)
+
+    async def search(
+        self, queries: Sequence[str], *, k: int | None = None, mode: SearchMode = "vector"
+    ) -> list[list[Passage]]:
+        return passages_of(await self.openai.post("/search", body=search_body(queries, k, mode), cast_to=object))
+
+    async def close(self) -> None:
+        await self.openai.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
