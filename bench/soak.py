@@ -10,8 +10,8 @@ on the idle server (the baseline) and then under load. Prints a table:
 
 * every request kind: count, and responses that were not what that kind must get
   (a 5xx, a hang, a wrong 4xx) — the "unexpected" column must be 0;
-* probe latency p50 / max, idle vs under load, and their ratio (an event loop stalled by
-  one request shows as a max in seconds);
+* probe latency p50 / max: idle, under load, and under load while a huge prompt is being
+  tokenised (an event loop stalled by one request shows there as a max in seconds);
 * the server's memory (its process and vLLM's engine processes) after warm-up and at
   the end, and the growth in percent;
 * the server's gauges once the clients stop: requests running (must be 0).
@@ -58,6 +58,8 @@ class Soak:
         self.counts: Counter[str] = Counter()
         self.unexpected: Counter[str] = Counter()
         self.examples: dict[str, str] = {}
+        self.huge_in_flight = 0
+        """Huge prompts being read, rendered and tokenised right now (the probe tells its samples apart by it)."""
 
     def bad(self, kind: str, what: str) -> None:
         self.unexpected[kind] += 1
@@ -80,7 +82,8 @@ class Soak:
                     return
                 lines = []
                 async for line in r.aiter_lines():
-                    lines.append(line)
+                    if line:
+                        lines.append(line)
                     if len(lines) >= keep:
                         break
             if kind == "stream" and (
@@ -95,14 +98,18 @@ class Soak:
             r = await http.post(
                 f"{self.base}/v1/{endpoint}", content=body, headers={"content-type": "application/json"}
             )
-            if r.status_code != status or "error" not in r.json():
+            if r.status_code not in (status, 429) or "error" not in r.json():  # 429: every slot is taken
                 self.bad(kind, f"{r.status_code} {r.text}")
         elif kind == "huge-body":  # over the 4 MiB limit: 413 before it is read
             r = await http.post(url, content=b" " * (5 * 2**20), headers={"content-type": "application/json"})
             if r.status_code != 413:
                 self.bad(kind, f"{r.status_code} {r.text}")
         elif kind == "huge-prompt":  # under the body limit, far over the context: tokenised off the loop, then 400
-            r = await http.post(url, json=self.chat(messages=[{"role": "user", "content": "lorem ipsum " * 250_000}]))
+            self.huge_in_flight += 1
+            try:
+                r = await http.post(url, json=self.chat(messages=[{"role": "user", "content": "lorem " * 500_000}]))
+            finally:
+                self.huge_in_flight -= 1
             if r.status_code not in (400, 429):
                 self.bad(kind, f"{r.status_code} {r.text}")
 
@@ -142,12 +149,15 @@ class Soak:
                     self.bad(kind, f"{type(exc).__name__}: {exc}")
 
 
-async def probe(base: str, until: float, out: list[float]) -> None:
+async def probe(base: str, until: float, out: dict[str, list[float]], run: Soak | None = None) -> None:
+    """Time ``GET /v1/models`` every half second, filed under "idle", "loaded" or "loaded, huge prompt in"."""
     async with httpx.AsyncClient(timeout=60) as http:
         while time.monotonic() < until:
+            huge = run is not None and run.huge_in_flight > 0
             started = time.perf_counter()
             await http.get(f"{base}/v1/models")
-            out.append(time.perf_counter() - started)
+            phase = "idle" if run is None else "loaded, huge prompt in" if huge or run.huge_in_flight else "loaded"
+            out.setdefault(phase, []).append(time.perf_counter() - started)
             await asyncio.sleep(0.5)
 
 
@@ -157,12 +167,11 @@ def rss_mb(pid: int) -> float:
 
 
 async def soak(base: str, pid: int, questions: list[str], args: argparse.Namespace) -> int:
-    idle: list[float] = []
-    await probe(base, time.monotonic() + 10, idle)
+    latency: dict[str, list[float]] = {}
+    await probe(base, time.monotonic() + 10, latency)
     run = Soak(base, questions, args.write_timeout)
     start = time.monotonic()
     until = start + 60 * args.minutes
-    loaded: list[float] = []
     memory: list[tuple[float, float]] = []
 
     async def sample_memory() -> None:
@@ -170,7 +179,9 @@ async def soak(base: str, pid: int, questions: list[str], args: argparse.Namespa
             memory.append((time.monotonic() - start, rss_mb(pid)))
             await asyncio.sleep(10)
 
-    await asyncio.gather(*(run.client(until) for _ in range(args.clients)), probe(base, until, loaded), sample_memory())
+    await asyncio.gather(
+        *(run.client(until) for _ in range(args.clients)), probe(base, until, latency, run), sample_memory()
+    )
     await asyncio.sleep(args.write_timeout + 2)  # the last slow readers are let go
     metrics = httpx.get(f"{base}/metrics").text
     running = next(
@@ -184,11 +195,12 @@ async def soak(base: str, pid: int, questions: list[str], args: argparse.Namespa
     for kind in KINDS:
         print(f"{kind:<14}{run.counts[kind]:>8}{run.unexpected[kind]:>12}")
     print(f"{'total':<14}{sum(run.counts.values()):>8}{sum(run.unexpected.values()):>12}\n")
-    p50 = (statistics.median(idle), statistics.median(loaded))
-    top = (max(idle), max(loaded))
-    print(f"{'probe GET /v1/models':<24}{'idle':>10}{'loaded':>10}{'ratio':>8}")
-    print(f"{'p50 ms':<24}{1000 * p50[0]:>10.1f}{1000 * p50[1]:>10.1f}{p50[1] / p50[0]:>8.1f}")
-    print(f"{'max ms':<24}{1000 * top[0]:>10.1f}{1000 * top[1]:>10.1f}{top[1] / top[0]:>8.1f}\n")
+    print(f"{'probe GET /v1/models':<26}{'samples':>8}{'p50 ms':>10}{'max ms':>10}{'max/idle max':>14}")
+    idle_max = max(latency["idle"])
+    for phase, seconds in latency.items():
+        p50, top = 1000 * statistics.median(seconds), 1000 * max(seconds)
+        print(f"{phase:<26}{len(seconds):>8}{p50:>10.1f}{top:>10.1f}{max(seconds) / idle_max:>14.1f}")
+    print()
     growth = 100 * (end - warm) / warm
     print(f"memory (server + engine): {warm:.0f} MB after {args.warmup:g} s, {end:.0f} MB at the end: {growth:+.1f}%")
     print(f"requests running once the clients stopped: {running:g}")
@@ -205,6 +217,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=60, help="seconds before the memory baseline is taken")
     parser.add_argument("--write-timeout", type=float, default=5, help="the server's --stream-write-timeout")
+    parser.add_argument("--search-timeout", type=float, default=10, help="the server's --search-timeout")
     parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     args = parser.parse_args()
     flags, questions = toy_server(200)
@@ -212,6 +225,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{port}"
     serve = [str(BIN / "research-serve"), *flags, "--port", str(port), "--engine", args.engine]
     serve += ["--max-concurrent-requests", "48", "--stream-write-timeout", str(args.write_timeout)]
+    serve += ["--search-timeout", str(args.search_timeout)]
     log = Path(tempfile.mkdtemp(prefix="soak-")) / "research-serve.log"
     print(f"server log: {log}", flush=True)
     with launched(serve, f"{base}/health", log, timeout=900, env={"VLLM_CPU_KVCACHE_SPACE": "2"}) as proc:

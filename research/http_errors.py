@@ -66,6 +66,67 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+"""The JSON schema of :func:`error_body`, as the OpenAPI document shows every error."""
+
+_MEANINGS = {
+    400: "Invalid request: the message says what to fix, `param` names the field",
+    401: "Missing or wrong API key",
+    404: "Unknown model",
+    413: "Request body over the server's limit",
+    429: "At the concurrency limit; retry after `Retry-After` seconds",
+    500: "A bug; the server log has the cause, tied by request id",
+    503: "The search loop or the passage index failed",
+    504: "The passage index did not answer within the search timeout",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each in the OpenAI error shape."""
+    schema = {"application/json": {"schema": ERROR_SCHEMA}}
+    return {status: {"description": _MEANINGS[status], "content": schema} for status in statuses}
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make ``app``'s OpenAPI document say what it does: a 400 where FastAPI would say 422, 413 for bodies, 500."""
+    make = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = make()
+            for operations in schema["paths"].values():
+                for op in operations.values():
+                    responses = op["responses"]
+                    statuses = [500]
+                    if responses.pop("422", None) is not None:
+                        statuses.append(400)
+                    if "requestBody" in op:
+                        statuses += [400, 413]
+                    for status, response in errors(*statuses).items():
+                        responses.setdefault(str(status), response)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def error_response(error: APIError) -> JSONResponse:
     body = error_body(error.status, error.message, param=error.param, code=error.code)
     return JSONResponse(body, status_code=error.status, headers=error.headers)
@@ -98,7 +159,11 @@ def _describe(errors: list[Any]) -> tuple[str, str | None, str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer validation errors, HTTP errors, :class:`APIError` and unexpected failures (500) in the OpenAI shape."""
+    """Answer validation errors, HTTP errors, :class:`APIError` and unexpected failures (500) in the OpenAI shape.
+
+    The app's OpenAPI document says so too (:func:`document_errors`).
+    """
+    document_errors(app)
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:

@@ -49,7 +49,8 @@ def _serve(args: argparse.Namespace) -> None:
     from research.retrieval.batching import BatchingRetriever
     from research.retrieval.service import create_app
 
-    app = create_app(BatchingRetriever(connect(args.index, nprobes=args.nprobes)), default_k=args.k)
+    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes), workers=args.search_workers)
+    app = create_app(retriever, default_k=args.k, search_timeout=args.search_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
@@ -118,6 +119,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8001)
     v.add_argument("-k", type=int, default=5, help="passages when a request does not say (Search-R1's topk)")
+    v.add_argument("--search-timeout", type=float, default=10.0, help="seconds a search may take; then 504")
+    v.add_argument("--search-workers", type=int, default=4, help="index reads at once (one stuck read holds one)")
     add_nprobes_arg(v)
     v.set_defaults(run=_serve)
     return p

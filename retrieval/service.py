@@ -17,6 +17,7 @@ mounted by ``research-index serve`` and by the chat server alike.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from research.http_errors import APIError, Text, install_error_handlers
+from research.http_errors import APIError, Text, errors, install_error_handlers
 from research.retrieval.batching import BatchingRetriever
 from research.retrieval.index import MAX_K, SearchMode
 from research.retrieval.passage import Passage
@@ -82,10 +83,14 @@ def _doc(p: Passage) -> dict[str, str]:
 
 
 async def search(request: Request, queries: list[str], k: int, mode: SearchMode = "vector") -> list[list[Passage]]:
-    """Search with the app's retriever; a failing index is a 503 that names the cause."""
+    """Search with the app's retriever; a failing index is a 503, one past ``app.state.search_timeout`` a 504."""
     retriever: BatchingRetriever = request.app.state.retriever
+    timeout: float = request.app.state.search_timeout
     try:
-        return await retriever.search(queries, k=k, mode=mode)
+        return await asyncio.wait_for(retriever.search(queries, k=k, mode=mode), timeout)
+    except TimeoutError as exc:
+        log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
+        raise APIError(504, f"the passage index did not answer within {timeout:g} s", code="search_timeout") from exc
     except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
         log.exception("retrieval failed", extra={"request_id": request.headers.get("x-request-id")})
         raise APIError(503, "the passage index is unavailable; the server log has the cause",
@@ -103,9 +108,9 @@ def search_router() -> APIRouter:
 def dropin_router() -> APIRouter:
     """The drop-in endpoints of ReSearch (``/search``, ``/batch_search``) and Search-R1 (``/retrieve``).
 
-    The app must set ``app.state.retriever`` and ``app.state.default_k``.
+    The app must set ``app.state.retriever``, ``app.state.default_k`` and ``app.state.search_timeout``.
     """
-    router = APIRouter(tags=["retrieval"])
+    router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
 
     @router.post("/search")
     async def research_search(body: ReSearchQuery, request: Request) -> Any:
@@ -130,8 +135,8 @@ def dropin_router() -> APIRouter:
 
 
 def v1_search_router() -> APIRouter:
-    """``POST /v1/search``, our own search API (the app must set ``app.state.retriever``)."""
-    router = APIRouter(tags=["retrieval"])
+    """``POST /v1/search``, our own search API (the app must set ``app.state.retriever`` and ``.search_timeout``)."""
+    router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
 
     @router.post("/v1/search")
     async def v1_search(body: SearchRequest, request: Request) -> dict[str, Any]:
@@ -147,8 +152,8 @@ def v1_search_router() -> APIRouter:
     return router
 
 
-def create_app(retriever: BatchingRetriever, *, default_k: int = 5) -> FastAPI:
-    """The standalone retriever service (``research-index serve``)."""
+def create_app(retriever: BatchingRetriever, *, default_k: int = 5, search_timeout: float = 10.0) -> FastAPI:
+    """The standalone retriever service (``research-index serve``); a search past ``search_timeout`` s is a 504."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -156,7 +161,7 @@ def create_app(retriever: BatchingRetriever, *, default_k: int = 5) -> FastAPI:
         await retriever.close()
 
     app = FastAPI(title="ReSearch retriever", lifespan=lifespan)
-    app.state.retriever, app.state.default_k = retriever, default_k
+    app.state.retriever, app.state.default_k, app.state.search_timeout = retriever, default_k, search_timeout
     install_error_handlers(app)
     app.include_router(search_router())
 

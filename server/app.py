@@ -15,20 +15,28 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from research.http_errors import APIError, BodyLimit, error_body, install_error_handlers
+from research.http_errors import APIError, BodyLimit, error_body, errors, install_error_handlers
 from research.retrieval.service import dropin_router, v1_search_router
 from research.server.chat import chat_chunks, chat_completion, completion, completion_chunks
 from research.server.middleware import Admission, RequestLog, TimedStream
-from research.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
+from research.server.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ResponseObject,
+    ResponsesRequest,
+)
 from research.server.render import chat_prompt
 from research.server.responses import response_events, response_object
 from research.server.serving import Event, Job, SearchTimeout, Server, ServerConfig
@@ -94,10 +102,12 @@ def create_app(server: Server) -> FastAPI:
     # The API is documented in openai_compat.md; the schema stays at /openapi.json.
     app = FastAPI(title="ReSearch server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.retriever, app.state.default_k, app.state.server = server.retriever, cfg.search_top_k, server
+    app.state.search_timeout = cfg.search_timeout
     install_error_handlers(app)
-    # Outermost last: the log sees every request; CORS headers reach a 429 too.
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
+    # Outermost last: the log sees every request; CORS headers reach a 429 too; an over-large body is refused
+    # before it takes a slot.
     app.add_middleware(Admission, server=server)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
     if cfg.allowed_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(cfg.allowed_origins), allow_methods=["*"], allow_headers=["*"],
@@ -115,42 +125,58 @@ def create_app(server: Server) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
 
-    app.include_router(dropin_router(), dependencies=[] if cfg.open_retriever_routes else [Depends(authorize)])
-    app.include_router(v1_search_router(), dependencies=[Depends(authorize)])
+    keyed = errors(401) if cfg.api_key else {}
+    open_dropins = cfg.open_retriever_routes or not cfg.api_key
+    app.include_router(dropin_router(), dependencies=[] if open_dropins else [Depends(authorize)], responses=keyed)
+    app.include_router(v1_search_router(), dependencies=[Depends(authorize)], responses=keyed)
+
+    def generation(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+        """OpenAPI responses of a generation route: its reply (or stream) and every error it can give."""
+        sse = {"text/event-stream": {"schema": {"type": "string"}}}
+        reply = {"model": model, "content": sse, "description": 'The reply; with "stream": true, server-sent events'}
+        return {200: reply, **keyed, **errors(404, 429, 503, 504)}
 
     @app.get("/", include_in_schema=False)
     @app.get("/playground", include_in_schema=False)
     async def playground() -> HTMLResponse:
         return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
-    @app.get("/health")
+    unhealthy = {
+        "description": "Not ready: the body names what failed (engine, retriever) and why",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+    @app.get("/health", responses={503: unhealthy})
     async def health() -> JSONResponse:
         """200 when the engine and a probe search answer; 503 naming what does not (and why)."""
         problems = await server.check_health()
         body = {"status": "unhealthy" if problems else "ok", "model": cfg.model_name, "running": server.running}
         return JSONResponse({**body, **problems}, status_code=503 if problems else 200)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict[str, Any]:
         return {"id": cfg.model_name, "object": "model", "created": 0, "owned_by": "research", "template": cfg.template}
 
-    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    @app.get("/v1/models", dependencies=[Depends(authorize)], responses=keyed)
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model:path}", dependencies=[Depends(authorize)])
+    @app.get("/v1/models/{model:path}", dependencies=[Depends(authorize)], responses={**keyed, **errors(404)})
     async def model(model: str) -> dict[str, Any]:
         server.check_model(model)
         return model_card()
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    async def chat_ids(request: Request, messages: Any) -> list[int]:
+        """The chat prompt's token ids, rendered and tokenised off the event loop (:meth:`Server.tokenise`)."""
+        return await server.tokenise(size(request), chat_prompt, messages, cfg.template, server.engine.tokenizer)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)], responses=generation(ChatCompletion))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         server.check_model(body.model)
-        # Rendering and tokenising run off the event loop: a long prompt must not stall other streams.
-        prompt_ids = await asyncio.to_thread(chat_prompt, body.messages, cfg.template, server.engine.tokenizer)
+        prompt_ids = await chat_ids(request, body.messages)
         job = server.job(body, prompt_ids, "chatcmpl", prompt_param="messages")
         if body.stream:
             return stream(job, lambda events: (sse(c) async for c in chat_chunks(job, events, cfg.model_name)))
@@ -159,12 +185,13 @@ def create_app(server: Server) -> FastAPI:
     async def _chat(job: Job) -> BaseModel:
         return chat_completion(job, await server.outcome(job), cfg.model_name)
 
-    @app.post("/v1/completions", dependencies=[Depends(authorize)])
+    @app.post("/v1/completions", dependencies=[Depends(authorize)], responses=generation(Completion))
     async def completions(body: CompletionRequest, request: Request) -> Response:
         server.check_model(body.model)
         tokenizer = server.engine.tokenizer
         if isinstance(body.prompt, str):
-            prompt_ids = await asyncio.to_thread(tokenizer.encode, body.prompt, add_special_tokens=False)
+            encode = partial(tokenizer.encode, add_special_tokens=False)
+            prompt_ids = await server.tokenise(size(request), encode, body.prompt)
         elif bad := [t for t in body.prompt if not 0 <= t < len(tokenizer)]:
             raise APIError(
                 400, f"prompt holds token ids outside the vocabulary (0 to {len(tokenizer) - 1}): {bad[:5]}",
@@ -180,10 +207,10 @@ def create_app(server: Server) -> FastAPI:
     async def _completion(job: Job) -> BaseModel:
         return completion(job, await server.outcome(job), cfg.model_name)
 
-    @app.post("/v1/responses", dependencies=[Depends(authorize)])
+    @app.post("/v1/responses", dependencies=[Depends(authorize)], responses=generation(ResponseObject))
     async def responses(body: ResponsesRequest, request: Request) -> Response:
         server.check_model(body.model)
-        prompt_ids = await asyncio.to_thread(chat_prompt, body.messages(), cfg.template, server.engine.tokenizer)
+        prompt_ids = await chat_ids(request, body.messages())
         job = server.job(body, prompt_ids, "resp", prompt_param="input")
         if body.stream:
             return stream(
@@ -226,6 +253,12 @@ def create_app(server: Server) -> FastAPI:
         return TimedStream(body(), write_timeout=cfg.stream_write_timeout, headers=headers)
 
     return app
+
+
+def size(request: Request) -> int | None:
+    """The request body's declared size in bytes (None when sent chunked)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
 
 
 def failure(job: Job, exc: Exception) -> APIError:
