@@ -19,6 +19,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BUNDLED = Path(__file__).parent / "data"
 
@@ -35,45 +36,57 @@ class Example:
     answers: tuple[str, ...]
 
 
-def example(row: dict, position: int) -> Example:
-    """An :class:`Example` from one record of any accepted shape.
+def example(row: Any, where: str) -> Example:
+    """An :class:`Example` from one record of any accepted shape; ``where`` names the record in errors.
 
-    >>> example({"idx": 3, "question": "Q?", "answer": "A"}, 0)
+    >>> example({"idx": 3, "question": "Q?", "answer": "A"}, "line 1")
     Example(id='3', question='Q?', answers=('A',))
-    >>> example({"id": "m1", "question": "Q", "answer": "A", "answer_aliases": ["B"]}, 0).answers
+    >>> example({"id": "m1", "question": "Q", "answer": "A", "answer_aliases": ["B"]}, "line 1").answers
     ('A', 'B')
+    >>> example({"id": "f1", "question": "Q", "golden_answers": "Paris"}, "line 1").answers  # one answer, not 5
+    ('Paris',)
     """
-    if "question" not in row:
-        raise ValueError(f"record {position} has no 'question' field (keys: {sorted(row)})")
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: not a JSON object but {type(row).__name__} {json.dumps(row)[:40]}")
+    if not isinstance(row.get("question"), str) or not row["question"].strip():
+        got = "no 'question' field" if "question" not in row else f"'question' is {json.dumps(row['question'])[:40]}"
+        raise ValueError(f"{where}: a record needs a non-empty 'question' string; it has {got}")
     if "golden_answers" in row:
-        answers = list(row["golden_answers"])
+        answers = row["golden_answers"]
     elif "answer" in row:
         answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
-        answers += row.get("answer_aliases") or []
+        answers = answers + (row.get("answer_aliases") or [])
     else:
-        raise ValueError(f"record {position} has no 'answer' or 'golden_answers' field")
-    answers = [str(a) for a in answers if str(a).strip()]
+        raise ValueError(f"{where}: the record has no 'answer' or 'golden_answers' field")
+    answers = [answers] if isinstance(answers, str) else answers  # a string is one answer, not its characters
+    answers = [str(a) for a in answers if a is not None and str(a).strip()]
     if not answers:
-        raise ValueError(f"record {position} has an empty answer")
-    ident = next((row[k] for k in ("id", "_id", "idx") if k in row), position)
+        raise ValueError(f"{where}: the record has an empty answer")
+    ident = next((row[k] for k in ("id", "_id", "idx") if k in row), where)
     return Example(str(ident), row["question"].strip(), tuple(dict.fromkeys(answers)))
 
 
-def _records(path: Path) -> Iterator[dict]:
+def _records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, record) for each record: "line N" of a jsonl file, "item N" of a JSON list (one-based)."""
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
-        yield from json.loads(text)
+        for n, row in enumerate(json.loads(text), 1):
+            yield f"item {n}", row
         return
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                yield json.loads(line)
+                yield f"line {n}", json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"line {n}: not JSON ({exc.msg})") from None
 
 
 def sample(examples: list[Example], *, limit: int | None = None, seed: int = 0) -> list[Example]:
     """A random sample of ``limit`` examples (fixed by ``seed``), kept in their original order."""
+    if not examples:
+        raise ValueError("the dataset holds no questions")
+    if limit is not None and limit < 1:
+        raise ValueError(f"the limit must be at least 1, got {limit}")
     ids = [e.id for e in examples]
     if len(set(ids)) != len(ids):
         raise ValueError("question ids are not unique")
@@ -89,7 +102,7 @@ def load_examples(path: str | Path, *, limit: int | None = None, seed: int = 0) 
     if not path.is_file():
         raise FileNotFoundError(f"no dataset file at {path}")
     try:
-        return sample([example(row, i) for i, row in enumerate(_records(path))], limit=limit, seed=seed)
+        return sample([example(row, where) for where, row in _records(path)], limit=limit, seed=seed)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
 
@@ -102,4 +115,4 @@ def bundled(name: str, *, limit: int | None, seed: int) -> list[Example]:
 
     with gzip.open(QUESTIONS, "rt", encoding="utf-8") as f:
         rows = [r for r in map(json.loads, f) if r["dataset"] == name]
-    return sample([example(r, i) for i, r in enumerate(rows)], limit=limit, seed=seed)
+    return sample([example(r, f"{name} question {i}") for i, r in enumerate(rows, 1)], limit=limit, seed=seed)

@@ -130,9 +130,23 @@ class TrainConfig:
             raise ValueError("give --index or --retriever-url, not both")
         if (self.generation == "vllm-server") != bool(self.vllm_server_url) and self.generation != "auto":
             raise ValueError("--generation vllm-server and --vllm-server-url go together")
-        for name in ("learning_rate", "max_prompt_tokens", "max_response_tokens", "prompts_per_step", "top_k"):
+        positive = ("learning_rate", "max_prompt_tokens", "max_response_tokens", "prompts_per_step", "top_k",
+                    "temperature", "epochs", "per_device_batch", "ppo_epochs", "save_steps", "eval_steps",
+                    "logging_steps", "nodes", "gpus_per_node")  # fmt: skip
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("beta", "clip", "validation_size", "lora_rank"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be positive, or -1 to run the epochs; got {self.max_steps}")
+        if not self.base.strip():
+            raise ValueError("base must name a model (an alias such as qwen2.5-7b-instruct, a hub id or a path)")
 
     def override(self, **values: Any) -> TrainConfig:
         """A copy with ``values`` (None means "not given") applied; unknown keys are an error."""

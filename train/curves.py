@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback
 
 METRICS = {
     "reward": "reward",
@@ -43,6 +44,21 @@ class StepLog(TrainerCallback):
         row = {"step": state.global_step, **{name: logs.get(key) for name, key in METRICS.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class TensorBoardLog(TensorBoardCallback):
+    """TensorBoard in ``RUN_DIR/runs``, one run across resumes: a resume purges what was logged past its checkpoint.
+
+    (Stock, each start writes a new timestamped run, and the steps redone after a resume show twice.)
+    """
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero and self.tb_writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = state.global_step + 1 if state.global_step else None  # resumed: steps after it are redone
+            self.tb_writer = SummaryWriter(log_dir=str(Path(args.output_dir) / "runs"), purge_step=purge)
+        super().on_train_begin(args, state, control, **kwargs)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

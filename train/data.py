@@ -21,7 +21,7 @@ MUSIQUE_TRAIN = Path(__file__).parent / "data" / "musique_train.json.gz"
 
 def musique_train() -> list[Example]:
     with gzip.open(MUSIQUE_TRAIN, "rt", encoding="utf-8") as f:
-        return [example(row, i) for i, row in enumerate(json.load(f))]
+        return [example(row, f"MuSiQue train question {i}") for i, row in enumerate(json.load(f), 1)]
 
 
 def train_examples(data: str) -> list[Example]:

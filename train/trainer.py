@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from research.engines.orphans import die_with_parent
 from research.train.config import TrainConfig
-from research.train.curves import StepLog
+from research.train.curves import StepLog, TensorBoardLog
 from research.train.data import to_dataset, train_examples, validation_examples
 from research.train.rollout import SearchRollouts, research_reward
 
@@ -58,7 +61,7 @@ def grpo_args(cfg: TrainConfig, *, processes: int, cuda: bool) -> Any:
         bf16=cfg.bf16 and cuda,
         use_cpu=not cuda,
         seed=cfg.seed,
-        report_to=["tensorboard"],
+        report_to=[],  # TensorBoard: research.train.curves.TensorBoardLog, which survives resumes
         # TRL owns the vLLM instance and pushes the policy's weights into it before each
         # generation; the rollouts run the search loop on it (research.train.rollout).
         use_vllm=generator != "transformers",
@@ -114,8 +117,10 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     cuda = torch.cuda.is_available()
     args = grpo_args(cfg, processes=PartialState().num_processes, cuda=cuda)
-    if args.use_vllm and args.vllm_mode == "colocate" and not cuda:
-        keep_vllm_cpu_weights_loadable()
+    if args.use_vllm and args.vllm_mode == "colocate":
+        die_with_parent()  # TRL's vLLM may run its engine core as a child process: it must not outlive us
+        if not cuda:
+            keep_vllm_cpu_weights_loadable()
     train_set = to_dataset(train_examples(cfg.data), tokenizer, template, cfg.max_prompt_tokens)
     eval_set = None
     if cfg.validation_size:
@@ -141,17 +146,18 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
         processing_class=tokenizer,
         rollout_func=rollouts,
         peft_config=peft_config,
-        callbacks=[StepLog(out / "metrics.jsonl"), CardOnSave(template)],
+        callbacks=[StepLog(out / "metrics.jsonl"), TensorBoardLog(), CardOnSave(template)],
     )
     return trainer, rollouts
 
 
 def train(cfg: TrainConfig, *, resume: bool = True) -> Path:
-    """Run GRPO, resuming from the last checkpoint in ``cfg.output``; returns the servable output folder."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """Run GRPO, resuming from the last whole checkpoint in ``cfg.output``; returns the servable output folder."""
+    from accelerate import PartialState
 
     out = Path(cfg.output)
-    last = get_last_checkpoint(str(out)) if resume and out.is_dir() else None
+    with PartialState().main_process_first():  # the main process sets incomplete checkpoints aside first
+        last = resumable_checkpoint(out) if resume else None
     trainer, rollouts = build_trainer(cfg)
     try:
         if last:
@@ -162,6 +168,41 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> Path:
     finally:
         rollouts.close()
     return out
+
+
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+def resumable_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint in ``out`` that was written whole, or None.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint without it (or with it
+    cut short) was still being written when its run died — likely with 7B/32B weights and
+    optimizer state, whose save takes minutes. Each such folder is moved aside to
+    ``incomplete-checkpoint-N`` (which resume and rotation ignore), with a line saying why.
+    """
+    if not out.is_dir():
+        return None
+    found = sorted((int(m[1]), p) for p in out.iterdir() if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name)))
+    for step, folder in reversed(found):
+        if (problem := _incomplete(folder, step)) is None:
+            return folder
+        aside = folder.with_name(f"incomplete-{folder.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        print(f"skipping {folder.name}: {problem}; moved it to {aside.name}")
+    return None
+
+
+def _incomplete(folder: Path, step: int) -> str | None:
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "it has no trainer_state.json (its save was interrupted)"
+    try:
+        saved = json.loads(state.read_text())["global_step"]
+    except (ValueError, KeyError):
+        return "its trainer_state.json is cut short (its save was interrupted)"
+    return None if saved == step else f"its trainer_state.json is for step {saved}"
 
 
 class CardOnSave(TrainerCallback):

@@ -55,3 +55,33 @@ def test_bad_datasets_are_clear_errors(tmp_path):
     bad.write_text('{"id": 1, "question": "Q", "answer": "A"}\n{"id": 1, "question": "R", "answer": "B"}\n')
     with pytest.raises(ValueError, match="not unique"):
         load_examples(bad)
+
+
+GOOD_LINE = '{"id": "a", "question": "Q", "answer": "A"}\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "the dataset holds no questions"),
+        (GOOD_LINE + "null\n", "line 2: not a JSON object but NoneType null"),
+        (GOOD_LINE + "7\n", "line 2: not a JSON object but int 7"),
+        (GOOD_LINE + '{"id": "b", "question": 42, "answer": "A"}\n', "line 2: a record needs a non-empty 'question'"),
+        ('{"id": "b", "question": "  ", "answer": "A"}\n', "line 1: a record needs a non-empty 'question'"),
+        ('[{"question": "Q", "answer": "A"}, {"question": "R"}]', "item 2: the record has no 'answer'"),
+    ],
+)
+def test_every_bad_record_names_its_file_and_line(tmp_path, text, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=f"bad.jsonl: {message}".replace("(", r"\(").replace(")", r"\)")):
+        load_examples(bad)
+
+
+def test_golden_answers_as_a_string_is_one_answer_and_a_limit_is_at_least_one(tmp_path):
+    path = tmp_path / "flashrag.jsonl"
+    path.write_text('{"id": "x", "question": "Q", "golden_answers": "Paris"}\n')
+    [only] = load_examples(path)
+    assert only.answers == ("Paris",)  # it used to be split into characters: ('P', 'a', 'r', 'i', 's')
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        load_examples(path, limit=0)

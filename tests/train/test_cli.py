@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from research.testbed.processes import free_port, launched
@@ -50,6 +53,28 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
     assert out.returncode == 2 and "group_size must be at least 2" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--temperature", "0"], "temperature must be positive, got 0.0"),
+        (["--beta", "-1"], "beta must be at least 0, got -1.0"),
+        (["--top-p", "0"], "top_p must be in (0, 1], got 0.0"),
+        (["--epochs", "0"], "epochs must be positive, got 0.0"),
+        (["--save-steps", "0"], "save_steps must be positive, got 0"),
+        (["--per-device-batch", "0"], "per_device_batch must be positive, got 0"),
+        (["--nodes", "0"], "nodes must be positive, got 0"),
+        (["--max-steps", "0"], "max_steps must be positive, or -1"),
+        (["--base", " "], "base must name a model"),
+    ],
+)
+def test_every_bad_value_is_a_one_line_error_before_any_work(flag, message, tmp_path):
+    """Each used to be accepted, or to fail 40 s in inside TRL; none may create the output folder."""
+    out = tmp_path / "run"
+    done = subprocess.run([*TRAIN, *flag, "--output", str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == f"research-train: error: {done.stderr.split('error: ')[1]}"
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoint_serves(train_config):
     run = Path(train_config.output)
     proc = subprocess.Popen([*TRAIN, *flags(train_config, **{"max-steps": 3})], stdout=subprocess.DEVNULL,
@@ -60,11 +85,19 @@ def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoi
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    # What a kill during the next save leaves (with 7B weights a save takes minutes): the weights, no trainer state.
+    newest = max(int(p.name.removeprefix("checkpoint-")) for p in run.glob("checkpoint-*"))
+    torn = run / f"checkpoint-{newest + 1}"
+    shutil.copytree(run / f"checkpoint-{newest}", torn, ignore=shutil.ignore_patterns("trainer_state.json"))
     done = subprocess.run([*TRAIN, *flags(train_config, **{"max-steps": 3})], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming from" in done.stdout
+    assert f"skipping {torn.name}: it has no trainer_state.json" in done.stdout
+    assert f"resuming from {run / f'checkpoint-{newest}'}" in done.stdout and (run / f"incomplete-{torn.name}").is_dir()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+    tensorboard = EventAccumulator(str(run / "runs"))
+    tensorboard.Reload()
+    assert [e.step for e in tensorboard.Scalars("train/reward")] == [1, 2, 3]  # the redone steps once each
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["searches"] > 0 and r["well_formed"] is not None and r["kl"] is not None for r in rows)
     assert json.loads((run / "research.json").read_text()) == {"template": "instruct"}

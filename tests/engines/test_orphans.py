@@ -1,0 +1,29 @@
+"""An engine's processes die with the process that started them, even under ``kill -9``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import psutil
+
+from research.retrieval import PassageIndex
+from research.testbed.processes import free_port, launched
+
+
+def test_vllm_engine_processes_die_when_research_serve_is_killed(
+    model_path: Path, script_index: PassageIndex, tmp_path
+):
+    port = free_port()
+    args = [sys.executable, "-m", "research.server.cli", "--model", str(model_path), "--index", script_index.uri]
+    args += ["--engine", "vllm", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32"]
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    with launched(args, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log", timeout=600, env=env) as proc:
+        engine = psutil.Process(proc.pid).children(recursive=True)
+        assert any("EngineCore" in " ".join(p.cmdline()) or "VLLM" in p.name() for p in engine), engine
+        os.kill(proc.pid, signal.SIGKILL)  # only the server: nothing in it runs to stop its engine
+        proc.wait()
+        _, alive = psutil.wait_procs(engine, timeout=60)
+    assert not alive, f"orphaned engine processes: {[(p.pid, p.name()) for p in alive]}"
