@@ -11,14 +11,27 @@ URI: ``s3://bucket/wiki18`` or ``db://project`` for LanceDB Cloud.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder
-from research.retrieval.index import SEARCH_MODES, build_index, connect, count_lines, read_corpus
+from research.retrieval.index import SEARCH_MODES, build_index, built_with, connect, count_lines, read_corpus
 
 
 def _build(args: argparse.Namespace) -> None:
-    embedder = Embedder(args.embedder, device=args.device, batch_size=args.batch_size)
+    if "://" not in args.index:  # a local folder: check it can be one before loading any model
+        folder = Path(args.index)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--index {args.index} is a file; give a folder (it is created if missing)")
+        parent = next(p for p in (folder, *folder.parents) if p.exists())
+        if not os.access(parent, os.W_OK):
+            raise ValueError(f"--index {args.index}: {parent} is not writable")
+    existing = None if args.overwrite else built_with(args.index)
+    if existing and args.embedder and args.embedder != existing:
+        raise ValueError(f"the index at {args.index} was built with {existing}, not {args.embedder}; "
+                         "resume with its own (drop --embedder) or start over with --overwrite")  # fmt: skip
+    embedder = Embedder(args.embedder or existing or DEFAULT_EMBEDDER, device=args.device, batch_size=args.batch_size)
     total = count_lines(args.corpus)
     try:
         index = build_index(
@@ -54,7 +67,8 @@ def _serve(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
-def _nprobes(text: str) -> int:
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
     if (value := int(text)) < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -64,7 +78,7 @@ def add_nprobes_arg(p: argparse.ArgumentParser) -> None:
     """``--nprobes``, shared with research-serve."""
     p.add_argument(
         "--nprobes",
-        type=_nprobes,
+        type=positive,
         default=None,
         help="IVF partitions each vector query searches (default: 1%% of them, at least 10); "
         "more finds more of the true nearest passages, more slowly",
@@ -88,8 +102,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--index", required=True, help="local folder or LanceDB URI (s3://..., db://...)")
     b.add_argument(
         "--embedder",
-        default=DEFAULT_EMBEDDER,
-        help=f"sentence-transformers model (default {DEFAULT_EMBEDDER}; prefixes known for: {', '.join(REGISTRY)})",
+        help=f"sentence-transformers model (default: an existing index's own, else {DEFAULT_EMBEDDER}; "
+        f"prefixes known for: {', '.join(REGISTRY)})",
     )
     b.add_argument(
         "--device",
@@ -97,15 +111,17 @@ def parser() -> argparse.ArgumentParser:
         help="cpu, cuda, cuda:1, or several comma-separated (cuda:0,cuda:1: one embedding process per GPU); "
         "default: best available",
     )
-    b.add_argument("--batch-size", type=int, default=128, help="passages per embedding forward pass")
-    b.add_argument("--commit-every", type=int, default=8192, help="passages per LanceDB commit (resume granularity)")
+    b.add_argument("--batch-size", type=positive, default=128, help="passages per embedding forward pass")
+    b.add_argument(
+        "--commit-every", type=positive, default=8192, help="passages per LanceDB commit (resume granularity)"
+    )
     b.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing index")
     b.set_defaults(run=_build)
 
     s = sub.add_parser("search", help="print the top passages for queries", description="Search an index.")
     s.add_argument("queries", nargs="+", help="one or more queries")
     s.add_argument("--index", required=True, help="local folder or LanceDB URI")
-    s.add_argument("-k", type=int, default=5, help="passages per query (default 5, as trained)")
+    s.add_argument("-k", type=positive, default=5, help="passages per query (default 5, as trained)")
     s.add_argument("--mode", choices=SEARCH_MODES, default="vector", help="vector (default), fts (BM25) or hybrid")
     add_nprobes_arg(s)
     s.set_defaults(run=_search)
@@ -118,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--index", required=True, help="local folder or LanceDB URI")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8001)
-    v.add_argument("-k", type=int, default=5, help="passages when a request does not say (Search-R1's topk)")
+    v.add_argument("-k", type=positive, default=5, help="passages when a request does not say (Search-R1's topk)")
     v.add_argument("--search-timeout", type=float, default=10.0, help="seconds a search may take; then 504")
     v.add_argument("--search-workers", type=int, default=4, help="index reads at once (one stuck read holds one)")
     add_nprobes_arg(v)

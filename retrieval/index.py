@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,9 +52,14 @@ def read_jsonl(path: str | Path) -> Iterator[Passage]:
             if line.strip():
                 try:
                     row = json.loads(line)
-                    yield Passage(str(row["id"]), row["contents"])
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{n}: not a wiki-18 passage ({exc})") from None
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("id"), str | int):
+                    raise ValueError(f"{path}:{n}: not a wiki-18 passage (an object with a string or integer 'id')")
+                if not isinstance(row.get("contents"), str):
+                    got = json.dumps(row.get("contents"))[:40]
+                    raise ValueError(f"{path}:{n}: 'contents' must be a string, got {got}")
+                yield Passage(str(row["id"]), row["contents"])
 
 
 def read_tsv(path: str | Path) -> Iterator[Passage]:
@@ -150,12 +155,16 @@ def nearest(
 
 
 def _committed_prefix(tbl: Any, passages: Iterator[Passage], rows: int, uri: str | Path) -> None:
-    """Skip the ``rows`` passages a previous run committed, checking the table holds those very passages."""
+    """Skip the ``rows`` passages a previous run committed, checking the table holds those very passages.
+
+    The last committed row must be this corpus's passage ``rows`` in id and text: wiki-18's
+    ids are positions, so another corpus would match on the id alone.
+    """
     last = None
     for last in islice(passages, rows):  # noqa: B007 - only the last one is checked
         pass
-    stored = tbl.search().select(["id"]).offset(rows - 1).limit(1).to_list()
-    if last is None or not stored or stored[0]["id"] != last.id:
+    stored = tbl.search().select(["id", "contents"]).offset(rows - 1).limit(1).to_list()
+    if last is None or not stored or (stored[0]["id"], stored[0]["contents"]) != (last.id, last.contents):
         raise ValueError(
             f"the index at {uri} holds {rows} rows that are not the first {rows} passages of this corpus; "
             "rebuild it with overwrite=True (research-index build --overwrite)"
@@ -181,20 +190,27 @@ def build_index(
     Then a full-text (BM25) index is built, and from :data:`ANN_MIN_ROWS` rows on
     an ANN vector index (:func:`ann_index`).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     schema = _schema(embedder)
     db = lancedb.connect(str(uri))
     passages = iter(passages)
     done = 0
-    if not overwrite and table in db.table_names():
+    resuming = not overwrite and table in db.table_names()
+    if resuming:
         tbl = db.open_table(table)
         _check_embedder(tbl, embedder, uri)
         done = tbl.count_rows()
         if done:
             _committed_prefix(tbl, passages, done, uri)
-    else:
+    batches = _batches(passages, batch_size)
+    first = next(batches, None)  # read before an existing table is replaced: a bad or empty corpus changes nothing
+    if first is None and not done:
+        raise ValueError("the corpus holds no passages")
+    if not resuming:
         tbl = db.create_table(table, schema=schema, mode="overwrite")
     with tqdm(total=total, initial=done, unit="passage", desc="embedding", dynamic_ncols=True) as bar:
-        for batch in _batches(passages, batch_size):
+        for batch in chain([first], batches) if first else ():
             vectors = embedder.encode_passages([p.contents for p in batch])
             tbl.add(
                 pa.table(
@@ -229,6 +245,14 @@ def _ensure_indices(tbl: Any) -> None:
         if not current:
             print(f"building the {type(config).__name__} index on {column!r} ({rows} rows)")
             tbl.create_index(column, config=config, replace=True)
+
+
+def built_with(uri: str | Path, table: str = TABLE) -> str | None:
+    """The embedder an existing index at ``uri`` was built with (None: no index there yet); loads no model."""
+    db = lancedb.connect(str(uri))
+    if table not in db.table_names():
+        return None
+    return (db.open_table(table).schema.metadata or {}).get(_META["embedder"], b"").decode() or None
 
 
 def _check_embedder(tbl: Any, embedder: Embedder, uri: str | Path) -> None:

@@ -120,7 +120,9 @@ class _Sampling(_Strict):
     # -- extensions (openai_compat.md) --
     top_k: int | None = Field(None, lt=2**31, description="vLLM's sampling top-k: -1 or 0 disables it")
     min_p: float | None = Field(None, ge=0.0, le=1.0, description="vLLM's min-p sampling (0 disables it)")
-    repetition_penalty: float | None = Field(None, gt=0.0, description="vLLM's repetition penalty (1 disables it)")
+    repetition_penalty: float | None = Field(
+        None, gt=0.0, le=1e38, description="vLLM's repetition penalty (1 disables it; at most 1e38, a float32)"
+    )
     max_searches: int | None = Field(None, ge=0, description="searches allowed in this response")
     search_top_k: int | None = Field(None, ge=1, le=MAX_K, description="passages per search (server default)")
     search_mode: SearchMode | None = Field(None, description="vector (default), fts or hybrid")

@@ -53,7 +53,7 @@ def _sample(logits: torch.Tensor, sampling: SamplingOptions, generator: torch.Ge
     if sampling.repetition_penalty != 1.0 and seen:
         ids = torch.tensor(sorted(set(seen)), device=logits.device)
         picked = logits[ids]
-        penalty = sampling.repetition_penalty
+        penalty = min(sampling.repetition_penalty, torch.finfo(logits.dtype).max)  # inf would make 0 * inf = nan
         logits = logits.index_copy(0, ids, torch.where(picked > 0, picked / penalty, picked * penalty))
     if sampling.temperature <= 0:
         return int(torch.argmax(logits))

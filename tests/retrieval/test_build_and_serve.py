@@ -76,6 +76,59 @@ def test_resuming_over_another_corpus_is_refused(corpus, tmp_path, embedder):
         build_index(tmp_path / "i", read_corpus(path), embedder=embedder)
 
 
+def test_a_positional_corpus_with_other_text_is_refused_on_resume(tmp_path, embedder):
+    """wiki-18's ids are positions: another corpus matches on ids, so the text is compared too."""
+    build_index(tmp_path / "i", [Passage("1", '"A"\nalpha'), Passage("2", '"B"\nbeta')], embedder=embedder)
+    with pytest.raises(ValueError, match="not the first 2 passages of this corpus"):
+        build_index(tmp_path / "i", [Passage("1", '"A"\nalpha'), Passage("2", '"C"\ngamma')], embedder=embedder)
+
+
+GOOD_PASSAGE = '{"id": "1", "contents": "\\"A\\"\\nalpha"}\n'
+BAD_BUILDS = [
+    pytest.param("", [], "the corpus holds no passages", id="empty-corpus"),
+    pytest.param(
+        GOOD_PASSAGE + '{"id": "2", "contents": null}\n',
+        [],
+        "c.jsonl:2: 'contents' must be a string, got null",
+        id="contents-null",
+    ),
+    pytest.param('{"id": 2, "contents": 7}\n', [], "c.jsonl:1: 'contents' must be a string, got 7", id="contents-7"),
+    pytest.param("null\n", [], "c.jsonl:1: not a wiki-18 passage (an object", id="null-line"),
+    pytest.param(GOOD_PASSAGE, ["--commit-every", "0"], "--commit-every: must be at least 1, got 0", id="commit-0"),
+    pytest.param(GOOD_PASSAGE, ["--index", "FILE"], "is a file; give a folder", id="index-is-a-file"),
+]
+
+
+@pytest.mark.parametrize(("corpus_text", "extra", "message"), BAD_BUILDS)
+def test_every_bad_build_input_is_a_one_line_error_that_changes_nothing(
+    tmp_path, embedder, corpus_text, extra, message
+):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(corpus_text)
+    (tmp_path / "FILE").write_text("not an index")
+    index = tmp_path / "index"
+    build_index(index, [Passage("old", '"Old"\nkept')], embedder=embedder)  # a previous build, to be left intact
+    extra = [str(tmp_path / "FILE") if a == "FILE" else a for a in extra]
+    args = ["build", "--corpus", str(corpus), "--index", str(index), "--embedder", MINILM, "--device", "cpu"]
+    args += ["--overwrite", *extra]
+    done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1], done.stderr
+    assert "Traceback" not in done.stderr
+    assert lancedb.connect(str(index)).open_table("passages").to_arrow().column("id").to_pylist() == ["old"]
+
+
+def test_a_rerun_without_embedder_resumes_with_the_indexs_own_and_another_is_refused_before_loading(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(GOOD_PASSAGE)
+    build = ["build", "--corpus", str(corpus), "--index", str(tmp_path / "i"), "--device", "cpu"]
+    first = subprocess.run(_cli(*build, "--embedder", MINILM), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_cli(*build), capture_output=True, text=True, timeout=300)  # offline, E5 is not here
+    other = subprocess.run(_cli(*build, "--embedder", "intfloat/e5-base-v2"), capture_output=True, text=True)
+    assert first.returncode == again.returncode == 0, again.stderr
+    assert f"embedder {MINILM}" in again.stdout
+    assert other.returncode == 2 and f"was built with {MINILM}, not intfloat/e5-base-v2" in other.stderr
+
+
 def test_search_modes_find_the_named_entity(script_index):
     for mode in ("vector", "fts", "hybrid"):
         [hits] = script_index.search(["capital of Freedonia"], k=3, mode=mode)

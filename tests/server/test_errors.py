@@ -44,6 +44,7 @@ BAD = [
     pytest.param({**GOOD, "frobnicate": 1}, 400, "frobnicate", "unrecognized request argument", id="unknown-field"),
     pytest.param({**GOOD, "seed": 2**64}, 400, "seed", "less than", id="seed-over-64-bits"),
     pytest.param({**GOOD, "top_k": 10**30}, 400, "top_k", "less than", id="huge-sampling-top-k"),
+    pytest.param({**GOOD, "repetition_penalty": 1e300}, 400, "repetition_penalty", "less than", id="huge-penalty"),
     pytest.param(
         {**GOOD, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages.0.content", "not valid Unicode",
         id="lone-surrogate",
