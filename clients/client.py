@@ -226,13 +226,10 @@ def passages_of(body: Any) -> list[list[Passage]]:
 # -- the clients ----------------------------------------------------------------------------
 
 
-class Client:
-    """A ReSearch server, synchronously: :meth:`ask`, :meth:`stream`, :meth:`search`.
+class _Connection:
+    """The SDK client both clients wrap (``self.openai``) and the model they ask."""
 
-    ``url``: the server (with or without ``/v1``; default ``$RESEARCH_URL``, then
-    ``http://127.0.0.1:8000``). ``model``: default the first the server lists.
-    ``max_retries``: the SDK's retries with backoff on connection errors, 408, 429 and 5xx.
-    """
+    _sdk: type[openai.OpenAI] | type[openai.AsyncOpenAI]
 
     def __init__(
         self,
@@ -243,10 +240,21 @@ class Client:
         timeout: float = 600.0,
         max_retries: int = 2,
     ) -> None:
-        self.openai = openai.OpenAI(
+        self.openai: Any = self._sdk(
             base_url=api_base(url), api_key=find_api_key(api_key), timeout=timeout, max_retries=max_retries
         )
         self._model = model
+
+
+class Client(_Connection):
+    """A ReSearch server, synchronously: :meth:`ask`, :meth:`stream`, :meth:`search`.
+
+    ``url``: the server (with or without ``/v1``; default ``$RESEARCH_URL``, then
+    ``http://127.0.0.1:8000``). ``model``: default the first the server lists.
+    ``max_retries``: the SDK's retries with backoff on connection errors, 408, 429 and 5xx.
+    """
+
+    _sdk = openai.OpenAI
 
     def model(self) -> str:
         """The model asked: the one given, else the first the server serves (asked once)."""
@@ -284,22 +292,10 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Connection):
     """:class:`Client` for ``asyncio``: ``await ask()``, ``async for event in stream()``, ``await search()``."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        api_key: str | None = None,
-        model: str | None = None,
-        timeout: float = 600.0,
-        max_retries: int = 2,
-    ) -> None:
-        self.openai = openai.AsyncOpenAI(
-            base_url=api_base(url), api_key=find_api_key(api_key), timeout=timeout, max_retries=max_retries
-        )
-        self._model = model
+    _sdk = openai.AsyncOpenAI
 
     async def model(self) -> str:
         if self._model is None:

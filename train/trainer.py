@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from research.engines.orphans import die_with_parent
+from research.engines.orphans import watch_children
 from research.train.config import TrainConfig
 from research.train.curves import StepLog, TensorBoardLog
 from research.train.data import to_dataset, train_examples, validation_examples
@@ -118,7 +118,7 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
     cuda = torch.cuda.is_available()
     args = grpo_args(cfg, processes=PartialState().num_processes, cuda=cuda)
     if args.use_vllm and args.vllm_mode == "colocate":
-        die_with_parent()  # TRL's vLLM may run its engine core as a child process: it must not outlive us
+        watch_children()  # TRL's vLLM may run its engine core as a child process: it must not outlive us
         if not cuda:
             keep_vllm_cpu_weights_loadable()
     train_set = to_dataset(train_examples(cfg.data), tokenizer, template, cfg.max_prompt_tokens)

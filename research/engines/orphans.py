@@ -3,13 +3,10 @@
 vLLM runs its engine core (and that its workers) in child processes. When the process
 that started them is killed outright (``kill -9``, the OOM killer), nothing in it runs
 to shut them down: they are re-parented to init and keep the memory — gigabytes of RAM,
-or the GPU memory the rerun needs. :func:`die_with_parent` asks Linux to send SIGKILL to
-every child this process forks from now on (and to theirs) the moment its parent dies
-(``PR_SET_PDEATHSIG``). vLLM's workers already follow their engine core down.
-
-It covers children started by ``fork`` (vLLM's default, ``VLLM_WORKER_MULTIPROC_METHOD=
-fork``); with ``spawn`` the hook does not run in the child, so a killed parent still
-leaves them — use a process manager that kills the whole group (systemd, Kubernetes) there.
+or the GPU memory the rerun needs. :func:`watch_children` starts a small watchdog
+process that notes this process's descendants twice a second and, the moment this
+process is gone (Linux tells it: ``PR_SET_PDEATHSIG``), kills the ones still running.
+It works whichever way vLLM starts its processes (``fork`` or ``spawn``).
 """
 
 from __future__ import annotations
@@ -17,29 +14,46 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
+import time
+from contextlib import suppress
 
 _PR_SET_PDEATHSIG = 1
-_forking_parent = os.getpid()
-_installed = False
+_watched = False
 
 
-def _remember_parent() -> None:
-    global _forking_parent
-    _forking_parent = os.getpid()
-
-
-def _die_with_parent_in_child() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != _forking_parent:  # the parent died before the request took effect
-        os._exit(1)
-
-
-def die_with_parent() -> None:
-    """From now on, every child this process forks is killed when this process dies. Linux only; idempotent."""
-    global _installed
-    if _installed or not sys.platform.startswith("linux"):
+def watch_children() -> None:
+    """From now on, this process's descendants are killed when it dies. Linux only; idempotent."""
+    global _watched
+    if _watched or not sys.platform.startswith("linux"):
         return
-    _installed = True
-    os.register_at_fork(before=_remember_parent, after_in_child=_die_with_parent_in_child)
+    _watched = True
+    subprocess.Popen(
+        [sys.executable, "-m", "research.engines.orphans", str(os.getpid())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _watch(parent: int) -> None:
+    import psutil
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    me, seen = os.getpid(), {}
+    try:
+        while os.getppid() == parent:
+            for child in psutil.Process(parent).children(recursive=True):
+                if child.pid != me:
+                    seen[child.pid] = child  # psutil.Process remembers its start time: no PID-reuse mistakes
+            time.sleep(0.5)
+    except (psutil.NoSuchProcess, SystemExit):
+        pass
+    finally:
+        for child in seen.values():
+            with suppress(psutil.Error):  # already gone
+                child.kill()
+
+
+if __name__ == "__main__":
+    _watch(int(sys.argv[1]))

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from research.engines.base import GREEDY, Chunk, SamplingOptions, context_full, fit_max_tokens
-from research.engines.orphans import die_with_parent
+from research.engines.orphans import watch_children
 from research.protocol.templates import eos_token_ids
 
 
@@ -44,7 +44,7 @@ class VLLMEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        die_with_parent()  # the engine core process must not outlive us, however we die
+        watch_children()  # the engine core processes must not outlive us, however we die
         engine_args.setdefault("enable_prefix_caching", True)
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **engine_args))
         try:

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,11 @@ def launched(
                 raise RuntimeError(f"{args[:3]} did not come up:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
         yield proc
-    finally:  # the whole process group: engines run in child processes
-        os.killpg(proc.pid, signal.SIGTERM)
+    finally:  # the whole process group: engines run in child processes (the group is gone if they all are)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -106,7 +106,7 @@ def test_wiki18_jsonl_is_read_line_by_line_with_clear_errors(tmp_path):
     path.write_text(json.dumps({"id": 3, "contents": '"T"\nbody'}) + "\n\n" + '{"id": "4"}\n')
     rows = read_jsonl(path)
     assert next(rows) == Passage("3", '"T"\nbody')
-    with pytest.raises(ValueError, match=r"c.jsonl:3: not a wiki-18 passage"):
+    with pytest.raises(ValueError, match=r"c.jsonl:3: .contents. must be a string, got null"):
         next(rows)
 
 
