@@ -26,7 +26,7 @@ from research.engines.options import add_engine_args, add_template_arg, default_
 from research.evaluation.datasets import DATASETS, Example, bundled, load_examples
 from research.evaluation.judge import DEFAULT_JUDGE_MODEL, Judge
 from research.evaluation.methods import METHODS, Method, ServedResearch, Setup
-from research.evaluation.runner import Task, check_config, markdown_table, run_task, write_reports
+from research.evaluation.runner import Task, check_config, markdown_table, record_config, run_task, write_reports
 
 
 def datasets(specs: list[str], *, limit: int | None, seed: int) -> dict[str, list[Example]]:
@@ -95,21 +95,19 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--concurrency must be at least 1")
     sets = datasets(args.dataset, limit=args.limit, seed=args.seed)
     template = (args.template if args.template != "auto" else default_template(args.model)) if args.model else "base"
-    check_config(
-        args.out,
-        {
-            "model": args.model,
-            "index": args.index,
-            "server_url": args.server_url,
-            "template": template,
-            "top_k": args.top_k,
-            "max_tokens": args.max_tokens,
-            "temperature": args.temperature,
-            "limit": args.limit,
-            "seed": args.seed,
-            "judge_model": args.judge_model,
-        },
-    )
+    config = {
+        "model": args.model,
+        "index": args.index,
+        "server_url": args.server_url,
+        "template": template,
+        "top_k": args.top_k,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "limit": args.limit,
+        "seed": args.seed,
+        "judge_model": args.judge_model,
+    }
+    check_config(args.out, config)
 
     judge_key = args.judge_api_key or os.environ.get("OPENAI_API_KEY")
     judge = None
@@ -119,6 +117,7 @@ async def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     engine = open_engine(args) if local else None
     retriever = BatchingRetriever(connect(args.index)) if local else None
+    record_config(args.out, config)  # only now: a start that failed to load its inputs leaves no run folder
     served: dict[str, Method] = {}
     if args.server_url:
         served["research"] = ServedResearch(AsyncClient(args.server_url, model=args.server_model))

@@ -176,7 +176,7 @@ def write_reports(run_dir: Path, tasks: Sequence[Task]) -> dict[str, dict[str, d
 
 
 def check_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Record the run's configuration, or refuse to resume a run made with a different one."""
+    """Refuse to resume a run made with other settings (writes nothing: see :func:`record_config`)."""
     path = run_dir / "config.json"
     if path.is_file():
         before = json.loads(path.read_text())
@@ -186,5 +186,9 @@ def check_config(run_dir: Path, config: dict[str, Any]) -> None:
                 f"{run_dir} holds a run with different settings ({', '.join(changed)}); "
                 "use another --out folder to start a new run"
             )
+
+
+def record_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write the run's configuration once its inputs (datasets, model, index) have loaded."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

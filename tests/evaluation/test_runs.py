@@ -191,3 +191,13 @@ async def test_served_research_and_the_judge_fill_the_lj_column(tmp_path, datase
     rows = [json.loads(line) for line in (tmp_path / "run" / "traces" / "script" / "research.jsonl").open()]
     fr = next(r for r in rows if r["id"] == "fr")  # the one question the model was trained on
     assert fr["answer"] == SCRIPT_ANSWER and fr["searches"] == 1 and fr["em"] == 1.0
+
+
+def test_a_start_that_cannot_load_its_index_leaves_no_run_folder(tmp_path, dataset, model_path):
+    """It used to write config.json first, so the corrected command was refused ("a run with different settings")."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OPENAI_API_KEY": ""}
+    cmd = eval_cmd(out, dataset, model_path, str(tmp_path / "no-such-index"), "--methods", "naive-generation")
+    failed = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert failed.returncode == 2 and "no passage index at" in failed.stderr.strip().splitlines()[-1]
+    assert not out.exists()
