@@ -116,6 +116,10 @@ def test_every_bad_build_input_is_a_one_line_error_that_changes_nothing(
     assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1], done.stderr
     assert "Traceback" not in done.stderr
     assert lancedb.connect(str(index)).open_table("passages").to_arrow().column("id").to_pylist() == ["old"]
+    corpus.write_text(GOOD_PASSAGE)  # the corrected command works
+    fixed = args[: len(args) - len(extra)]
+    assert subprocess.run(_cli(*fixed), capture_output=True, text=True, timeout=300).returncode == 0
+    assert lancedb.connect(str(index)).open_table("passages").to_arrow().column("id").to_pylist() == ["1"]
 
 
 def test_a_rerun_without_embedder_resumes_with_the_indexs_own_and_another_is_refused_before_loading(tmp_path):

@@ -73,6 +73,8 @@ def test_every_bad_value_is_a_one_line_error_before_any_work(flag, message, tmp_
     done = subprocess.run([*TRAIN, *flag, "--output", str(out)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr == f"research-train: error: {done.stderr.split('error: ')[1]}"
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+    fixed = subprocess.run([*TRAIN, "--output", str(out), "--dry-run"], capture_output=True, text=True)
+    assert fixed.returncode == 0 and not out.exists()  # the corrected command plans, and still writes nothing
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoint_serves(train_config):
