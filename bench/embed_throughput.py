@@ -54,7 +54,8 @@ def main() -> None:
     import torch
 
     from research.retrieval.demo_corpus import read_passages
-    from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, TESTBED_EMBEDDER, Embedder, _local_path
+    from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, model_path
+    from research.testbed.embedder import EMBEDDER
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--passages", type=int, default=10_000)
@@ -66,8 +67,8 @@ def main() -> None:
     words = sum(len(c.split()) for c in passages) / len(passages)
     rows = []
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
-        vocab = args.vocab or _local_path(TESTBED_EMBEDDER)
-        for label, registered in (("all-MiniLM-L6-v2", TESTBED_EMBEDDER), ("e5-base-v2", DEFAULT_EMBEDDER)):
+        vocab = args.vocab or model_path(EMBEDDER)
+        for label, registered in (("all-MiniLM-L6-v2", EMBEDDER), ("e5-base-v2", DEFAULT_EMBEDDER)):
             spec = REGISTRY[registered]
             embedder = Embedder(spec.name, device=args.device, batch_size=args.batch_size)
             embedder.spec = replace(spec, name=str(shaped(label, vocab, Path(tmp))))

@@ -48,9 +48,10 @@ def run(kind: str, args: argparse.Namespace, model: Path, work: Path) -> dict[st
     from research.train.trainer import build_trainer
 
     cfg = TrainConfig(
-        base=str(model), template="base", retriever_url="http://127.0.0.1:9", output=str(work / kind),
-        prompts_per_step=args.prompts, group_size=args.group, per_device_batch=args.prompts * args.group,
-        max_response_tokens=args.response_tokens, max_steps=args.steps, validation_size=0, save_steps=10**6,
+        base=str(model), template="base", retriever_url="http://127.0.0.1:9", output_dir=str(work / kind),
+        prompts_per_step=args.prompts, num_generations=args.group,
+        per_device_train_batch_size=args.prompts * args.group, max_completion_length=args.response_tokens,
+        max_steps=args.steps, validation_size=0, save_steps=10**6,
         generation="transformers", gradient_checkpointing=True,
     )  # fmt: skip
     trainer, rollouts = build_trainer(cfg)

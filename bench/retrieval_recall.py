@@ -16,8 +16,10 @@ import argparse
 import time
 from collections import defaultdict
 
-from research.retrieval import SEARCH_MODES, TESTBED_EMBEDDER, Embedder, build_index
-from research.retrieval.demo_corpus import read_passages, read_questions
+from research.questions import demo_questions
+from research.retrieval import SEARCH_MODES, Embedder, build_index
+from research.retrieval.demo_corpus import read_passages
+from research.testbed.embedder import EMBEDDER
 from research.testbed.models import cache_root
 
 
@@ -29,11 +31,9 @@ def main() -> None:
 
     passages = list(read_passages())
     started = time.perf_counter()
-    index = build_index(
-        args.index, passages, embedder=Embedder(TESTBED_EMBEDDER, device=args.device), total=len(passages)
-    )
+    index = build_index(args.index, passages, embedder=Embedder(EMBEDDER, device=args.device), total=len(passages))
     built = time.perf_counter() - started
-    questions = [q for q in read_questions() if q["gold"]]
+    questions = [q for q in demo_questions() if q["gold"]]
 
     recall: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for mode in SEARCH_MODES:
@@ -45,7 +45,7 @@ def main() -> None:
                 recall[q["dataset"], mode, k].append(found / len(q["gold"]))
 
     datasets = sorted({q["dataset"] for q in questions})
-    print(f"\n{len(passages)} passages, {len(questions)} questions, embedder {TESTBED_EMBEDDER}")
+    print(f"\n{len(passages)} passages, {len(questions)} questions, embedder {EMBEDDER}")
     print(f"build: {built:.0f} s ({len(passages) / built:.0f} passages/s incl. FTS index; 0 s if cached)\n")
     header = f"{'dataset':<18}{'n':>5}" + "".join(f"{m + ' R@' + str(k):>14}" for m in SEARCH_MODES for k in (5, 10))
     print(header)

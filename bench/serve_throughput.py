@@ -31,8 +31,9 @@ from pathlib import Path
 
 import httpx
 
+from research.engines.args import EngineArgs
 from research.protocol import exact_match, extract_answer, extract_query, format_result, render_prompt
-from research.testbed.models import VLLM_CPU_ARGS
+from research.testbed.models import engine_args
 from research.testbed.processes import cli_flags, free_port, launched
 
 BIN = Path(sys.executable).parent
@@ -40,9 +41,9 @@ MODEL_NAME = "bench"
 
 
 def vllm_flags(max_model_len: int) -> list[str]:
-    return cli_flags(
-        {**VLLM_CPU_ARGS, "max_model_len": max_model_len} if not _has_gpu() else {"max_model_len": max_model_len}
-    )
+    cuda = _has_gpu()
+    args = engine_args(max_model_len=max_model_len) if not cuda else EngineArgs(max_model_len=max_model_len)
+    return cli_flags(args.vllm_args(cuda=cuda))
 
 
 def _has_gpu() -> bool:
@@ -118,7 +119,9 @@ def main() -> None:
     parser.add_argument("--template", choices=["base", "instruct"], default="base")
     parser.add_argument("--questions", type=int, default=96, help="questions per concurrency level")
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--top-k", type=int, default=1, help="passages per search (the toy model was trained on 1)")
+    parser.add_argument(
+        "--search-top-k", type=int, default=1, help="passages per search (the toy model was trained on 1)"
+    )
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--max-model-len", type=int, default=2048)
     args = parser.parse_args()
@@ -140,7 +143,7 @@ def main() -> None:
     port = free_port()
     serve = [str(BIN / "research-serve"), "--model", model, "--index", index, "--port", str(port)]
     serve += ["--engine", "vllm", "--template", args.template, "--served-model-name", MODEL_NAME]
-    serve += ["--search-top-k", str(args.top_k), "--max-concurrent-requests", "1024"]
+    serve += ["--search-top-k", str(args.search_top_k), "--max-concurrent-requests", "1024"]
     serve += ["--max-model-len", str(args.max_model_len)]
     if not _has_gpu():
         serve += ["--dtype", "float32", "--gpu-memory-utilization", "0.1"]
@@ -203,7 +206,9 @@ def main() -> None:
                         if choice.get("stop_reason") != "</search>":
                             return extract_answer(response) or ""
                         query = extract_query(response) or ""
-                        docs = await http.post(f"{ret}/batch_search", json={"query": [query], "top_n": args.top_k})
+                        docs = await http.post(
+                            f"{ret}/batch_search", json={"query": [query], "top_n": args.search_top_k}
+                        )
                         response += format_result([d["contents"] for d in docs.json()[0]])
 
                 await ask(questions[0])
@@ -212,7 +217,7 @@ def main() -> None:
 
         asyncio.run(run_reference())
 
-    print(f"\nmodel {model}\nindex {index}\n{len(questions)} questions per level, top-{args.top_k}\n")
+    print(f"\nmodel {model}\nindex {index}\n{len(questions)} questions per level, top-{args.search_top_k}\n")
     print(f"{'clients':>8} {'setup':<10}{'q/s':>8}{'p50 s':>9}{'p95 s':>9}{'EM':>7}{'(a)/(b) q/s':>13}")
     for c in levels:
         for name in ("server", "reference"):

@@ -51,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("ask", help="ask a question and watch the model search", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    a.add_argument("question")
+    a.add_argument("question", help="the question, in quotes")
     a.add_argument("--url", help="the server, with or without /v1 (default: $RESEARCH_URL, then http://127.0.0.1:8000)")
     a.add_argument("--api-key", help="the server's key (default: $RESEARCH_API_KEY)")
     a.add_argument("--model", help="model name (default: the server's)")
     a.add_argument("--json", action="store_true", help="print one JSON object instead of the live stream")
     a.add_argument("--search-top-k", type=positive, help="passages per search (default: the server's)")
     a.add_argument("--max-searches", type=at_least_zero, help="searches allowed; 0 answers without searching")
-    a.add_argument("--temperature", type=float, default=0.0)
+    a.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: 0, greedy)")
     args = parser.parse_args(argv)
     options = {"search_top_k": args.search_top_k, "max_searches": args.max_searches, "temperature": args.temperature}
     try:

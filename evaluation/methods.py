@@ -25,7 +25,6 @@ from typing import Any
 
 from research.clients.client import AsyncClient
 from research.engines.base import GREEDY, Engine, SamplingOptions, collect
-from research.evaluation.datasets import Example
 from research.protocol import (
     LoopLimits,
     Retriever,
@@ -36,6 +35,7 @@ from research.protocol import (
     run_search_loop,
 )
 from research.protocol.templates import eos_token_ids
+from research.questions import Example
 
 RAG_TOP_K = 5
 ITER_RETGEN_ROUNDS = 3
@@ -85,7 +85,7 @@ class Setup:
     sampling: SamplingOptions = GREEDY
     max_tokens: int = 8192
     """``research``: the response budget, model and retrieved tokens together."""
-    top_k: int = RAG_TOP_K
+    search_top_k: int = RAG_TOP_K
 
 
 def baseline_answer(text: str) -> str:
@@ -129,7 +129,7 @@ async def generate(setup: Setup, ids: list[int], stop: Sequence[str] = ()) -> tu
 
 
 async def search(setup: Setup, query: str) -> list[Any]:
-    return list((await setup.retriever.search([query], k=setup.top_k))[0])
+    return list((await setup.retriever.search([query], k=setup.search_top_k))[0])
 
 
 async def research(setup: Setup, ex: Example) -> Prediction:
@@ -139,7 +139,7 @@ async def research(setup: Setup, ex: Example) -> Prediction:
         setup.engine,
         setup.retriever,
         prompt,
-        limits=LoopLimits(max_tokens=setup.max_tokens, top_k=setup.top_k),
+        limits=LoopLimits(max_tokens=setup.max_tokens, search_top_k=setup.search_top_k),
         sampling=setup.sampling,
     )
     return Prediction(
@@ -208,7 +208,7 @@ class ServedResearch:
             max_tokens=setup.max_tokens,
             temperature=setup.sampling.temperature,
             top_p=setup.sampling.top_p,
-            search_top_k=setup.top_k,
+            search_top_k=setup.search_top_k,
             extra_body={"reasoning_format": "raw"},
         )
         return Prediction(

@@ -25,10 +25,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from research.evaluation.datasets import Example
 from research.evaluation.judge import Judge
 from research.evaluation.methods import Method, Setup
 from research.protocol import cover_exact_match, exact_match, f1_score
+from research.questions import Example
 
 SUMMARY_METRICS = ("em", "f1", "cover_em", "lj", "searches", "response_tokens", "well_formed")
 

@@ -1,7 +1,8 @@
 """Retrieval: the LanceDB passage index, its embedders and an async batching front."""
 
 from research.retrieval.batching import BatchingRetriever
-from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, TESTBED_EMBEDDER, Embedder, EmbedderSpec
+from research.retrieval.cli import add_nprobes_arg
+from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
 from research.retrieval.index import (
     MAX_K,
     SEARCH_MODES,
@@ -14,13 +15,13 @@ from research.retrieval.index import (
     read_jsonl,
 )
 from research.retrieval.passage import Passage
+from research.retrieval.service import dropin_router, v1_search_router
 
 __all__ = [
     "DEFAULT_EMBEDDER",
     "MAX_K",
     "REGISTRY",
     "SEARCH_MODES",
-    "TESTBED_EMBEDDER",
     "BatchingRetriever",
     "Embedder",
     "EmbedderSpec",
@@ -28,8 +29,12 @@ __all__ = [
     "Passage",
     "PassageIndex",
     "SearchMode",
+    "add_nprobes_arg",
     "build_index",
     "connect",
+    "dropin_router",
+    "model_path",
     "read_corpus",
     "read_jsonl",
+    "v1_search_router",
 ]

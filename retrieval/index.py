@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -29,9 +30,21 @@ from research.retrieval.embedders import Embedder
 from research.retrieval.passage import Passage
 
 TABLE = "passages"
+log = logging.getLogger("research.retrieval")
+
 SearchMode = Literal["vector", "fts", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
 MAX_K = 100
+
+
+def check_search(k: int, mode: str) -> None:
+    """Refuse a ``k`` outside 1..MAX_K or an unknown mode (every search path checks here)."""
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+
+
 """Most passages one query may ask for."""
 _META = {
     "embedder": b"research.embedder",
@@ -255,7 +268,7 @@ def _ensure_indices(tbl: Any) -> None:
             and tbl.index_stats(indexed[column].name).num_unindexed_rows == 0
         )
         if not current:
-            print(f"building the {type(config).__name__} index on {column!r} ({rows} rows)")
+            log.info("building the %s index on %r (%d rows)", type(config).__name__, column, rows)
             tbl.create_index(column, config=config, replace=True)
 
 
@@ -297,10 +310,7 @@ class PassageIndex:
         queries in one embedding call and one vector query. ``fts``: BM25 over the
         passage text. ``hybrid``: both lists fused by reciprocal rank (RRF, k=60).
         """
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+        check_search(k, mode)
         if not queries:
             return []
         if mode == "vector":

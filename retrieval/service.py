@@ -10,7 +10,7 @@ Drop-in for the retrievers the reference training and evaluation scripts call:
 * Ours: ``POST /v1/search`` ``{"queries", "k", "mode"}`` answering passages with
   id, title, text and score, in vector, BM25 or hybrid mode.
 
-Every request goes through the app's :class:`BatchingRetriever`, so concurrent
+Every request goes through the given :class:`BatchingRetriever`, so concurrent
 requests share embedding calls and never block the event loop. The router is
 mounted by ``research-index serve`` and by the chat server alike.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -82,34 +83,35 @@ def _doc(p: Passage) -> dict[str, str]:
     return {"id": p.id, "contents": p.contents}
 
 
-async def search(request: Request, queries: list[str], k: int, mode: SearchMode = "vector") -> list[list[Passage]]:
-    """Search with the app's retriever; a failing index is a 503, one past ``app.state.search_timeout`` a 504."""
-    retriever: BatchingRetriever = request.app.state.retriever
-    timeout: float = request.app.state.search_timeout
-    try:
-        return await asyncio.wait_for(retriever.search(queries, k=k, mode=mode), timeout)
-    except TimeoutError as exc:
-        log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
-        raise APIError(504, f"the passage index did not answer within {timeout:g} s", code="search_timeout") from exc
-    except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
-        log.exception("retrieval failed", extra={"request_id": request.headers.get("x-request-id")})
-        raise APIError(503, "the passage index is unavailable; the server log has the cause",
-                       code="retriever_unavailable") from exc  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Searcher:
+    """The routes' search: a failing index is a 503, one slower than ``timeout`` seconds a 504."""
+
+    retriever: BatchingRetriever
+    timeout: float
+
+    async def __call__(
+        self, request: Request, queries: list[str], k: int, mode: SearchMode = "vector"
+    ) -> list[list[Passage]]:
+        try:
+            return await asyncio.wait_for(self.retriever.search(queries, k=k, mode=mode), self.timeout)
+        except TimeoutError as exc:
+            log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
+            raise APIError(
+                504, f"the passage index did not answer within {self.timeout:g} s", code="search_timeout"
+            ) from exc
+        except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
+            log.exception("retrieval failed", extra={"request_id": request.headers.get("x-request-id")})
+            raise APIError(503, "the passage index is unavailable; the server log has the cause",
+                           code="retriever_unavailable") from exc  # fmt: skip
 
 
-def search_router() -> APIRouter:
-    """All search endpoints: :func:`dropin_router` and :func:`v1_search_router`."""
-    router = APIRouter()
-    router.include_router(dropin_router())
-    router.include_router(v1_search_router())
-    return router
-
-
-def dropin_router() -> APIRouter:
+def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_timeout: float = 10.0) -> APIRouter:
     """The drop-in endpoints of ReSearch (``/search``, ``/batch_search``) and Search-R1 (``/retrieve``).
 
-    The app must set ``app.state.retriever``, ``app.state.default_k`` and ``app.state.search_timeout``.
+    ``default_k``: Search-R1's ``topk`` when a request leaves it out.
     """
+    search = Searcher(retriever, search_timeout)
     router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
 
     @router.post("/search")
@@ -126,7 +128,7 @@ def dropin_router() -> APIRouter:
 
     @router.post("/retrieve")
     async def search_r1_retrieve(body: SearchR1Query, request: Request) -> dict[str, Any]:
-        results = await search(request, body.queries, body.topk or request.app.state.default_k)
+        results = await search(request, body.queries, body.topk or default_k)
         if body.return_scores:
             return {"result": [[{"document": _doc(p), "score": p.score} for p in hits] for hits in results]}
         return {"result": [[_doc(p) for p in hits] for hits in results]}
@@ -134,8 +136,9 @@ def dropin_router() -> APIRouter:
     return router
 
 
-def v1_search_router() -> APIRouter:
-    """``POST /v1/search``, our own search API (the app must set ``app.state.retriever`` and ``.search_timeout``)."""
+def v1_search_router(retriever: BatchingRetriever, *, search_timeout: float = 10.0) -> APIRouter:
+    """``POST /v1/search``, our own search API."""
+    search = Searcher(retriever, search_timeout)
     router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
 
     @router.post("/v1/search")
@@ -161,9 +164,9 @@ def create_app(retriever: BatchingRetriever, *, default_k: int = 5, search_timeo
         await retriever.close()
 
     app = FastAPI(title="ReSearch retriever", lifespan=lifespan)
-    app.state.retriever, app.state.default_k, app.state.search_timeout = retriever, default_k, search_timeout
     install_error_handlers(app)
-    app.include_router(search_router())
+    app.include_router(dropin_router(retriever, default_k=default_k, search_timeout=search_timeout))
+    app.include_router(v1_search_router(retriever, search_timeout=search_timeout))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from research.http_errors import APIError, BodyLimit, error_body, errors, install_error_handlers
-from research.retrieval.service import dropin_router, v1_search_router
+from research.retrieval import dropin_router, v1_search_router
 from research.server.chat import chat_chunks, chat_completion, completion, completion_chunks
 from research.server.middleware import Admission, RequestLog, TimedStream
 from research.server.protocol import (
@@ -101,8 +101,6 @@ def create_app(server: Server) -> FastAPI:
     # No /docs or /redoc: their pages load Swagger UI from a CDN and are blank offline.
     # The API is documented in openai_compat.md; the schema stays at /openapi.json.
     app = FastAPI(title="ReSearch server", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.retriever, app.state.default_k, app.state.server = server.retriever, cfg.search_top_k, server
-    app.state.search_timeout = cfg.search_timeout
     install_error_handlers(app)
     # Outermost last: the log sees every request; CORS headers reach a 429 too; an over-large body is refused
     # before it takes a slot.
@@ -127,8 +125,10 @@ def create_app(server: Server) -> FastAPI:
 
     keyed = errors(401) if cfg.api_key else {}
     open_dropins = cfg.open_retriever_routes or not cfg.api_key
-    app.include_router(dropin_router(), dependencies=[] if open_dropins else [Depends(authorize)], responses=keyed)
-    app.include_router(v1_search_router(), dependencies=[Depends(authorize)], responses=keyed)
+    dropins = dropin_router(server.retriever, default_k=cfg.search_top_k, search_timeout=cfg.search_timeout)
+    app.include_router(dropins, dependencies=[] if open_dropins else [Depends(authorize)], responses=keyed)
+    v1_search = v1_search_router(server.retriever, search_timeout=cfg.search_timeout)
+    app.include_router(v1_search, dependencies=[Depends(authorize)], responses=keyed)
 
     def generation(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
         """OpenAPI responses of a generation route: its reply (or stream) and every error it can give."""

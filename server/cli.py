@@ -15,15 +15,15 @@ import asyncio
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 
-from research.engines.options import add_engine_args, add_template_arg, default_template, open_engine
-from research.retrieval import BatchingRetriever, connect
-from research.retrieval.cli import add_nprobes_arg
+from research.cli import add_fields, from_args, run_command
+from research.engines.args import EngineArgs, open_engine
+from research.engines.card import TemplateChoice, resolve_template
+from research.retrieval import BatchingRetriever, add_nprobes_arg, connect
 from research.server.app import Server, ServerConfig, create_app
 
 
@@ -54,28 +54,22 @@ class Uvicorn(uvicorn.Server):
 
 async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = None) -> None:
     """Open the engine and the index, then serve until stopped; ``ready`` is called once the app listens."""
-    engine = open_engine(args)
-    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes), workers=args.search_workers)
-    config = ServerConfig(
+    engine_args = from_args(EngineArgs, args)
+    config = from_args(
+        ServerConfig,
+        args,
         model_name=args.served_model_name or args.model,
-        template=args.template if args.template != "auto" else default_template(args.model),
-        max_tokens=args.max_tokens,
-        max_searches=args.max_searches,
-        search_top_k=args.search_top_k,
-        max_concurrent_requests=args.max_concurrent_requests,
-        max_request_bytes=args.max_request_bytes,
-        search_timeout=args.search_timeout,
-        stream_write_timeout=args.stream_write_timeout,
+        template=resolve_template(args.template, args.model),
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
-        allowed_origins=tuple(o.strip() for o in (args.allowed_origins or "").split(",") if o.strip()),
-        open_retriever_routes=args.open_retriever_routes,
     )
+    engine = open_engine(args.model, engine_args)
+    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes), workers=args.search_workers)
     server = Server(engine, retriever, config)
     logging.getLogger("research").info(
         "serving %s (template %s, engine %s) with index %s",
         config.model_name,
         config.template,
-        args.engine,
+        engine_args.engine,
         args.index,
     )
     uv = Uvicorn(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_config=None))
@@ -95,42 +89,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="passage index: local folder or LanceDB URI (s3://, db://)")
     add_nprobes_arg(p)
     p.add_argument("--served-model-name", help="the name clients put in 'model' (default: --model)")
-    add_template_arg(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also $RESEARCH_API_KEY)")
     p.add_argument(
-        "--allowed-origins",
-        help="comma-separated browser origins allowed to call the API (CORS), e.g. http://localhost:3000 or '*'",
+        "--template",
+        choices=TemplateChoice.__args__,
+        default="auto",
+        help="prompt template the model was trained with (auto: its research.json, else 'instruct' in the name)",
     )
-    p.add_argument(
-        "--open-retriever-routes",
-        action="store_true",
-        help="with --api-key, leave /search, /batch_search and /retrieve open (ReSearch's and Search-R1's "
-        "retriever clients send no key); /v1/* still needs it",
-    )
-
-    add_engine_args(p)
-
-    lim = p.add_argument_group("limits")
-    lim.add_argument("--max-tokens", type=int, default=8192, help="largest response budget, model + retrieved tokens")
-    lim.add_argument("--max-searches", type=int, help="largest number of searches per response (default: unbounded)")
-    lim.add_argument("--search-top-k", type=int, default=5, help="passages per search when a request does not say")
-    lim.add_argument("--max-concurrent-requests", type=int, default=256, help="beyond this, 429 with Retry-After")
-    lim.add_argument(
-        "--search-timeout", type=float, default=10.0, help="seconds a search may take; then the request fails (504)"
-    )
-    lim.add_argument(
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only; 0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    add_fields(p.add_argument_group("engine"), EngineArgs)
+    limits = p.add_argument_group("limits and access")
+    add_fields(limits, ServerConfig, skip={"model_name", "template"})
+    limits.add_argument(
         "--search-workers", type=int, default=4,
-        help="index reads run at once (each a batch of queued searches); one stuck read does not stall the rest",
+        help="index reads run at once (each a batch of queued searches); one stuck read does not stall the rest "
+        "(default: 4)",
     )  # fmt: skip
-    lim.add_argument(
-        "--stream-write-timeout", type=float, default=30.0,
-        help="seconds a stream waits on a client that stopped reading; then it is closed and its slot freed",
-    )  # fmt: skip
-    lim.add_argument(
-        "--max-request-bytes", type=int, default=4 * 2**20, help="largest request body (default 4 MiB); larger: 413"
-    )
     return p
 
 
@@ -144,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, *, ready: Callable[[], None] | None = None, prog: str = "research-serve") -> int:
     """Serve until stopped; a missing model or index, or a bad value, is a one-line error (exit 2)."""
-    try:
-        asyncio.run(serve(args, ready=ready))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(prog, lambda: asyncio.run(serve(args, ready=ready)))
 
 
 if __name__ == "__main__":

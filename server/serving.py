@@ -36,7 +36,6 @@ from research.protocol import (
     stream_search_loop,
 )
 from research.retrieval import BatchingRetriever
-from research.retrieval.batching import INDEX_SECONDS
 from research.server.metrics import Metrics
 from research.server.protocol import (
     EFFORT_SEARCHES,
@@ -65,7 +64,7 @@ class ServerConfig:
     max_tokens: int = 8192
     """Largest response budget a request may ask for (model and retrieved tokens)."""
     max_searches: int | None = None
-    """Largest ``max_searches`` a request may ask for; None: unbounded."""
+    """Largest number of searches per response a request may ask for (default: unbounded)."""
     search_top_k: int = 5
     """Passages per search when a request does not say."""
     search_timeout: float = 10.0
@@ -77,10 +76,12 @@ class ServerConfig:
     max_request_bytes: int = 4 * 2**20
     """Largest request body; a larger one is a 413 before it is read whole."""
     api_key: str | None = None
+    """Require ``Authorization: Bearer KEY`` (also $RESEARCH_API_KEY)."""
     allowed_origins: tuple[str, ...] = ()
-    """Browser origins allowed by CORS (empty: no CORS headers)."""
+    """Comma-separated browser origins allowed to call the API (CORS), e.g. http://localhost:3000 or '*'."""
     open_retriever_routes: bool = False
-    """Leave ``/search``, ``/batch_search`` and ``/retrieve`` open under ``api_key``."""
+    """With an API key, leave /search, /batch_search and /retrieve open (ReSearch's and Search-R1's retriever
+    clients send no key); /v1/* still needs it."""
 
 
 @dataclass
@@ -292,7 +293,7 @@ class Server:
         limits = LoopLimits(
             max_tokens=min(budget or cfg.max_tokens, room),
             max_searches=searches,
-            top_k=body.search_top_k or cfg.search_top_k,
+            search_top_k=body.search_top_k or cfg.search_top_k,
         )
         sampling = SamplingOptions(
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -313,7 +314,7 @@ class Server:
         splitter = ReasoningSplitter(raw=job.raw)
         m = self.metrics
         m.prompt_tokens.inc(len(job.prompt_ids))
-        searching_since = retrieval_time = 0.0
+        retrieval_time = 0.0
         reasoning, content, records = [], [], []
         events = stream_search_loop(
             self.engine,
@@ -336,14 +337,11 @@ class Server:
                     if out := text(splitter.feed(event.text)):
                         yield out
                 elif isinstance(event, SearchIssued):
-                    searching_since = time.perf_counter()
-                    INDEX_SECONDS.set(0.0)
                     yield SearchStarted(len(records), event.query)
                 elif isinstance(event, SearchDone):
-                    elapsed = time.perf_counter() - searching_since
-                    retrieval_time += elapsed
-                    m.retrieval_seconds.observe(elapsed)
-                    m.search_overhead_seconds.observe(max(0.0, elapsed - INDEX_SECONDS.get()))
+                    retrieval_time += event.seconds
+                    m.retrieval_seconds.observe(event.seconds)
+                    m.search_overhead_seconds.observe(max(0.0, event.seconds - event.index_seconds))
                     m.searches.inc()
                     m.retrieved_tokens.inc(len(event.token_ids))
                     records.append(

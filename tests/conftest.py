@@ -26,13 +26,15 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
+from research.engines.args import open_engine
 from research.engines.base import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.server.app import Server, ServerConfig, create_app
-from research.testbed.models import SCRIPT_CORPUS, VLLM_CPU_ARGS, load_tokenizer, open_engine, scripted_model
+from research.testbed.models import engine_args, load_tokenizer
 from research.testbed.processes import cli_flags, free_port, launched
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import World, make_world
+from tests.support.scripted import SCRIPT_CORPUS, scripted_model
 
 ENGINES = ("transformers", "vllm", "upstream")
 
@@ -49,14 +51,14 @@ def tokenizer(model_path: Path):
 
 @pytest_asyncio.fixture(scope="session")
 async def transformers_engine(model_path: Path) -> AsyncIterator[Engine]:
-    engine = open_engine("transformers", model_path)
+    engine = open_engine(model_path, engine_args("transformers"))
     yield engine
     await engine.close()
 
 
 @pytest_asyncio.fixture(scope="session")
 async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
-    engine = open_engine("vllm", model_path, max_model_len=4096)
+    engine = open_engine(model_path, engine_args("vllm"))
     yield engine
     await engine.close()
 
@@ -68,7 +70,7 @@ def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
-    args += cli_flags({**VLLM_CPU_ARGS, "max_model_len": 4096})
+    args += cli_flags(engine_args("vllm").vllm_args(cuda=False))
     with launched(args, f"http://127.0.0.1:{port}/health", log):
         yield f"http://127.0.0.1:{port}/v1"
 
@@ -237,13 +239,13 @@ def toy_index(toy_world: World) -> PassageIndex:
 
 @pytest_asyncio.fixture(scope="session")
 async def toy_transformers_engine(toy_model_path: Path) -> AsyncIterator[Engine]:
-    engine = open_engine("transformers", toy_model_path)
+    engine = open_engine(toy_model_path, engine_args("transformers"))
     yield engine
     await engine.close()
 
 
 @pytest_asyncio.fixture(scope="session")
 async def toy_vllm_engine(toy_model_path: Path) -> AsyncIterator[Engine]:
-    engine = open_engine("vllm", toy_model_path, max_model_len=2048)
+    engine = open_engine(toy_model_path, engine_args("vllm", max_model_len=2048))
     yield engine
     await engine.close()

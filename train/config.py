@@ -1,17 +1,22 @@
-"""The training configuration: the paper's GRPO recipe as defaults, every value overridable.
+"""The training configuration: TRL's ``GRPOConfig`` with the paper's recipe as defaults, plus ReSearch's fields.
 
-Where TRL's defaults differ from the paper, the paper wins (README "Training" lists each):
-``beta`` 0.001 (TRL: 0), constant learning rate 1e-6 (TRL: linear decay), group size 5
-(TRL: 8), 2 epochs, temperature 1.0, max response 8192 tokens, max prompt 512.
+Every TRL field keeps its name, flag and help (``--num-generations``, ``--beta``, ...);
+where TRL's default differs from the paper, the paper wins (README "Training" lists each):
+``beta`` 0.001 (TRL: 0), a constant learning rate (TRL: linear decay), 5 generations per
+question (TRL: 8), 2 epochs (TRL: 3), responses of 8192 tokens (TRL: 512). ReSearch adds
+what TRL has no field for: the base model, template, questions, retriever, passages per
+search, prompts per step, the generation set-up and the cluster shape for ``--dry-run``.
+``research-train`` parses it with TRL's ``TrlParser`` (``--config FILE.yaml``, flags win).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
+
+from trl import GRPOConfig
 
 ALIASES = {
     "qwen2.5-7b": "Qwen/Qwen2.5-7B",
@@ -42,101 +47,108 @@ SHAPES["Qwen/Qwen2.5-7B-Instruct"] = SHAPES["Qwen/Qwen2.5-7B"]
 SHAPES["Qwen/Qwen2.5-32B-Instruct"] = SHAPES["Qwen/Qwen2.5-32B"]
 
 
-@dataclass(frozen=True, slots=True)
-class TrainConfig:
+def _paper(name: str, value: Any) -> Any:
+    """TRL's field ``name`` with the paper's default (its help says TRL's)."""
+    trl = GRPOConfig.__dataclass_fields__[name]
+    trl_default = trl.default_factory() if callable(trl.default_factory) else trl.default
+    help_text = f"{trl.metadata.get('help', '')} ReSearch: the paper's {value} (TRL's default: {trl_default})."
+    return field(default=value, metadata={**trl.metadata, "help": help_text.strip()})
+
+
+def _ours(default: Any, help_text: str, **metadata: Any) -> Any:
+    return field(default=default, metadata={"help": help_text, **metadata})
+
+
+PAPER_DEFAULTS = ("output_dir", "lr_scheduler_type", "beta", "num_generations", "num_train_epochs",
+                  "max_completion_length", "per_device_train_batch_size", "logging_steps", "save_steps",
+                  "eval_steps")  # fmt: skip
+"""The TRL fields whose default here is the paper's (see :func:`_paper`; ``bf16`` too, set per machine)."""
+
+DERIVED = ("gradient_accumulation_steps", "use_cpu", "bf16", "gradient_checkpointing", "eval_strategy",
+           "per_device_eval_batch_size", "use_vllm", "vllm_mode", "vllm_max_model_length")  # fmt: skip
+"""TRL fields :meth:`TrainConfig.__post_init__` sets from ReSearch's fields and the machine."""
+
+
+@dataclass
+class TrainConfig(GRPOConfig):
     """Everything ``research-train`` runs with; defaults are the paper's (design.md §3)."""
 
-    base: str = "qwen2.5-7b-instruct"
-    template: Literal["auto", "base", "instruct"] = "auto"
-    data: str = "musique"
-    index: str | None = None
-    retriever_url: str | None = None
-    output: str = "runs/research"
-    # GRPO (paper values)
-    group_size: int = 5
-    learning_rate: float = 1e-6
-    lr_scheduler: str = "constant"
-    beta: float = 0.001
-    clip: float = 0.2
-    prompts_per_step: int = 256
-    ppo_epochs: int = 1
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_prompt_tokens: int = 512
-    max_response_tokens: int = 8192
-    epochs: float = 2.0
-    top_k: int = 5
-    validation_size: int = 100
-    loss_type: str = "dapo"
-    """TRL's token-level normalisation over the batch: verl's ``token-mean``, what the paper's verl run used."""
-    # Scale and runtime
-    generation: Literal["auto", "transformers", "vllm", "vllm-server"] = "auto"
-    """Who generates rollouts. ``vllm``: a vLLM colocated on each training GPU; ``vllm-server``:
-    a ``vllm serve`` at ``vllm_server_url`` that TRL pushes weights to (multi-node); ``transformers``:
-    the policy itself (CPU). ``auto``: ``vllm-server`` when a URL is given, ``vllm`` on CUDA
-    machines with vLLM installed, else ``transformers``."""
-    vllm_server_url: str | None = None
-    vllm_gpu_memory_utilization: float = 0.3
-    """Share of each GPU the colocated vLLM may take (weights + KV cache); the rest trains.
-    Each training process colocates a whole vLLM (no tensor parallelism: every process runs
-    its own search loops), so models whose copy does not fit use ``vllm-server``."""
-    per_device_batch: int = 1
-    """Rollouts per GPU per micro-batch; gradient accumulation makes up ``prompts_per_step * group_size``."""
-    max_steps: int = -1
-    """Stop after this many optimizer steps (-1: run the epochs)."""
-    lora_rank: int = 0
-    """0: full fine-tuning; >0: LoRA adapters of this rank (peft) for small GPUs."""
-    gradient_checkpointing: bool = True
-    bf16: bool = True
-    save_steps: int = 50
-    eval_steps: int = 50
-    logging_steps: int = 1
-    seed: int = 42
-    nodes: int = 8
-    """For ``--dry-run``'s plan and launch command (a run uses the processes accelerate starts)."""
-    gpus_per_node: int = 8
+    # -- ReSearch's fields ---------------------------------------------------------------------
+    base: str = _ours("qwen2.5-7b-instruct", f"model: an alias ({', '.join(ALIASES)}) or a path / HF id")
+    template: Literal["auto", "base", "instruct"] = _ours(
+        "auto", "prompt template (auto: the checkpoint's research.json, else 'instruct' in the name)"
+    )
+    data: str = _ours("musique", "'musique' (the bundled MuSiQue train questions) or a question file")
+    index: str | None = _ours(None, "passage index for the rollouts' searches: folder or LanceDB URI")
+    retriever_url: str | None = _ours(None, "or a running research-index serve at this URL")
+    search_top_k: int = _ours(5, "passages per search (the paper's 5)")
+    max_prompt_tokens: int = _ours(512, "questions whose prompt is longer are left out (the paper's 512)")
+    prompts_per_step: int = _ours(
+        256, "questions per optimizer step (the paper's 256); sets gradient_accumulation_steps for the processes"
+    )
+    validation_size: int = _ours(100, "random MuSiQue dev questions evaluated every eval_steps (0: none)")
+    lora_rank: int = _ours(0, "0: full fine-tuning; >0: LoRA adapters of this rank (peft) for small GPUs")
+    generation: Literal["auto", "transformers", "vllm", "vllm-server"] = _ours(
+        "auto",
+        "who generates rollouts (sets use_vllm, vllm_mode): vllm, a vLLM colocated on each training GPU; "
+        "vllm-server, a vllm serve at vllm_server_base_url that TRL pushes weights to (multi-node); "
+        "transformers, the policy itself (CPU); auto: vllm-server when a URL is given, vllm on CUDA "
+        "machines with vLLM installed, else transformers",
+    )
+    nodes: int = _ours(8, "for --dry-run's plan and launch command (a run uses the processes accelerate starts)")
+    gpus_per_node: int = _ours(8, "for --dry-run's plan and launch command")
 
-    @property
-    def model_id(self) -> str:
-        return ALIASES.get(self.base, self.base)
+    # -- TRL's fields with the paper's defaults -------------------------------------------------
+    output_dir: str | None = _paper("output_dir", "runs/research")
+    lr_scheduler_type: str = _paper("lr_scheduler_type", "constant")
+    beta: float = _paper("beta", 0.001)
+    num_generations: int | None = _paper("num_generations", 5)
+    num_train_epochs: float = _paper("num_train_epochs", 2.0)
+    max_completion_length: int | None = _paper("max_completion_length", 8192)
+    per_device_train_batch_size: int = _paper("per_device_train_batch_size", 1)
+    logging_steps: float = _paper("logging_steps", 1)
+    save_steps: float = _paper("save_steps", 50)
+    eval_steps: float | None = _paper("eval_steps", 50)
+    bf16: bool | None = _paper("bf16", True)
 
-    @property
-    def world_size(self) -> int:
-        return self.nodes * self.gpus_per_node
+    def __post_init__(self) -> None:
+        import torch
+        from accelerate import PartialState
 
-    def generator(self, cuda: bool) -> Literal["transformers", "vllm", "vllm-server"]:
-        """``generation`` with ``auto`` resolved for this machine."""
-        if self.generation != "auto":
-            return self.generation
-        if self.vllm_server_url:
-            return "vllm-server"
-        return "vllm" if cuda and importlib.util.find_spec("vllm") else "transformers"
+        self._check()
+        cuda = torch.cuda.is_available()
+        self.planned_checkpointing = self.gradient_checkpointing
+        """What ``--dry-run``'s GPU plan assumes (a CPU run turns checkpointing off)."""
+        if not cuda:  # CPU runs (tests, the toy world): no bf16 autocast, no checkpointing
+            self.use_cpu, self.bf16, self.gradient_checkpointing = True, False, False
+        self.gradient_accumulation_steps = self.gradient_accumulation(PartialState().num_processes)
+        if self.validation_size and self.eval_strategy == "no":
+            self.eval_strategy = "steps"
+        if self.validation_size:
+            self.per_device_eval_batch_size = self.num_generations
+        generator = self.generator(cuda)
+        self.use_vllm = generator != "transformers"
+        self.vllm_mode = "server" if generator == "vllm-server" else "colocate"
+        self.vllm_max_model_length = self.vllm_max_model_length or self.max_prompt_tokens + self.max_completion_length
+        super().__post_init__()
 
-    def gradient_accumulation(self, processes: int) -> int:
-        """Micro-batches per optimizer step so one step sees ``prompts_per_step`` groups."""
-        rollouts = self.prompts_per_step * self.group_size
-        per_pass = self.per_device_batch * processes
-        if rollouts % per_pass:
-            raise ValueError(
-                f"prompts_per_step x group_size = {rollouts} rollouts is not a multiple of "
-                f"per_device_batch x GPUs = {per_pass}"
-            )
-        return rollouts // per_pass
-
-    def validate(self) -> None:
-        if self.group_size < 2:
-            raise ValueError("group_size must be at least 2 (GRPO compares completions within a group)")
+    def _check(self) -> None:
+        """ReSearch's checks, each naming its field, before TRL's own."""
+        if (self.num_generations or 0) < 2:
+            raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
         if self.index and self.retriever_url:
             raise ValueError("give --index or --retriever-url, not both")
-        if (self.generation == "vllm-server") != bool(self.vllm_server_url) and self.generation != "auto":
-            raise ValueError("--generation vllm-server and --vllm-server-url go together")
-        positive = ("learning_rate", "max_prompt_tokens", "max_response_tokens", "prompts_per_step", "top_k",
-                    "temperature", "epochs", "per_device_batch", "ppo_epochs", "save_steps", "eval_steps",
+        if (self.generation == "vllm-server") != bool(self.vllm_server_base_url) and self.generation != "auto":
+            raise ValueError("--generation vllm-server and --vllm-server-base-url go together")
+        positive = ("learning_rate", "max_prompt_tokens", "max_completion_length", "prompts_per_step", "search_top_k",
+                    "temperature", "num_train_epochs", "per_device_train_batch_size", "num_iterations", "save_steps",
                     "logging_steps", "nodes", "gpus_per_node")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("beta", "clip", "validation_size", "lora_rank"):
+        if self.eval_steps is not None and self.eval_steps <= 0:
+            raise ValueError(f"eval_steps must be positive, got {self.eval_steps}")
+        for name in ("beta", "epsilon", "validation_size", "lora_rank"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1:
@@ -148,26 +160,44 @@ class TrainConfig:
         if not self.base.strip():
             raise ValueError("base must name a model (an alias such as qwen2.5-7b-instruct, a hub id or a path)")
 
-    def override(self, **values: Any) -> TrainConfig:
-        """A copy with ``values`` (None means "not given") applied; unknown keys are an error."""
-        known = {f.name for f in fields(self)}
-        if unknown := sorted(set(values) - known):
-            raise ValueError(f"unknown configuration key(s): {', '.join(unknown)}")
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+    @property
+    def model_id(self) -> str:
+        return ALIASES.get(self.base, self.base)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    @property
+    def cluster_size(self) -> int:
+        """GPUs of the planned cluster (``nodes x gpus_per_node``), for ``--dry-run``."""
+        return self.nodes * self.gpus_per_node
 
+    def generator(self, cuda: bool) -> Literal["transformers", "vllm", "vllm-server"]:
+        """``generation`` with ``auto`` resolved for this machine."""
+        if self.generation != "auto":
+            return self.generation
+        if self.vllm_server_base_url:
+            return "vllm-server"
+        return "vllm" if cuda and importlib.util.find_spec("vllm") else "transformers"
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Keys of a ``--config`` file (JSON or YAML)."""
-    import yaml
+    def gradient_accumulation(self, processes: int) -> int:
+        """Micro-batches per optimizer step so one step sees ``prompts_per_step`` groups."""
+        rollouts = self.prompts_per_step * self.num_generations
+        per_pass = self.per_device_train_batch_size * processes
+        if rollouts % per_pass:
+            raise ValueError(
+                f"prompts_per_step x num_generations = {rollouts} rollouts is not a multiple of "
+                f"per_device_train_batch_size x GPUs = {per_pass}"
+            )
+        return rollouts // per_pass
 
-    text = Path(path).read_text()
-    values = yaml.safe_load(text) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a configuration file holds one mapping of keys to values")
-    return {k.replace("-", "_"): v for k, v in values.items()}
+    def changed(self) -> dict[str, Any]:
+        """ReSearch's fields, the paper's defaults, and whatever else was set (flags, ``--config``)."""
+        default = TrainConfig()
+        trl = GRPOConfig.__dataclass_fields__
+        shown = [n for n in self.__dataclass_fields__ if n not in trl or n in PAPER_DEFAULTS]
+        for name, f in self.__dataclass_fields__.items():
+            if f.init and name not in shown and name not in DERIVED and getattr(self, name) != getattr(default, name):
+                shown.append(name)
+        values = {n: getattr(self, n) for n in shown}
+        return {n: v.value if isinstance(v, Enum) else v for n, v in values.items()}
 
 
 def memory_plan(cfg: TrainConfig) -> list[tuple[str, float, str]]:
@@ -175,9 +205,9 @@ def memory_plan(cfg: TrainConfig) -> list[tuple[str, float, str]]:
     shape = SHAPES.get(cfg.model_id)
     if shape is None:
         return []
-    gib, n, p = 2**30, cfg.world_size, shape.params
+    gib, n, p = 2**30, cfg.cluster_size, shape.params
     trainable = p if cfg.lora_rank == 0 else 2 * cfg.lora_rank * shape.hidden * shape.layers * 7
-    seq = cfg.max_prompt_tokens + cfg.max_response_tokens
+    seq = cfg.max_prompt_tokens + cfg.max_completion_length
     rows = [
         ("policy weights (bf16, ZeRO-3 sharded)", 2 * p / n / gib, f"2 B x {p / 1e9:.1f}B / {n} GPUs"),
         ("gradients (bf16, sharded)", 2 * trainable / n / gib, f"2 B x {trainable / 1e9:.2f}B / {n}"),
@@ -185,7 +215,7 @@ def memory_plan(cfg: TrainConfig) -> list[tuple[str, float, str]]:
         ("reference model (bf16, sharded)", 2 * p / n / gib if cfg.beta else 0.0, f"2 B x {p / 1e9:.1f}B / {n}"),
         (
             "activations (checkpointed, 1 sequence)",
-            seq * shape.hidden * shape.layers * 2 / gib * (1 if cfg.gradient_checkpointing else 16),
+            seq * shape.hidden * shape.layers * 2 / gib * (1 if cfg.planned_checkpointing else 16),
             f"{seq} tokens x {shape.hidden} x {shape.layers} layers x 2 B",
         ),
         (

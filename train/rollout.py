@@ -42,9 +42,9 @@ class SearchRollouts:
     event loop in a background thread (the engine and retriever live there too).
     """
 
-    def __init__(self, retriever: Retriever, *, template: str, top_k: int, max_response_tokens: int) -> None:
+    def __init__(self, retriever: Retriever, *, template: str, search_top_k: int, max_response_tokens: int) -> None:
         self.retriever, self.template = retriever, template
-        self.limits = LoopLimits(max_tokens=max_response_tokens, top_k=top_k)
+        self.limits = LoopLimits(max_tokens=max_response_tokens, search_top_k=search_top_k)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="rollouts", daemon=True)
         self._thread.start()

@@ -1,6 +1,6 @@
 """Assemble TRL's ``GRPOTrainer`` for the ReSearch recipe and run it (resumably).
 
-The paper's hyper-parameters map onto ``GRPOConfig`` here; generation is the shared
+The configuration is TRL's ``GRPOConfig`` itself (:class:`TrainConfig`); generation is the shared
 search loop (:class:`~research.train.rollout.SearchRollouts`), the reward the shared
 reward, and the mask the loop's: retrieved tokens are out of the loss and the KL.
 """
@@ -8,6 +8,7 @@ reward, and the mask the loop's: retrieved tokens are out of the loss and the KL
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -16,65 +17,20 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from research.engines.card import resolve_template, write_card
 from research.engines.orphans import watch_children
+from research.questions import validation_examples
 from research.train.config import TrainConfig
 from research.train.curves import StepLog, TensorBoardLog
-from research.train.data import to_dataset, train_examples, validation_examples
+from research.train.data import to_dataset, train_examples
 from research.train.rollout import SearchRollouts, research_reward
 
-RESEARCH_CARD = "research.json"
-
-
-def write_card(folder: Path, template: str) -> None:
-    """``research.json`` next to the weights: how ``research-serve`` must prompt this checkpoint."""
-    (folder / RESEARCH_CARD).write_text(json.dumps({"template": template}) + "\n")
-
-
-def grpo_args(cfg: TrainConfig, *, processes: int, cuda: bool) -> Any:
-    """TRL's ``GRPOConfig`` for ``cfg`` (the paper's values where TRL's defaults differ)."""
-    from trl import GRPOConfig
-
-    generator = cfg.generator(cuda)
-    return GRPOConfig(
-        output_dir=cfg.output,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        beta=cfg.beta,
-        epsilon=cfg.clip,
-        loss_type=cfg.loss_type,
-        num_generations=cfg.group_size,
-        num_iterations=cfg.ppo_epochs,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_completion_length=cfg.max_response_tokens,
-        per_device_train_batch_size=cfg.per_device_batch,
-        gradient_accumulation_steps=cfg.gradient_accumulation(processes),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        logging_steps=cfg.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        eval_strategy="steps" if cfg.validation_size else "no",
-        eval_steps=cfg.eval_steps,
-        per_device_eval_batch_size=cfg.group_size,
-        gradient_checkpointing=cfg.gradient_checkpointing and cuda,
-        bf16=cfg.bf16 and cuda,
-        use_cpu=not cuda,
-        seed=cfg.seed,
-        report_to=[],  # TensorBoard: research.train.curves.TensorBoardLog, which survives resumes
-        # TRL owns the vLLM instance and pushes the policy's weights into it before each
-        # generation; the rollouts run the search loop on it (research.train.rollout).
-        use_vllm=generator != "transformers",
-        vllm_mode="server" if generator == "vllm-server" else "colocate",
-        vllm_server_base_url=cfg.vllm_server_url,
-        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-        vllm_max_model_length=cfg.max_prompt_tokens + cfg.max_response_tokens,
-    )
+log = logging.getLogger("research.train")
 
 
 def retriever_for(cfg: TrainConfig) -> Any:
     if cfg.retriever_url:
-        from research.retrieval.remote import RemoteRetriever
+        from research.train.remote import RemoteRetriever
 
         return RemoteRetriever(cfg.retriever_url)
     if not cfg.index:
@@ -104,22 +60,17 @@ def keep_vllm_cpu_weights_loadable() -> None:
 def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
     """TRL's ``GRPOTrainer`` for ``cfg`` and the rollouts it generates with (close them when done)."""
     import torch
-    from accelerate import PartialState
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from research.engines.options import default_template
-
-    out = Path(cfg.output)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    template = cfg.template if cfg.template != "auto" else default_template(cfg.model_id)
+    template = resolve_template(cfg.template, cfg.model_id)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_id)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    cuda = torch.cuda.is_available()
-    args = grpo_args(cfg, processes=PartialState().num_processes, cuda=cuda)
-    if args.use_vllm and args.vllm_mode == "colocate":
+    if cfg.use_vllm and cfg.vllm_mode == "colocate":
         watch_children()  # TRL's vLLM may run its engine core as a child process: it must not outlive us
-        if not cuda:
+        if not torch.cuda.is_available():
             keep_vllm_cpu_weights_loadable()
     train_set = to_dataset(train_examples(cfg.data), tokenizer, template, cfg.max_prompt_tokens)
     eval_set = None
@@ -133,14 +84,17 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
 
         peft_config = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules="all-linear")
     rollouts = SearchRollouts(
-        retriever_for(cfg), template=template, top_k=cfg.top_k, max_response_tokens=cfg.max_response_tokens
+        retriever_for(cfg),
+        template=template,
+        search_top_k=cfg.search_top_k,
+        max_response_tokens=cfg.max_completion_length,
     )
-    (out / "train_config.json").write_text(cfg.to_json() + "\n")
+    (out / "train_config.json").write_text(cfg.to_json_string())
     write_card(out, template)
     trainer = GRPOTrainer(
         model=cfg.model_id,
         reward_funcs=research_reward,
-        args=args,
+        args=cfg,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
@@ -155,13 +109,13 @@ def train(cfg: TrainConfig, *, resume: bool = True) -> Path:
     """Run GRPO, resuming from the last whole checkpoint in ``cfg.output``; returns the servable output folder."""
     from accelerate import PartialState
 
-    out = Path(cfg.output)
+    out = Path(cfg.output_dir)
     with PartialState().main_process_first():  # the main process sets incomplete checkpoints aside first
         last = resumable_checkpoint(out) if resume else None
     trainer, rollouts = build_trainer(cfg)
     try:
         if last:
-            print(f"resuming from {last}")
+            log.info("resuming from %s", last)
         trainer.train(resume_from_checkpoint=last)
         trainer.save_model(str(out))
         write_card(out, rollouts.template)
@@ -190,7 +144,7 @@ def resumable_checkpoint(out: Path) -> Path | None:
         aside = folder.with_name(f"incomplete-{folder.name}")
         shutil.rmtree(aside, ignore_errors=True)
         folder.rename(aside)
-        print(f"skipping {folder.name}: {problem}; moved it to {aside.name}")
+        log.warning("skipping %s: %s; moved it to %s", folder.name, problem, aside.name)
     return None
 
 

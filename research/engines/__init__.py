@@ -5,6 +5,10 @@
 * :mod:`research.engines.hf` — plain transformers, portable.
 * :mod:`research.engines.upstream` — a running ``vllm serve`` deployment (scale-out).
 
+:func:`research.engines.args.open_engine` opens any of them from an
+:class:`~research.engines.args.EngineArgs` (every field a CLI flag);
+:mod:`research.engines.card` reads and writes a checkpoint's ``research.json``.
+
 The implementations import their heavy dependencies lazily; import them by module.
 """
 

@@ -25,6 +25,7 @@ Run it with :func:`run_search_loop` (a finished :class:`Trajectory`) or
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -40,7 +41,11 @@ LoopFinish = Literal["stop", "length", "search_limit"]
 
 
 class Retriever(Protocol):
-    """Anything that answers a batch of queries with top-``k`` passages each."""
+    """Anything that answers a batch of queries with top-``k`` passages each.
+
+    A result with an ``index_seconds`` attribute says how long the index itself took
+    (the rest of a search's time was queueing); :class:`SearchDone` carries both.
+    """
 
     async def search(self, queries: Sequence[str], *, k: int) -> Sequence[Sequence[Any]]: ...
 
@@ -53,7 +58,7 @@ class LoopLimits:
     """Response tokens, model and retrieved together (the paper's 8192)."""
     max_searches: int | None = None
     """Searches allowed; None leaves only the token budget to bound them."""
-    top_k: int = 5
+    search_top_k: int = 5
     """Passages per search (the paper's 5)."""
 
     def __post_init__(self) -> None:
@@ -61,8 +66,8 @@ class LoopLimits:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if self.max_searches is not None and self.max_searches < 0:
             raise ValueError(f"max_searches must be >= 0 or None, got {self.max_searches}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.search_top_k < 1:
+            raise ValueError(f"search_top_k must be at least 1, got {self.search_top_k}")
 
 
 @dataclass(slots=True)
@@ -141,6 +146,10 @@ class SearchDone:
     search: Search
     text: str
     token_ids: list[int]
+    seconds: float = 0.0
+    """How long the search took, queueing included."""
+    index_seconds: float = 0.0
+    """How long the index took (the retriever's ``index_seconds`` where it reports it, else ``seconds``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +168,18 @@ class State(Enum):
     DONE = "done"
 
 
-async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[Any], str]:
-    """Passages for ``query`` and the result block to append; an empty query skips the index."""
+async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[Any], str, float, float]:
+    """Passages for ``query``, the result block to append, and the search's and the index's seconds.
+
+    An empty query skips the index.
+    """
     if not query:
-        return [], format_result([EMPTY_QUERY_RESULT])
-    passages = list((await retriever.search([query], k=k))[0])
-    return passages, format_result(passages)
+        return [], format_result([EMPTY_QUERY_RESULT]), 0.0, 0.0
+    started = time.perf_counter()
+    results = await retriever.search([query], k=k)
+    seconds = time.perf_counter() - started
+    passages = list(results[0])
+    return passages, format_result(passages), seconds, getattr(results, "index_seconds", seconds)
 
 
 async def stream_search_loop(
@@ -213,7 +228,7 @@ async def stream_search_loop(
         else:
             query = extract_query(traj.text[turn_start:]) or ""
             yield SearchIssued(query)
-            passages, block = await retrieve(retriever, query, k=limits.top_k)
+            passages, block, seconds, index_seconds = await retrieve(retriever, query, k=limits.search_top_k)
             ids = list(engine.tokenizer.encode(block, add_special_tokens=False))
             room = limits.max_tokens - len(traj.completion_ids)
             if len(ids) > room:  # cut to the budget; decode what is kept so text matches ids
@@ -222,7 +237,7 @@ async def stream_search_loop(
             search = Search(query, passages)
             traj.searches.append(search)
             traj._append(ids, block, 0, None)
-            yield SearchDone(search, block, ids)
+            yield SearchDone(search, block, ids, seconds, index_seconds)
             if len(traj.completion_ids) >= limits.max_tokens:
                 traj.finish_reason = "length"
                 state = State.DONE

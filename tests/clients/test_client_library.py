@@ -13,9 +13,9 @@ from langchain_core.tools import ToolException
 
 from research.clients import AsyncClient, Client, Done, SearchIssued, SearchResults, api_base
 from research.clients.langchain import ChatReSearch, ReSearchRetriever, ReSearchTool
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from research.testbed.processes import free_port
 from tests.conftest import serving
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 
 def test_any_form_of_the_server_url_gives_one_api_base(monkeypatch):

@@ -10,7 +10,7 @@ import sys
 from langchain_core.runnables import RunnableLambda
 
 from research.clients.langchain import ReSearchRetriever, ReSearchTool
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 
 def _ask(url: str, *flags: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import pytest
 
 from research.engines import GREEDY, SamplingOptions, collect
 from research.protocol import SEARCH_STOP, format_result, render_prompt
-from research.testbed.models import SCRIPT_AFTER, SCRIPT_BEFORE, SCRIPT_CORPUS, SCRIPT_QUESTION
+from tests.support.scripted import SCRIPT_AFTER, SCRIPT_BEFORE, SCRIPT_CORPUS, SCRIPT_QUESTION
 
 IM_END = 151645
 

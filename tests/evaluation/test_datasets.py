@@ -7,7 +7,7 @@ import json
 import pytest
 
 from research.evaluation.cli import datasets
-from research.evaluation.datasets import bundled, load_examples
+from research.questions import bundled, load_examples
 
 SHAPES = {
     "flashrag": {"id": "test_1", "question": "Q?", "golden_answers": ["A", "B"]},

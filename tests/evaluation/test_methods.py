@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from research.evaluation.datasets import Example
 from research.evaluation.methods import (
     IRCOT_MAX_STEPS,
     ITER_RETGEN_ROUNDS,
@@ -13,7 +12,8 @@ from research.evaluation.methods import (
     prompt_ids,
     reference,
 )
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUERY, SCRIPT_QUESTION
+from research.questions import Example
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUERY, SCRIPT_QUESTION
 
 QUESTION = Example("q1", SCRIPT_QUESTION, (SCRIPT_ANSWER,))
 

@@ -14,8 +14,8 @@ import re
 import string
 from collections import Counter
 
-from research.evaluation.datasets import bundled
 from research.protocol import exact_match, f1_score
+from research.questions import bundled
 
 
 def _norm(s: str) -> str:

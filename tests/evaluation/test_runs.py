@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 
 from research.evaluation.judge import Judge, parse_verdict
 from research.protocol import normalize_answer
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from tests.conftest import start_app, stop
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 QUESTIONS = [
     {"id": "fr", "question": SCRIPT_QUESTION, "golden_answers": [SCRIPT_ANSWER, "Marx Ville"]},
@@ -171,20 +171,22 @@ def test_a_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(
     assert (whole / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert f"| research | {research_em} |" in done.stdout
 
-    other = subprocess.run(eval_cmd(killed, dataset, model_path, script_index.uri, "--top-k", "3"), env=env,
+    other = subprocess.run(eval_cmd(killed, dataset, model_path, script_index.uri, "--search-top-k", "3"), env=env,
                            capture_output=True, text=True)  # fmt: skip
-    assert other.returncode == 2 and "different settings (top_k)" in other.stderr
+    assert other.returncode == 2 and "different settings (search_top_k)" in other.stderr
 
 
 async def test_served_research_and_the_judge_fill_the_lj_column(tmp_path, dataset, live_transformers, judge_server):
-    from research.evaluation.cli import evaluate, parser
+    from research.cli import from_args
+    from research.engines.args import EngineArgs
+    from research.evaluation.cli import EvalConfig, evaluate, parser
 
     url, _ = judge_server
     args = parser().parse_args([
         "--out", str(tmp_path / "run"), "--dataset", f"script={dataset}", "--methods", "research",
         "--server-url", live_transformers.url, "--max-tokens", "512", "--judge-url", url, "--judge-model", "judge",
     ])  # fmt: skip
-    summary = await evaluate(args)
+    summary = await evaluate(from_args(EvalConfig, args), from_args(EngineArgs, args))
     cell = summary["script"]["research"]
     assert cell["em"] == cell["lj"] and cell["judge_failures"] == 0  # the scripted judge matches strings
     assert_summary_matches_traces(summary["script"], tmp_path / "run" / "traces" / "script")

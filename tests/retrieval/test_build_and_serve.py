@@ -145,7 +145,7 @@ def test_search_modes_find_the_named_entity(script_index):
 
 def test_the_search_command_prints_ranked_passages(script_index):
     out = subprocess.run(
-        _cli("search", "capital of Freedonia", "--index", script_index.uri, "-k", "2", "--mode", "hybrid"),
+        _cli("search", "capital of Freedonia", "--index", script_index.uri, "--search-top-k", "2", "--mode", "hybrid"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -234,8 +234,8 @@ async def test_remote_retriever_speaks_v1_search_and_retries_transient_failures(
     from fastapi.responses import JSONResponse
 
     from research.retrieval import BatchingRetriever
-    from research.retrieval.remote import RemoteRetriever
     from research.retrieval.service import create_app
+    from research.train.remote import RemoteRetriever
     from tests.conftest import start_app, stop
 
     local = BatchingRetriever(script_index)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from lancedb.index import IvfSq
 
-from research.retrieval import BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
+from research.retrieval import MAX_K, BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
 from research.retrieval.index import ANN_MIN_ROWS, _ensure_indices, ann_nprobes, nearest
 
 
@@ -65,9 +65,10 @@ def test_a_missing_index_says_how_to_build_one(tmp_path):
         connect(tmp_path / "nowhere")
 
 
-def test_k_below_one_is_refused(script_index):
-    with pytest.raises(ValueError, match="k must be at least 1"):
-        script_index.search(["x"], k=0)
+@pytest.mark.parametrize("k", [0, MAX_K + 1])
+def test_k_outside_its_range_is_refused(script_index, k):
+    with pytest.raises(ValueError, match=f"k must be between 1 and {MAX_K}"):
+        script_index.search(["x"], k=k)
 
 
 def test_nprobes_below_one_is_refused(script_index):
@@ -122,7 +123,7 @@ async def test_concurrent_searches_are_merged_into_one_embedding_batch(script_in
 
 async def test_a_failing_index_fails_only_its_batch(script_index):
     retriever = BatchingRetriever(script_index)
-    with pytest.raises(ValueError, match="k must be at least 1"):
+    with pytest.raises(ValueError, match="k must be between 1"):
         await retriever.search(["x"], k=0)
     assert len((await retriever.search(["Freedonia"], k=2))[0]) == 2
     await retriever.close()

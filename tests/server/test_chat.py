@@ -8,7 +8,7 @@ import json
 import httpx
 import openai
 
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_BEFORE, SCRIPT_QUERY, SCRIPT_QUESTION
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_BEFORE, SCRIPT_QUERY, SCRIPT_QUESTION
 
 MODEL = "scripted"
 QUESTION = [{"role": "user", "content": SCRIPT_QUESTION}]

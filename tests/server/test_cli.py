@@ -8,16 +8,8 @@ import sys
 
 import openai
 
-from research.server.cli import default_template
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from research.testbed.processes import free_port, launched
-
-
-def test_the_template_follows_the_checkpoint(tmp_path):
-    assert default_template("agentrl/ReSearch-Qwen-7B-Instruct") == "instruct"
-    assert default_template("agentrl/ReSearch-Qwen-32B") == "base"
-    (tmp_path / "research.json").write_text(json.dumps({"template": "instruct"}))
-    assert default_template(str(tmp_path)) == "instruct"
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 
 def test_research_serve_answers_an_openai_client_and_logs_json(model_path, script_index, tmp_path):

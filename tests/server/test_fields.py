@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from research.protocol import INSTRUCT_SYSTEM
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from tests.conftest import serving
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 MODEL = "scripted"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": SCRIPT_QUESTION}], "temperature": 0}

@@ -21,8 +21,8 @@ from starlette.requests import ClientDisconnect
 from research.engines.hf import TransformersEngine
 from research.retrieval import BatchingRetriever
 from research.server.app import Server, ServerConfig, create_app
-from research.testbed.models import SCRIPT_QUESTION
 from tests.conftest import serving
+from tests.support.scripted import SCRIPT_QUESTION
 
 MODEL = "scripted"
 ASK = {"model": MODEL, "messages": [{"role": "user", "content": SCRIPT_QUESTION}], "temperature": 0}

@@ -11,8 +11,8 @@ import pytest
 
 from research.protocol import render_prompt
 from research.retrieval import Passage, build_index
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from tests.conftest import serving
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 MODEL = "scripted"
 ASK = {"model": MODEL, "messages": [{"role": "user", "content": SCRIPT_QUESTION}], "temperature": 0}

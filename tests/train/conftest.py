@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from research.train.config import TrainConfig
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 QUESTIONS = [
     {"id": "fr", "question": SCRIPT_QUESTION, "golden_answers": [SCRIPT_ANSWER]},
@@ -17,22 +18,28 @@ QUESTIONS = [
 
 
 @pytest.fixture
-def train_config(tmp_path: Path, model_path: Path, script_index) -> TrainConfig:
+def train_values(tmp_path: Path, model_path: Path, script_index) -> dict[str, Any]:
+    """The tests' training set-up as TrainConfig's keyword arguments (a test may change some)."""
     data = tmp_path / "questions.jsonl"
     data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    return TrainConfig(
+    return dict(
         base=str(model_path),
         template="instruct",
         data=str(data),
         index=script_index.uri,
-        output=str(tmp_path / "run"),
+        output_dir=str(tmp_path / "run"),
         prompts_per_step=2,
-        group_size=2,
-        per_device_batch=2,
-        max_response_tokens=256,
-        top_k=2,
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=256,
+        search_top_k=2,
         temperature=0.1,  # the scripted model only follows its script near greedy
         validation_size=0,
         learning_rate=1e-4,
         save_steps=1,
     )
+
+
+@pytest.fixture
+def train_config(train_values: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**train_values)

@@ -16,17 +16,18 @@ import openai
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from research.testbed.processes import free_port, launched
 from research.train.config import TrainConfig
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 TRAIN = [sys.executable, "-m", "research.train.cli"]
 
 
 def flags(cfg: TrainConfig, **extra) -> list[str]:
     values = {
-        "base": cfg.base, "template": cfg.template, "data": cfg.data, "index": cfg.index, "output": cfg.output,
-        "prompts-per-step": 2, "group-size": 2, "per-device-batch": 2, "max-response-tokens": 256, "top-k": 2,
+        "base": cfg.base, "template": cfg.template, "data": cfg.data, "index": cfg.index, "output-dir": cfg.output_dir,
+        "prompts-per-step": 2, "num-generations": 2, "per-device-train-batch-size": 2, "max-completion-length": 256,
+        "search-top-k": 2,
         "temperature": 0.1, "validation-size": 0, "learning-rate": 1e-4, "save-steps": 1, **extra,
     }  # fmt: skip
     return [arg for k, v in values.items() for arg in (f"--{k}", str(v))]
@@ -35,7 +36,8 @@ def flags(cfg: TrainConfig, **extra) -> list[str]:
 def test_dry_run_prints_the_32b_plan_without_downloading():
     out = subprocess.run([*TRAIN, "--base", "qwen2.5-32b", "--dry-run"], capture_output=True, text=True, check=True)
     text = out.stdout
-    assert '"learning_rate": 1e-06' in text and '"beta": 0.001' in text and '"group_size": 5' in text
+    assert '"lr_scheduler_type": "constant"' in text and '"beta": 0.001' in text and '"num_generations": 5' in text
+    assert '"learning_rate"' not in text  # the paper's 1e-6 is TRL's default too
     assert "model: Qwen/Qwen2.5-32B" in text
     assert "256 prompts x 5 rollouts = 1280 per step over 64 GPUs (1 per GPU x 20 accumulation steps)" in text
     assert "Adam + fp32 master (sharded)" in text and "total" in text
@@ -48,9 +50,9 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("learning_rate: 1e-6\nwarp_speed: 9\n")
     out = subprocess.run([*TRAIN, "--config", str(bad), "--dry-run"], capture_output=True, text=True)
-    assert out.returncode == 2 and "unknown configuration key(s): warp_speed" in out.stderr
-    out = subprocess.run([*TRAIN, "--group-size", "1", "--dry-run"], capture_output=True, text=True)
-    assert out.returncode == 2 and "group_size must be at least 2" in out.stderr
+    assert out.returncode == 2 and "Unknown arguments from config file: ['--warp_speed', '9']" in out.stderr
+    out = subprocess.run([*TRAIN, "--num-generations", "1", "--dry-run"], capture_output=True, text=True)
+    assert out.returncode == 2 and "num_generations must be at least 2" in out.stderr
 
 
 @pytest.mark.parametrize(
@@ -59,9 +61,9 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
         (["--temperature", "0"], "temperature must be positive, got 0.0"),
         (["--beta", "-1"], "beta must be at least 0, got -1.0"),
         (["--top-p", "0"], "top_p must be in (0, 1], got 0.0"),
-        (["--epochs", "0"], "epochs must be positive, got 0.0"),
+        (["--num-train-epochs", "0"], "num_train_epochs must be positive, got 0.0"),
         (["--save-steps", "0"], "save_steps must be positive, got 0"),
-        (["--per-device-batch", "0"], "per_device_batch must be positive, got 0"),
+        (["--per-device-train-batch-size", "0"], "per_device_train_batch_size must be positive, got 0"),
         (["--nodes", "0"], "nodes must be positive, got 0"),
         (["--max-steps", "0"], "max_steps must be positive, or -1"),
         (["--base", " "], "base must name a model"),
@@ -70,15 +72,15 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
 def test_every_bad_value_is_a_one_line_error_before_any_work(flag, message, tmp_path):
     """Each used to be accepted, or to fail 40 s in inside TRL; none may create the output folder."""
     out = tmp_path / "run"
-    done = subprocess.run([*TRAIN, *flag, "--output", str(out)], capture_output=True, text=True)
+    done = subprocess.run([*TRAIN, *flag, "--output-dir", str(out)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr == f"research-train: error: {done.stderr.split('error: ')[1]}"
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and not out.exists()
-    fixed = subprocess.run([*TRAIN, "--output", str(out), "--dry-run"], capture_output=True, text=True)
+    fixed = subprocess.run([*TRAIN, "--output-dir", str(out), "--dry-run"], capture_output=True, text=True)
     assert fixed.returncode == 0 and not out.exists()  # the corrected command plans, and still writes nothing
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoint_serves(train_config):
-    run = Path(train_config.output)
+    run = Path(train_config.output_dir)
     proc = subprocess.Popen([*TRAIN, *flags(train_config, **{"max-steps": 3})], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 600

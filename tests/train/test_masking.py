@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from research.protocol import response_text, reward
-from research.testbed.models import SCRIPT_ANSWER, SCRIPT_QUESTION
 from research.train.trainer import build_trainer
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 
 @pytest.fixture

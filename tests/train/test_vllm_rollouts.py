@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 
 from research.engines.vllm_engine import LLMEngine
-from research.testbed.models import SCRIPT_QUESTION
+from research.train.config import TrainConfig
 from research.train.trainer import build_trainer
+from tests.support.scripted import SCRIPT_QUESTION
 
 
-def test_grpo_rollouts_run_the_search_loop_on_a_colocated_vllm_kept_in_sync(train_config):
-    cfg = train_config.override(generation="vllm", max_steps=1, save_steps=100)
+def test_grpo_rollouts_run_the_search_loop_on_a_colocated_vllm_kept_in_sync(train_values):
+    cfg = TrainConfig(**{**train_values, "generation": "vllm", "max_steps": 1, "save_steps": 100})
     trainer, rollouts = build_trainer(cfg)
     try:
         # Make the policy differ from the checkpoint vLLM loaded from disk.

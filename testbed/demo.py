@@ -18,6 +18,7 @@ import asyncio
 import sys
 from contextlib import aclosing
 
+from research.engines.args import open_engine
 from research.engines.base import Engine
 from research.protocol import (
     Finished,
@@ -31,7 +32,7 @@ from research.protocol import (
 from research.protocol.metrics import exact_match
 from research.retrieval import BatchingRetriever
 from research.testbed.acceptance import held_out
-from research.testbed.models import open_engine
+from research.testbed.models import engine_args
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import Question, make_world
 
@@ -43,7 +44,7 @@ async def ask(engine: Engine, retriever: BatchingRetriever, question: Question, 
     """Stream one question through the search loop; whether the answer matches the gold one."""
     print(f"{BOLD}Q: {question.question}{RESET}")
     prompt_ids = engine.tokenizer.encode(render_prompt(question.question, "base"))
-    events = stream_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(max_tokens=1024, top_k=top_k))
+    events = stream_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(max_tokens=1024, search_top_k=top_k))
     async with aclosing(events):
         async for event in events:
             if isinstance(event, ModelText):
@@ -73,7 +74,7 @@ async def demo(engine_name: str, questions: int) -> int:
     model = str(toy_model(recipe))
     world = make_world(recipe.seed, chains=recipe.chains)
     index = world_index(world)
-    engine = open_engine(engine_name, model, max_model_len=2048)
+    engine = open_engine(model, engine_args(engine_name, max_model_len=2048))
     retriever = BatchingRetriever(index)
     print(f"[engine: {engine_name}, model: {model}, index: {index.uri}]\n")
     try:

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from research.server import cli as server_cli
 from research.testbed.acceptance import held_out
+from research.testbed.models import engine_args
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import make_world
 
@@ -44,7 +45,7 @@ def toy_server(n_questions: int = 3) -> tuple[list[str], list[str]]:
     world = make_world(recipe.seed, chains=recipe.chains)
     flags = ["--model", str(model), "--index", world_index(world).uri, "--served-model-name", MODEL_NAME]
     flags += ["--template", "base", "--search-top-k", str(recipe.top_k), "--max-tokens", "1024"]
-    flags += ["--max-model-len", "2048", "--dtype", "float32"]
+    flags += engine_args(max_model_len=2048).cli_flags()
     return flags, [q.question for q in held_out(world, n_questions)]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from research.clients.client import AsyncClient
-from research.retrieval.passage import Passage
+from research.retrieval import Passage
 
 
 class RemoteRetriever:

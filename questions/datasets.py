@@ -107,12 +107,28 @@ def load_examples(path: str | Path, *, limit: int | None = None, seed: int = 0) 
         raise ValueError(f"{path}: {exc}") from None
 
 
+def demo_questions() -> list[dict[str, Any]]:
+    """The bundled dev samples: ``dataset``, ``id``, ``question``, ``answer`` (list), ``gold`` (passage ids
+    of the bundled demo corpus, for retrieval benchmarks)."""
+    with gzip.open(BUNDLED / "demo_questions.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 def bundled(name: str, *, limit: int | None, seed: int) -> list[Example]:
     """The bundled sample of one of the paper's datasets."""
     if name == "bamboogle":
         return load_examples(BUNDLED / "bamboogle.jsonl", limit=limit, seed=seed)
-    from research.retrieval.demo_corpus import QUESTIONS
-
-    with gzip.open(QUESTIONS, "rt", encoding="utf-8") as f:
-        rows = [r for r in map(json.loads, f) if r["dataset"] == name]
+    rows = [r for r in demo_questions() if r["dataset"] == name]
     return sample([example(r, f"{name} question {i}") for i, r in enumerate(rows, 1)], limit=limit, seed=seed)
+
+
+def musique_train() -> list[Example]:
+    """The bundled MuSiQue-Ans train questions (19,938), the paper's training set."""
+    with gzip.open(BUNDLED / "musique_train.json.gz", "rt", encoding="utf-8") as f:
+        return [example(row, f"MuSiQue train question {i}") for i, row in enumerate(json.load(f), 1)]
+
+
+def validation_examples(n: int, seed: int) -> list[Example]:
+    """``n`` random MuSiQue dev questions (the paper's validation set)."""
+    dev = bundled("musique", limit=None, seed=seed)
+    return random.Random(seed).sample(dev, min(n, len(dev)))

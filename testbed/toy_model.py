@@ -48,8 +48,9 @@ from typing import Any
 
 from research.protocol.tags import format_result
 from research.protocol.templates import render_prompt
-from research.retrieval import TESTBED_EMBEDDER, Embedder, Passage, PassageIndex, build_index, connect
+from research.retrieval import Embedder, Passage, PassageIndex, build_index, connect
 from research.testbed.circuit import wire_copy_circuit, wire_pointer_head
+from research.testbed.embedder import EMBEDDER
 from research.testbed.models import TinyConfig, cached, new_qwen2
 from research.testbed.world import World, make_world
 
@@ -136,7 +137,7 @@ def token_roles(recipe: ToyRecipe, tokenizer: Any) -> dict[str, list[int]]:
 def index_world(world: World, split: str, uri: Path, *, embedder: Embedder | None = None) -> PassageIndex:
     """A LanceDB index of the world's ``split`` passages (``"train"``, ``"test"`` or ``"all"``)."""
     passages = [Passage(p["id"], p["contents"]) for p in world.passages(split)]  # type: ignore[arg-type]
-    return build_index(uri, passages, embedder=embedder or Embedder(TESTBED_EMBEDDER, device="cpu"))
+    return build_index(uri, passages, embedder=embedder or Embedder(EMBEDDER, device="cpu"))
 
 
 def world_index(world: World, split: str = "all") -> PassageIndex:

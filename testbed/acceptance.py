@@ -25,11 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from research.engines.args import open_engine
 from research.engines.base import Engine
 from research.protocol import LoopLimits, exact_match, render_prompt, run_search_loop
 from research.protocol.loop import Retriever
 from research.retrieval import BatchingRetriever
-from research.testbed.models import open_engine
+from research.testbed.models import engine_args
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import Question, World, counterfactual, make_world
 
@@ -65,7 +66,9 @@ async def score(
     async def one(q: Question) -> tuple[float, bool, int]:
         async with gate:
             prompt = engine.tokenizer.encode(render_prompt(q.question, "base"))
-            traj = await run_search_loop(engine, retriever, prompt, limits=LoopLimits(max_tokens=1024, top_k=top_k))
+            traj = await run_search_loop(
+                engine, retriever, prompt, limits=LoopLimits(max_tokens=1024, search_top_k=top_k)
+            )
             return exact_match(traj.answer or "", q.answer), traj.well_formed, len(traj.searches)
 
     results = await asyncio.gather(*(one(q) for q in questions))
@@ -101,7 +104,7 @@ async def measure(engine: Engine, n: int, recipe: ToyRecipe | None = None) -> li
 
 
 async def _main(engine_name: str, n: int) -> list[Score]:
-    engine = open_engine(engine_name, toy_model(), max_model_len=2048)
+    engine = open_engine(toy_model(), engine_args(engine_name, max_model_len=2048))
     try:
         return await measure(engine, n)
     finally:
