@@ -43,11 +43,12 @@ def _watch(parent: int) -> None:
     me, seen = os.getpid(), {}
     try:
         while os.getppid() == parent:
-            for child in psutil.Process(parent).children(recursive=True):
-                if child.pid != me:
-                    seen[child.pid] = child  # psutil.Process remembers its start time: no PID-reuse mistakes
+            with suppress(psutil.Error, OSError):  # a process vanishing mid-scan must not end the watch
+                for child in psutil.Process(parent).children(recursive=True):
+                    if child.pid != me:
+                        seen[child.pid] = child  # psutil.Process remembers its start time: no PID-reuse mistakes
             time.sleep(0.5)
-    except (psutil.NoSuchProcess, SystemExit):
+    except SystemExit:
         pass
     finally:
         for child in seen.values():

@@ -22,8 +22,9 @@ def test_vllm_engine_processes_die_when_research_serve_is_killed(
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
     with launched(args, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log", timeout=600, env=env) as proc:
         engine = psutil.Process(proc.pid).children(recursive=True)
+        started = {p.pid: " ".join(p.cmdline()[:4]) for p in engine}  # the watchdog among them
         assert any("EngineCore" in " ".join(p.cmdline()) or "VLLM" in p.name() for p in engine), engine
         os.kill(proc.pid, signal.SIGKILL)  # only the server: nothing in it runs to stop its engine
         proc.wait()
         _, alive = psutil.wait_procs(engine, timeout=60)
-    assert not alive, f"orphaned engine processes: {[(p.pid, p.name()) for p in alive]}"
+    assert not alive, f"orphaned engine processes: {[(p.pid, p.name()) for p in alive]} (of {started})"
