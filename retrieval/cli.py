@@ -1,6 +1,8 @@
 """``research-index``: build, search and serve the LanceDB passage index.
 
     research-index build --corpus wiki-18.jsonl --index ./wiki18
+    research-index import --faiss e5_Flat.index --corpus wiki-18.jsonl.gz --index ./wiki18 \\
+        --embedder intfloat/e5-base-v2
     research-index search "who founded Apple" --index ./wiki18 --search-top-k 5
     research-index serve --index ./wiki18 --port 8001
 
@@ -19,7 +21,8 @@ from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder
 from research.retrieval.index import SEARCH_MODES, build_index, built_with, connect, count_lines, read_corpus
 
 
-def _build(args: argparse.Namespace) -> None:
+def _target(args: argparse.Namespace) -> str | None:
+    """Check ``--index`` can be written before any work; the embedder of an index being resumed."""
     if "://" not in args.index:  # a local folder: check it can be one before loading any model
         folder = Path(args.index)
         if folder.exists() and not folder.is_dir():
@@ -31,6 +34,11 @@ def _build(args: argparse.Namespace) -> None:
     if existing and args.embedder and args.embedder != existing:
         raise ValueError(f"the index at {args.index} was built with {existing}, not {args.embedder}; "
                          "resume with its own (drop --embedder) or start over with --overwrite")  # fmt: skip
+    return existing
+
+
+def _build(args: argparse.Namespace) -> None:
+    existing = _target(args)
     embedder = Embedder(args.embedder or existing or DEFAULT_EMBEDDER, device=args.device, batch_size=args.batch_size)
     total = count_lines(args.corpus)
     try:
@@ -45,6 +53,17 @@ def _build(args: argparse.Namespace) -> None:
     finally:
         embedder.close()
     print(f"{args.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
+
+
+def _import(args: argparse.Namespace) -> None:
+    from research.retrieval.faiss_flat import import_flat
+
+    existing = _target(args)
+    embedder = Embedder(args.embedder or existing)
+    index = import_flat(
+        args.index, args.faiss, args.corpus, embedder=embedder, batch_size=args.commit_every, overwrite=args.overwrite
+    )
+    print(f"{args.index}: {len(index)} passages, vectors of {embedder.spec.name} from {args.faiss}")
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -98,7 +117,9 @@ def parser() -> argparse.ArgumentParser:
         "full-text index and (from 100k passages) an IVF-Flat vector index. Killed midway? "
         "Run the same command again: it checks what was committed and goes on from there.",
     )
-    b.add_argument("--corpus", required=True, help="wiki-18 jsonl ({id, contents} a line) or DPR psgs_w100.tsv")
+    b.add_argument(
+        "--corpus", required=True, help="wiki-18 jsonl ({id, contents} a line) or DPR psgs_w100.tsv, or .gz of either"
+    )
     b.add_argument("--index", required=True, help="local folder or LanceDB URI (s3://..., db://...)")
     b.add_argument(
         "--embedder",
@@ -117,6 +138,26 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing index")
     b.set_defaults(run=_build)
+
+    i = sub.add_parser(
+        "import",
+        help="build the index from a FAISS flat index and its corpus, without re-embedding (resumable)",
+        description="Write the corpus's passages with the vectors of a FAISS IndexFlatIP (e.g. Search-R1's "
+        "e5_Flat.index over wiki-18), streamed in corpus order, then build the full-text and vector indexes. "
+        "Queries are embedded with --embedder, which must be the model the vectors came from.",
+    )
+    i.add_argument("--faiss", required=True, help="the FAISS flat index file (IndexFlatIP or IndexFlatL2)")
+    i.add_argument("--corpus", required=True, help="its corpus, passages in the index's order (.jsonl, .tsv, .gz)")
+    i.add_argument("--index", required=True, help="local folder or LanceDB URI (s3://..., db://...)")
+    i.add_argument(
+        "--embedder", required=True,
+        help=f"the sentence-transformers model the vectors came from (prefixes known for: {', '.join(REGISTRY)})",
+    )  # fmt: skip
+    i.add_argument(
+        "--commit-every", type=positive, default=65536, help="passages per LanceDB commit (resume granularity)"
+    )
+    i.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing index")
+    i.set_defaults(run=_import)
 
     s = sub.add_parser("search", help="print the top passages for queries", description="Search an index.")
     s.add_argument("queries", nargs="+", help="one or more queries")

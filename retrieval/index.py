@@ -12,16 +12,18 @@ schema metadata; opening it with another embedder is an :class:`IndexMismatchErr
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import lancedb
+import numpy as np
 import pyarrow as pa
 from lancedb.index import FTS, IvfFlat
 from tqdm import tqdm
@@ -35,16 +37,6 @@ log = logging.getLogger("research.retrieval")
 SearchMode = Literal["vector", "fts", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
 MAX_K = 100
-
-
-def check_search(k: int, mode: str) -> None:
-    """Refuse a ``k`` outside 1..MAX_K or an unknown mode (every search path checks here)."""
-    if not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
-    if mode not in SEARCH_MODES:
-        raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
-
-
 """Most passages one query may ask for."""
 _META = {
     "embedder": b"research.embedder",
@@ -58,9 +50,30 @@ class IndexMismatchError(ValueError):
     """The index was built with another embedder than the one asked for."""
 
 
+def check_search(k: int, mode: str) -> None:
+    """Refuse a ``k`` outside 1..MAX_K or an unknown mode (every search path checks here)."""
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+
+
+def _open_text(path: str | Path, **kwargs: Any) -> Any:
+    """A corpus file opened for reading as text; ``.gz`` files are decompressed as they are read."""
+    if Path(path).suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", **kwargs)
+    return open(path, encoding="utf-8", **kwargs)
+
+
+def _format(path: str | Path) -> str:
+    """The corpus format's suffix, looking through ``.gz``."""
+    suffixes = Path(path).suffixes
+    return suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else Path(path).suffix
+
+
 def read_jsonl(path: str | Path) -> Iterator[Passage]:
     """Passages of a wiki-18 jsonl file (one ``{"id", "contents"}`` object a line)."""
-    with open(path, encoding="utf-8") as f:
+    with _open_text(path) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
@@ -77,7 +90,7 @@ def read_jsonl(path: str | Path) -> Iterator[Passage]:
 
 def read_tsv(path: str | Path) -> Iterator[Passage]:
     """Passages of DPR's ``psgs_w100.tsv`` (``id  text  title`` with a header row)."""
-    with open(path, encoding="utf-8", newline="") as f:
+    with _open_text(path, newline="") as f:
         rows = csv.reader(f, delimiter="\t")
         header = next(rows, None)
         if header is None or [h.strip() for h in header[:3]] != ["id", "text", "title"]:
@@ -89,20 +102,20 @@ def read_tsv(path: str | Path) -> Iterator[Passage]:
 
 
 def read_corpus(path: str | Path) -> Iterator[Passage]:
-    """Stream a corpus file: wiki-18 ``.jsonl`` or DPR ``.tsv``, chosen by its suffix."""
-    suffix = Path(path).suffix
+    """Stream a corpus file: wiki-18 ``.jsonl`` or DPR ``.tsv`` (either gzipped or not), chosen by its suffix."""
+    suffix = _format(path)
     if suffix in {".jsonl", ".json"}:
         return read_jsonl(path)
     if suffix == ".tsv":
         return read_tsv(path)
-    raise ValueError(f"{path}: unknown corpus format {suffix!r}; use wiki-18 .jsonl or DPR .tsv")
+    raise ValueError(f"{path}: unknown corpus format {suffix!r}; use wiki-18 .jsonl or DPR .tsv (or .gz of either)")
 
 
 def count_lines(path: str | Path) -> int:
     """Rows in a corpus file (for the progress bar), counted in large binary blocks."""
-    with open(path, "rb") as f:
+    with gzip.open(path, "rb") if Path(path).suffix == ".gz" else open(path, "rb") as f:
         lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
-    return lines - (1 if Path(path).suffix == ".tsv" else 0)
+    return lines - (1 if _format(path) == ".tsv" else 0)
 
 
 def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
@@ -111,20 +124,47 @@ def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
         yield batch
 
 
-def _schema(embedder: Embedder) -> pa.Schema:
+def _schema(embedder: Embedder, dim: int) -> pa.Schema:
     spec = embedder.spec
     metadata = {
         _META["embedder"]: spec.name.encode(),
         _META["query_prefix"]: spec.query_prefix.encode(),
         _META["passage_prefix"]: spec.passage_prefix.encode(),
-        _META["dim"]: str(embedder.dim).encode(),
+        _META["dim"]: str(dim).encode(),
     }
     fields = [
         pa.field("id", pa.string()),
         pa.field("contents", pa.string()),
-        pa.field("vector", pa.list_(pa.float32(), embedder.dim)),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
     ]
     return pa.schema(fields, metadata=metadata)
+
+
+class VectorSource(Protocol):
+    """Where a build's vectors come from: an embedder (:class:`Embedded`) or vectors computed before."""
+
+    label: str
+    """What the progress bar says it is doing."""
+    dim: int
+
+    def __call__(self, start: int, batch: list[Passage]) -> np.ndarray:
+        """The vectors of ``batch``, the corpus's passages ``start`` to ``start + len(batch) - 1``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """Vectors computed by ``embedder`` as the build goes."""
+
+    embedder: Embedder
+    label: str = "embedding"
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def __call__(self, start: int, batch: list[Passage]) -> np.ndarray:
+        return self.embedder.encode_passages([p.contents for p in batch])
 
 
 ANN_MIN_ROWS = 100_000
@@ -203,8 +243,12 @@ def build_index(
     table: str = TABLE,
     total: int | None = None,
     overwrite: bool = False,
+    vectors: VectorSource | None = None,
 ) -> PassageIndex:
     """Embed ``passages`` into table ``table`` at ``uri``, then index it for search.
+
+    ``vectors`` gives the vectors instead of embedding the passages (``research-index
+    import``); the index still records ``embedder`` as the model its vectors came from.
 
     Streaming and resumable: passages are read lazily and appended in corpus order,
     one atomic LanceDB commit per batch, so a killed build leaves exactly the first
@@ -217,7 +261,8 @@ def build_index(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    schema = _schema(embedder)
+    vectors = vectors or Embedded(embedder)
+    schema = _schema(embedder, vectors.dim)
     db = lancedb.connect(str(uri))
     passages = iter(passages)
     done, seen = 0, set()
@@ -234,19 +279,20 @@ def build_index(
         raise ValueError("the corpus holds no passages")
     if not resuming:
         tbl = db.create_table(table, schema=schema, mode="overwrite")
-    with tqdm(total=total, initial=done, unit="passage", desc="embedding", dynamic_ncols=True) as bar:
+    with tqdm(total=total, initial=done, unit="passage", desc=vectors.label, dynamic_ncols=True) as bar:
         for batch in chain([first], batches) if first else ():
-            vectors = embedder.encode_passages([p.contents for p in batch])
+            block = vectors(done, batch)
             tbl.add(
                 pa.table(
                     {
                         "id": [p.id for p in batch],
                         "contents": [p.contents for p in batch],
-                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), embedder.dim),
+                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), vectors.dim),
                     },
                     schema=schema,
                 )
             )
+            done += len(batch)
             bar.update(len(batch))
     _ensure_indices(tbl)
     return PassageIndex(uri, tbl, embedder)
