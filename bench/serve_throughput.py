@@ -31,10 +31,11 @@ from pathlib import Path
 
 import httpx
 
+from research.cli import cli_flags
 from research.engines.args import EngineArgs
 from research.protocol import exact_match, extract_answer, extract_query, format_result, render_prompt
 from research.testbed.models import engine_args
-from research.testbed.processes import cli_flags, free_port, launched
+from research.testbed.processes import free_port, launched
 
 BIN = Path(sys.executable).parent
 MODEL_NAME = "bench"

@@ -58,8 +58,8 @@ def _build(args: argparse.Namespace) -> None:
 def _import(args: argparse.Namespace) -> None:
     from research.retrieval.faiss_flat import import_flat
 
-    existing = _target(args)
-    embedder = Embedder(args.embedder or existing)
+    _target(args)  # --embedder is required: an existing index built with another one is refused here
+    embedder = Embedder(args.embedder)
     index = import_flat(
         args.index, args.faiss, args.corpus, embedder=embedder, batch_size=args.commit_every, overwrite=args.overwrite
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -77,7 +77,8 @@ class FlatSource:
     label: str = "importing"
     checked: int = 0
     off_unit: int = 0
-    norms: list[float] = field(default_factory=lambda: [np.inf, 0.0])
+    lowest_norm: float = np.inf
+    highest_norm: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -88,7 +89,8 @@ class FlatSource:
         norms = np.linalg.norm(vectors, axis=1)
         self.checked += len(norms)
         self.off_unit += int(np.count_nonzero(np.abs(norms - 1) > UNIT_TOLERANCE))
-        self.norms = [min(self.norms[0], float(norms.min())), max(self.norms[1], float(norms.max()))]
+        self.lowest_norm = min(self.lowest_norm, float(norms.min()))
+        self.highest_norm = max(self.highest_norm, float(norms.max()))
         return vectors
 
 
@@ -126,7 +128,7 @@ def import_flat(
         log.warning(
             "%d of the %d vectors imported now are not unit-length (norms %.4f to %.4f): inner product is not "
             "cosine similarity for them; normalise the vectors before importing to search by cosine",
-            source.off_unit, source.checked, *source.norms,
+            source.off_unit, source.checked, source.lowest_norm, source.highest_norm,
         )  # fmt: skip
     elif source.checked:
         log.info("all %d vectors imported now are unit-length: inner product = cosine", source.checked)

@@ -58,11 +58,10 @@ def check_search(k: int, mode: str) -> None:
         raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
 
 
-def _open_text(path: str | Path, **kwargs: Any) -> Any:
-    """A corpus file opened for reading as text; ``.gz`` files are decompressed as they are read."""
-    if Path(path).suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", **kwargs)
-    return open(path, encoding="utf-8", **kwargs)
+def _open(path: str | Path, *, text: bool = True, **kwargs: Any) -> Any:
+    """A corpus file opened for reading (UTF-8 text or bytes); ``.gz`` files are decompressed as they are read."""
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    return opener(path, "rt", encoding="utf-8", **kwargs) if text else opener(path, "rb")
 
 
 def _format(path: str | Path) -> str:
@@ -73,7 +72,7 @@ def _format(path: str | Path) -> str:
 
 def read_jsonl(path: str | Path) -> Iterator[Passage]:
     """Passages of a wiki-18 jsonl file (one ``{"id", "contents"}`` object a line)."""
-    with _open_text(path) as f:
+    with _open(path) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
@@ -90,7 +89,7 @@ def read_jsonl(path: str | Path) -> Iterator[Passage]:
 
 def read_tsv(path: str | Path) -> Iterator[Passage]:
     """Passages of DPR's ``psgs_w100.tsv`` (``id  text  title`` with a header row)."""
-    with _open_text(path, newline="") as f:
+    with _open(path, newline="") as f:
         rows = csv.reader(f, delimiter="\t")
         header = next(rows, None)
         if header is None or [h.strip() for h in header[:3]] != ["id", "text", "title"]:
@@ -113,7 +112,7 @@ def read_corpus(path: str | Path) -> Iterator[Passage]:
 
 def count_lines(path: str | Path) -> int:
     """Rows in a corpus file (for the progress bar), counted in large binary blocks."""
-    with gzip.open(path, "rb") if Path(path).suffix == ".gz" else open(path, "rb") as f:
+    with _open(path, text=False) as f:
         lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 24), b""))
     return lines - (1 if _format(path) == ".tsv" else 0)
 

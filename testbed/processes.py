@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -20,15 +19,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cli_flags(options: Mapping[str, Any]) -> list[str]:
-    """Engine options as command-line flags (``True`` is a bare switch).
-
-    >>> cli_flags({"max_model_len": 2048, "enforce_eager": True})
-    ['--max-model-len=2048', '--enforce-eager']
-    """
-    return [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in options.items()]
 
 
 @contextmanager

@@ -26,12 +26,13 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
+from research.cli import cli_flags
 from research.engines.args import open_engine
 from research.engines.base import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.server.app import Server, ServerConfig, create_app
 from research.testbed.models import engine_args, load_tokenizer
-from research.testbed.processes import cli_flags, free_port, launched
+from research.testbed.processes import free_port, launched
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import World, make_world
 from tests.support.scripted import SCRIPT_CORPUS, scripted_model

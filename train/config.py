@@ -12,6 +12,7 @@ search, prompts per step, the generation set-up and the cluster shape for ``--dr
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
@@ -55,14 +56,9 @@ def _paper(name: str, value: Any) -> Any:
     return field(default=value, metadata={**trl.metadata, "help": help_text.strip()})
 
 
-def _ours(default: Any, help_text: str, **metadata: Any) -> Any:
-    return field(default=default, metadata={"help": help_text, **metadata})
+def _ours(default: Any, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
 
-
-PAPER_DEFAULTS = ("output_dir", "lr_scheduler_type", "beta", "num_generations", "num_train_epochs",
-                  "max_completion_length", "per_device_train_batch_size", "logging_steps", "save_steps",
-                  "eval_steps")  # fmt: skip
-"""The TRL fields whose default here is the paper's (see :func:`_paper`; ``bf16`` too, set per machine)."""
 
 DERIVED = ("gradient_accumulation_steps", "use_cpu", "bf16", "gradient_checkpointing", "eval_strategy",
            "per_device_eval_batch_size", "use_vllm", "vllm_mode", "vllm_max_model_length")  # fmt: skip
@@ -122,10 +118,10 @@ class TrainConfig(GRPOConfig):
         if not cuda:  # CPU runs (tests, the toy world): no bf16 autocast, no checkpointing
             self.use_cpu, self.bf16, self.gradient_checkpointing = True, False, False
         self.gradient_accumulation_steps = self.gradient_accumulation(PartialState().num_processes)
-        if self.validation_size and self.eval_strategy == "no":
-            self.eval_strategy = "steps"
         if self.validation_size:
             self.per_device_eval_batch_size = self.num_generations
+            if self.eval_strategy == "no":
+                self.eval_strategy = "steps"
         generator = self.generator(cuda)
         self.use_vllm = generator != "transformers"
         self.vllm_mode = "server" if generator == "vllm-server" else "colocate"
@@ -190,11 +186,14 @@ class TrainConfig(GRPOConfig):
 
     def changed(self) -> dict[str, Any]:
         """ReSearch's fields, the paper's defaults, and whatever else was set (flags, ``--config``)."""
-        default = TrainConfig()
-        trl = GRPOConfig.__dataclass_fields__
-        shown = [n for n in self.__dataclass_fields__ if n not in trl or n in PAPER_DEFAULTS]
+        default, declared_here = TrainConfig(), inspect.get_annotations(TrainConfig)  # ReSearch's and the paper's
+        shown = []
         for name, f in self.__dataclass_fields__.items():
-            if f.init and name not in shown and name not in DERIVED and getattr(self, name) != getattr(default, name):
+            if (
+                f.init
+                and name not in DERIVED
+                and (name in declared_here or getattr(self, name) != getattr(default, name))
+            ):
                 shown.append(name)
         values = {n: getattr(self, n) for n in shown}
         return {n: v.value if isinstance(v, Enum) else v for n, v in values.items()}

@@ -18,7 +18,7 @@ import logging
 import sys
 import textwrap
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any, Literal, TextIO, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -71,32 +71,38 @@ def _flag_type(hint: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def add_fields(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    cls: type,
-    *,
-    skip: Iterable[str] = (),
-    required: Iterable[str] = (),
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, skip: Iterable[str] = ()
 ) -> None:
-    """Add a ``--flag`` per field of the dataclass ``cls``; its docstring is the help, its default shown."""
-    hints, docs, skip, required = get_type_hints(cls), field_docs(cls), set(skip), set(required)
+    """Add a ``--flag`` per field of the dataclass ``cls``; its docstring is the help, its default shown.
+
+    A field without a default is a required flag.
+    """
+    hints, docs = get_type_hints(cls), field_docs(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
         kind, extra = _flag_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        help_text = docs.get(f.name, f.name.replace("_", " "))
-        if default not in (None, (), "") and f.name not in required and "default" not in help_text:
-            shown = ",".join(default) if isinstance(default, tuple) else default
-            help_text += f" (default: {shown})"
         if kind is not None:
             extra["type"] = kind
+        help_text = docs.get(f.name, f.name.replace("_", " "))
         flag = "--" + f.name.replace("_", "-")
-        if f.name in required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             parser.add_argument(flag, required=True, help=help_text, **extra)
-        else:
-            parser.add_argument(flag, default=default, help=help_text, **extra)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if default not in (None, (), "") and "default" not in help_text:
+            shown = ",".join(default) if isinstance(default, tuple) else default
+            help_text += f" (default: {shown})"
+        parser.add_argument(flag, default=default, help=help_text, **extra)
+
+
+def cli_flags(options: Mapping[str, Any]) -> list[str]:
+    """Options as command-line flags (``True`` is a bare switch), to start a server with them.
+
+    >>> cli_flags({"max_model_len": 2048, "enforce_eager": True})
+    ['--max-model-len=2048', '--enforce-eager']
+    """
+    return [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in options.items()]
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from research.cli import cli_flags
 from research.engines.base import Engine
 
 EngineName = Literal["vllm", "transformers", "upstream"]
@@ -75,11 +76,7 @@ class EngineArgs:
     def cli_flags(self) -> list[str]:
         """These arguments as ``research-serve`` flags (those that differ from the defaults)."""
         default = EngineArgs()
-        return [
-            f"--{name.replace('_', '-')}={value}"
-            for name in self.__slots__
-            if (value := getattr(self, name)) != getattr(default, name)
-        ]
+        return cli_flags({n: v for n in self.__slots__ if (v := getattr(self, n)) != getattr(default, n)})
 
 
 def set_cpu_kv_cache(args: EngineArgs) -> None:
