@@ -39,19 +39,13 @@ def _target(args: argparse.Namespace) -> str | None:
 
 def _build(args: argparse.Namespace) -> None:
     existing = _target(args)
-    embedder = Embedder(args.embedder or existing or DEFAULT_EMBEDDER, device=args.device, batch_size=args.batch_size)
+    name = args.embedder or existing or DEFAULT_EMBEDDER
+    embedder = Embedder(name, device=args.device, batch_size=args.batch_size, workers=args.workers)
     total = count_lines(args.corpus)
-    try:
-        index = build_index(
-            args.index,
-            read_corpus(args.corpus),
-            embedder=embedder,
-            batch_size=args.commit_every,
-            total=total,
-            overwrite=args.overwrite,
-        )
-    finally:
-        embedder.close()
+    index = build_index(
+        args.index, read_corpus(args.corpus), embedder=embedder, batch_size=args.commit_every, total=total,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     print(f"{args.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
 
 
@@ -129,10 +123,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--device",
         default=None,
-        help="cpu, cuda, cuda:1, or several comma-separated (cuda:0,cuda:1: one embedding process per GPU); "
+        help="cpu, cuda, cuda:1, or several comma-separated (cuda:0,cuda:1: one encoder process per GPU); "
         "default: best available",
     )
     b.add_argument("--batch-size", type=positive, default=128, help="passages per embedding forward pass")
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes tokenising passages ahead of each encoder (default: 8 on a GPU, if the cores are there; "
+        "0 on a CPU, where the encoder wants every core)",
+    )
     b.add_argument(
         "--commit-every", type=positive, default=8192, help="passages per LanceDB commit (resume granularity)"
     )

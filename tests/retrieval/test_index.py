@@ -13,6 +13,7 @@ from lancedb.index import IvfSq
 
 from research.retrieval import MAX_K, BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
 from research.retrieval.index import ANN_MIN_ROWS, _ensure_indices, ann_nprobes, nearest
+from research.retrieval.pipeline import embed_chunks
 
 
 def test_search_finds_the_passage_that_answers_the_query(script_index):
@@ -49,15 +50,40 @@ def test_a_different_embedder_is_refused(tmp_path, embedder):
         connect(tmp_path / "idx", embedder="intfloat/e5-base-v2")
 
 
-def test_several_devices_encode_in_one_worker_process_each(embedder):
-    texts = [f"passage number {i} about river {i % 7}" for i in range(40)]
-    pooled = Embedder(embedder.spec.name, device="cpu,cpu")
-    try:
-        np.testing.assert_allclose(pooled.encode_passages(texts), embedder.encode_passages(texts), atol=1e-5)
-        assert pooled._pool is not None and len(pooled._pool["processes"]) == 2
-    finally:
-        pooled.close()
-    assert "_pool" not in pooled.__dict__
+def _chunks(n: int, size: int) -> list[tuple[int, list[str]]]:
+    texts = [f"passage number {i} about river {i % 7}" + " and its banks" * (i % 13) for i in range(n)]
+    return [(start, texts[start : start + size]) for start in range(0, n, size)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_build_pipeline_gives_the_vectors_of_encode_chunk_by_chunk_in_order(embedder, workers):
+    chunks = _chunks(150, 40)  # batches of 16 in each chunk are cut longest first, then put back
+    pipelined = Embedder(embedder.spec.name, device="cpu", batch_size=16, workers=workers)
+    got = list(embed_chunks(pipelined, chunks))
+    assert [key for key, _ in got] == [key for key, _ in chunks]
+    for (_, texts), (_, vectors) in zip(chunks, got, strict=True):
+        np.testing.assert_allclose(vectors, embedder.encode_passages(texts), atol=1e-5)
+
+
+def test_several_devices_encode_in_one_process_each_and_come_back_in_order(embedder):
+    chunks = _chunks(120, 20)
+    pooled = Embedder(embedder.spec.name, device="cpu,cpu", workers=1)
+    got = list(embed_chunks(pooled, chunks))
+    assert [key for key, _ in got] == [key for key, _ in chunks]
+    want = embedder.encode_passages([t for _, texts in chunks for t in texts])
+    np.testing.assert_allclose(np.concatenate([v for _, v in got]), want, atol=1e-5)
+
+
+def test_a_bad_passage_stops_the_pipeline_after_the_chunks_before_it(embedder):
+    def chunks():
+        yield from _chunks(60, 20)
+        raise ValueError("corpus.jsonl:61: not JSON")
+
+    got = []
+    with pytest.raises(ValueError, match="61: not JSON"):
+        for key, _ in embed_chunks(Embedder(embedder.spec.name, device="cpu", workers=2), chunks()):
+            got.append(key)
+    assert got == [0, 20, 40]  # every chunk read before the error, none after
 
 
 def test_a_missing_index_says_how_to_build_one(tmp_path):
