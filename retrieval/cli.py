@@ -131,8 +131,8 @@ def parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="processes tokenising passages ahead of each encoder (default: 8 on a GPU, if the cores are there; "
-        "0 on a CPU, where the encoder wants every core)",
+        help="processes tokenising passages ahead of each encoder (default on GPUs: 8 each, fewer if the node's "
+        "cores per GPU minus 2 are fewer; on a CPU 0: the encoder wants every core)",
     )
     b.add_argument(
         "--commit-every", type=positive, default=8192, help="passages per LanceDB commit (resume granularity)"

@@ -61,10 +61,14 @@ def model_path(name: str) -> str:
     return _registered_paths().get(name, name)
 
 
-def default_workers(device: str) -> int:
-    """Tokenising processes per encoder: on a GPU enough to keep it fed (8, if the cores are there);
-    on a CPU none (the encoder wants every core, and tokenising is a small part of its time)."""
-    return min(8, max(1, (os.cpu_count() or 2) - 2)) if device.startswith("cuda") else 0
+def default_workers(device: str, devices: int = 1) -> int:
+    """Tokenising processes per encoder: on GPUs up to 8 each, as the cores allow; on a CPU none.
+
+    On a CPU the encoder wants every core and tokenising is about 1% of its time.
+    """
+    if not device.startswith("cuda"):
+        return 0
+    return min(8, max(1, (os.cpu_count() or 2) // devices - 2))
 
 
 class Embedder:
@@ -91,7 +95,7 @@ class Embedder:
         self.batch_size = batch_size
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be 0 or more, got {workers}")
-        self.workers = default_workers(self.device) if workers is None else workers
+        self.workers = default_workers(self.device, len(self.devices) or 1) if workers is None else workers
 
     @cached_property
     def device(self) -> str:

@@ -16,8 +16,10 @@ import gzip
 import json
 import logging
 import math
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
@@ -326,7 +328,27 @@ def _ensure_indices(tbl: Any) -> None:
         )
         if not current:
             log.info("building the %s index on %r (%d rows)", type(config).__name__, column, rows)
-            tbl.create_index(column, config=config, replace=True)
+            with _elapsed(f"{type(config).__name__} index on {column!r}"):
+                tbl.create_index(column, config=config, replace=True)
+
+
+@contextmanager
+def _elapsed(stage: str) -> Iterator[None]:
+    """A progress line for a stage LanceDB reports no progress of: its elapsed time, redrawn every second."""
+    done = threading.Event()
+    with tqdm(desc=stage, bar_format="{desc}: {elapsed} elapsed", dynamic_ncols=True) as bar:
+
+        def tick() -> None:
+            while not done.wait(1):
+                bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
 
 
 def built_with(uri: str | Path, table: str = TABLE) -> str | None:
