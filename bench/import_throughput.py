@@ -6,8 +6,8 @@
 Builds a FAISS ``IndexFlatIP`` of ``--rows`` random unit vectors (with FAISS itself, as
 Search-R1's ``e5_Flat.index`` is built) and a wiki-18-style ``.jsonl.gz`` corpus of as
 many passages (the bundled corpus's real paragraphs, cycled, with unique ids), then
-times ``import_flat``: writing the rows (passages + vectors, resumable commits), the
-full-text index, the IVF vector index. The baseline, in the same run, is LanceDB's own
+times ``import_flat``: writing the rows (passages + vectors, resumable commits), then the
+full-text and IVF vector indexes (built side by side). The baseline, in the same run, is LanceDB's own
 write of the same vectors and texts from memory (no corpus reading, no checks): the
 writer's ceiling. Prints a table and the wiki-18 (21,015,324 passages) extrapolation.
 """

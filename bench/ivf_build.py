@@ -7,7 +7,8 @@ Writes ``--rows`` clustered unit vectors (as ``bench/ann_recall.py`` makes them)
 bundled corpus's paragraphs (cycled) into a LanceDB table, then times the full-text index
 and, for each ``--sample-rates`` value, the IVF-Flat index ``research-index`` builds
 (``ann_index``: sqrt(rows) partitions) with its k-means trained on ``sample_rate`` x
-partitions rows. The baseline is LanceDB's default sample rate, 256, in the same run.
+partitions rows (research-index uses 64). The baseline is LanceDB's default sample
+rate, 256, in the same run.
 Each line gives recall@10 at research-index's nprobes against exact search (torch) on
 ``--queries`` fresh points, and the wiki-18 (21,015,324 rows) extrapolation: k-means
 training grows with partitions x sample (x21 x sqrt(21) = x96 at a fixed sample rate),
