@@ -35,6 +35,18 @@ def watch_children() -> None:
     )  # fmt: skip
 
 
+def _started(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22); None if it is gone.
+
+    With the PID it names one process: a PID reused later has a later start.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _watch(parent: int) -> None:
     import psutil
 
@@ -46,14 +58,15 @@ def _watch(parent: int) -> None:
             with suppress(psutil.Error, OSError):  # a process vanishing mid-scan must not end the watch
                 for child in psutil.Process(parent).children(recursive=True):
                     if child.pid != me:
-                        seen[child.pid] = child  # psutil.Process remembers its start time: no PID-reuse mistakes
+                        seen[child.pid] = _started(child.pid)
             time.sleep(0.5)
     except SystemExit:
         pass
     finally:
-        for child in seen.values():
-            with suppress(psutil.Error):  # already gone
-                child.kill()
+        for pid, started in seen.items():
+            if started is not None and _started(pid) == started:  # still the process we saw, not a reused PID
+                with suppress(OSError):  # gone meanwhile
+                    os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
