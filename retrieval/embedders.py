@@ -95,7 +95,12 @@ class Embedder:
         self.batch_size = batch_size
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be 0 or more, got {workers}")
-        self.workers = default_workers(self.device, len(self.devices) or 1) if workers is None else workers
+        self._workers = workers
+
+    @cached_property
+    def workers(self) -> int:
+        """Tokenising processes per encoder in an index build (resolved when a build first asks)."""
+        return default_workers(self.device, len(self.devices) or 1) if self._workers is None else self._workers
 
     @cached_property
     def device(self) -> str:
