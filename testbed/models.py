@@ -56,7 +56,11 @@ def cached(kind: str, recipe: dict[str, Any], build: Callable[[Path], None]) -> 
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    build(tmp)
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
     (tmp / ".complete").touch()
     try:
@@ -79,8 +83,11 @@ def load_tokenizer(path: str | Path | None = None) -> Any:
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def new_qwen2(config: TinyConfig, tokenizer: Any, *, vocab_size: int | None = None) -> Any:
-    """A randomly initialised tiny Qwen2 for ``tokenizer`` (both Qwen end tokens end generation)."""
+def new_qwen2(config: TinyConfig, tokenizer: Any, *, vocab_size: int | None = None, tie: bool = True) -> Any:
+    """A randomly initialised tiny Qwen2 for ``tokenizer`` (both Qwen end tokens end generation).
+
+    ``tie``: share the input embeddings with the output matrix, as Qwen2.5's small models do.
+    """
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -96,7 +103,7 @@ def new_qwen2(config: TinyConfig, tokenizer: Any, *, vocab_size: int | None = No
             intermediate_size=config.intermediate_size,
             max_position_embeddings=config.max_position,
             rope_theta=config.rope_theta,
-            tie_word_embeddings=True,
+            tie_word_embeddings=tie,
             bos_token_id=None,
             eos_token_id=eos,
             dtype="float32",
