@@ -4,9 +4,15 @@ vLLM runs its engine core (and that its workers) in child processes. When the pr
 that started them is killed outright (``kill -9``, the OOM killer), nothing in it runs
 to shut them down: they are re-parented to init and keep the memory — gigabytes of RAM,
 or the GPU memory the rerun needs. :func:`watch_children` starts a small watchdog
-process that notes this process's descendants twice a second and, the moment this
-process is gone (Linux tells it: ``PR_SET_PDEATHSIG``), kills the ones still running.
-It works whichever way vLLM starts its processes (``fork`` or ``spawn``).
+process that notes this process's descendants (PID and start time, from ``/proc``)
+twice a second and, once this process is gone, kills the ones still running. It works
+whichever way vLLM starts its processes (``fork`` or ``spawn``).
+
+The watch ends only when the parent has gone: the watchdog ignores SIGINT and SIGTERM,
+which a terminal's Ctrl-C or a ``kill`` of the process group also sends it, so it
+cannot leave before the processes it guards. Linux wakes it the moment the parent dies
+(``PR_SET_PDEATHSIG``); a change of its parent PID, checked at every scan, ends the
+watch as well, whichever thread of the parent started it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterable
 from contextlib import suppress
 
 _PR_SET_PDEATHSIG = 1
@@ -35,38 +41,60 @@ def watch_children() -> None:
     )  # fmt: skip
 
 
-def _started(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22); None if it is gone.
+def processes() -> dict[int, tuple[int, int]]:
+    """Every process: PID -> (parent PID, start time in clock ticks since boot), from ``/proc/PID/stat``.
 
-    With the PID it names one process: a PID reused later has a later start.
+    With the PID, the start time names one process: a PID reused later has a later start.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    found = {}
+    for entry in os.listdir("/proc"):
+        with suppress(OSError, IndexError, ValueError):  # gone meanwhile, or not a process
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            found[int(entry)] = int(fields[1]), int(fields[19])
+    return found
+
+
+def descendants(pids: Iterable[int], procs: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Every descendant of ``pids`` among ``procs``: PID -> start time.
+
+    >>> import subprocess, sys
+    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    >>> child.pid in descendants([os.getpid()], processes())
+    True
+    >>> child.kill(); child.wait()
+    -9
+    """
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = {}, list(pids)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found[child] = procs[child][1]
+                stack.append(child)
+    return found
 
 
 def _watch(parent: int) -> None:
-    import psutil
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    me, seen = os.getpid(), {}
-    try:
-        while os.getppid() == parent:
-            with suppress(psutil.Error, OSError):  # a process vanishing mid-scan must not end the watch
-                for child in psutil.Process(parent).children(recursive=True):
-                    if child.pid != me:
-                        seen[child.pid] = _started(child.pid)
-            time.sleep(0.5)
-    except SystemExit:
-        pass
-    finally:
-        for pid, started in seen.items():
-            if started is not None and _started(pid) == started:  # still the process we saw, not a reused PID
-                with suppress(OSError):  # gone meanwhile
-                    os.kill(pid, signal.SIGKILL)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # taken by sigtimedwait below, never delivered
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1)
+    seen: dict[int, int] = {}
+    while os.getppid() == parent:
+        procs = processes()
+        seen = {pid: started for pid, started in seen.items() if procs.get(pid, (0, -1))[1] == started}
+        seen |= descendants([parent], procs)
+        signal.sigtimedwait({signal.SIGUSR1}, 0.5)
+    procs = processes()
+    seen |= descendants(seen, procs)  # started since the last look, by a process we saw
+    seen.pop(os.getpid(), None)
+    for pid, started in seen.items():
+        if procs.get(pid, (0, -1))[1] == started:  # still the process we saw, not a reused PID
+            with suppress(OSError):  # gone meanwhile
+                os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,11 @@ import sys
 from pathlib import Path
 
 import psutil
-import pytest
 
 from research.retrieval import PassageIndex
 from research.testbed.processes import free_port, launched
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky in full fresh-clone CI runs (2 of 2 on 2026-11-28, some on 2026-11-27): after kill -9 the "
-    "server's watchdog was gone and the engine alive; it passes alone, under load and after the tests that run "
-    "before it; cause still open (a watchdog of the pytest process itself also watches these processes)",
-)
 def test_vllm_engine_processes_die_when_research_serve_is_killed(
     model_path: Path, script_index: PassageIndex, tmp_path
 ):
