@@ -72,6 +72,9 @@ class Prediction:
     """Tokens the model generated (retrieved tokens excluded)."""
     well_formed: bool | None = None
     """ReSearch format check (``research`` only)."""
+    cut_off: bool = False
+    """The response ran out of its token budget (``length``): it predicts "" whatever it wrote, as the
+    reference evaluation does (``over_length_flag`` in ReCall's ``ReSearchPipeline``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +145,14 @@ async def research(setup: Setup, ex: Example) -> Prediction:
         limits=LoopLimits(max_tokens=setup.max_tokens, search_top_k=setup.search_top_k),
         sampling=setup.sampling,
     )
+    cut_off = traj.finish_reason == "length"
     return Prediction(
-        answer=traj.answer or "",
+        answer="" if cut_off else traj.answer or "",
         response=traj.text,
         queries=[s.query for s in traj.searches],
         response_tokens=traj.mask.count(1),
         well_formed=traj.well_formed,
+        cut_off=cut_off,
     )
 
 
@@ -211,12 +216,14 @@ class ServedResearch:
             search_top_k=setup.search_top_k,
             extra_body={"reasoning_format": "raw"},
         )
+        cut_off = reply.finish_reason == "length"
         return Prediction(
-            answer=reply.answer or "",
+            answer="" if cut_off else reply.answer or "",
             response=reply.content,
             queries=[s.query for s in reply.searches],
             response_tokens=reply.usage.completion_tokens if reply.usage else 0,
             well_formed=bool(check_format(reply.content)),
+            cut_off=cut_off,
         )
 
 

@@ -116,6 +116,7 @@ def summarize(run_dir: Path, tasks: Sequence[Task]) -> dict[str, dict[str, dict[
         for key in SUMMARY_METRICS:
             values = [float(r[key]) for r in ordered if r.get(key) is not None]
             cell[key] = round(sum(values) / len(values), 4) if values else None
+        cell["cut_off"] = sum(bool(r.get("cut_off")) for r in ordered)
         cell["judge_failures"] = (
             sum(r.get("lj") is None for r in ordered) if any(r.get("lj") is not None for r in ordered) else None
         )

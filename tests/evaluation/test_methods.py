@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from research.evaluation.methods import (
@@ -12,6 +14,7 @@ from research.evaluation.methods import (
     prompt_ids,
     reference,
 )
+from research.protocol import extract_answer
 from research.questions import Example
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUERY, SCRIPT_QUESTION
 
@@ -30,6 +33,15 @@ async def test_research_runs_the_shared_search_loop_and_answers_from_the_result(
     assert pred.well_formed is True
     assert " <result>\n" in pred.response
     assert 0 < pred.response_tokens < len(setup.engine.tokenizer.encode(pred.response))  # results not counted
+
+
+async def test_a_response_cut_off_by_its_budget_predicts_nothing_as_in_the_reference(setup):
+    whole = await METHODS["research"](setup, QUESTION)
+    budget = len(setup.engine.tokenizer.encode(whole.response))  # everything but the end-of-sequence token
+    cut = await METHODS["research"](replace(setup, max_tokens=budget), QUESTION)
+    assert extract_answer(cut.response) == SCRIPT_ANSWER  # the box was written...
+    assert cut.cut_off and cut.answer == ""  # ...but the response ended on its budget (`length`)
+    assert not whole.cut_off
 
 
 async def test_naive_generation_retrieves_nothing(setup):
