@@ -134,3 +134,34 @@ def test_the_clients_import_none_of_the_server_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "extra"),
+    [
+        ("serve", ["--model", "m", "--index", "i"], "serve"),
+        ("index", ["search", "--index", "i", "q"], "index"),
+        ("evaluate", ["--out", "o", "--dataset", "bamboogle", "--model", "m", "--index", "i"], "eval"),
+        ("train", ["--base", "qwen2.5-32b", "--dry-run"], "train"),
+        ("demo", [], "testbed"),
+    ],
+)
+def test_a_server_side_command_in_a_client_only_install_names_the_extra_to_install(
+    script: str, args: list[str], extra: str, tmp_path
+):
+    """The client-only install lacks the server stack: importing any of it fails as a missing package does."""
+    blocked = ("torch", "transformers", "vllm", "lancedb", "pyarrow", "fastapi", "uvicorn", "trl")
+    code = (
+        "import importlib.abc, sys\n"
+        "class Missing(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Missing())\n"
+        f"sys.argv[1:] = {args!r}\n"
+        f"from research.cli.entry import {script}\n"
+        f"sys.exit({script}())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and f"pip install 'research-serve[{extra}]'" in out.stderr, out.stderr
