@@ -46,8 +46,6 @@ class BatchingRetriever:
         self.index = index
         self.max_batch = max_batch
         self.workers = workers
-        self.batch_sizes: list[int] = []
-        """Size of every batch sent to the index (observability, tests)."""
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
@@ -85,7 +83,6 @@ class BatchingRetriever:
             if not request.future.done():  # its caller may have been cancelled
                 groups[request.k, request.mode].append(request)
         for (k, mode), group in groups.items():
-            self.batch_sizes.append(len(group))
             started = time.perf_counter()
             try:
                 results = await asyncio.to_thread(self.index.search, [r.query for r in group], k=k, mode=mode)

@@ -20,6 +20,8 @@ from research.protocol import (
     stream_search_loop,
 )
 from research.protocol.loop import retrieve
+from research.retrieval import BatchingRetriever
+from tests.support.counting import CountingIndex
 from tests.support.scripted import SCRIPT_AFTER, SCRIPT_ANSWER, SCRIPT_BEFORE, SCRIPT_QUERY, SCRIPT_QUESTION
 
 
@@ -106,10 +108,13 @@ async def test_closing_the_stream_mid_generation_aborts_it(engine, retriever, pr
     assert await wait_idle(engine) == 0
 
 
-async def test_concurrent_loops_share_retrieval_batches(engine, retriever, prompt_ids):
+async def test_concurrent_loops_share_retrieval_batches(engine, script_index, prompt_ids):
+    index = CountingIndex(script_index)
+    retriever = BatchingRetriever(index)
     trajectories = await asyncio.gather(*(run_search_loop(engine, retriever, prompt_ids) for _ in range(6)))
+    await retriever.close()
     assert {t.answer for t in trajectories} == {SCRIPT_ANSWER}
-    assert sum(retriever.batch_sizes) == 6
+    assert sum(index.batches) == 6
 
 
 class CountingRetriever:

@@ -17,9 +17,12 @@ import openai
 import pytest
 
 from research.retrieval import BatchingRetriever, Passage, build_index
+from research.retrieval.cli import main as index_main
 from research.retrieval.service import create_app
 from research.testbed.processes import free_port
 from research.testbed.world import make_world
+from tests.support.cli import run_main
+from tests.support.counting import CountingIndex
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -113,14 +116,25 @@ def test_every_bad_build_input_is_a_one_line_error_that_changes_nothing(
     extra = [str(tmp_path / "FILE") if a == "FILE" else a for a in extra]
     args = ["build", "--corpus", str(corpus), "--index", str(index), "--embedder", MINILM, "--device", "cpu"]
     args += ["--overwrite", *extra]
-    done = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=300)
+    done = run_main(index_main, args)
     assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1], done.stderr
     assert "Traceback" not in done.stderr
     assert lancedb.connect(str(index)).open_table("passages").to_arrow().column("id").to_pylist() == ["old"]
     corpus.write_text(GOOD_PASSAGE)  # the corrected command works
     fixed = args[: len(args) - len(extra)]
-    assert subprocess.run(_cli(*fixed), capture_output=True, text=True, timeout=300).returncode == 0
+    assert run_main(index_main, fixed).returncode == 0
     assert lancedb.connect(str(index)).open_table("passages").to_arrow().column("id").to_pylist() == ["1"]
+
+
+def test_a_bad_build_input_ends_the_real_command_with_its_one_line(tmp_path):
+    """The table above runs in-process; as a console script, the error is the last line and no traceback."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(GOOD_PASSAGE * 2)
+    args = ["build", "--corpus", str(corpus), "--index", str(tmp_path / "index"), "--embedder", MINILM]
+    done = subprocess.run(_cli(*args, "--device", "cpu"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    message = "research-index: error: the passage id '1' appears twice in the corpus: ids must be unique"
+    assert done.stderr.strip().splitlines()[-1] == message
 
 
 def test_a_rerun_without_embedder_resumes_with_the_indexs_own_and_another_is_refused_before_loading(tmp_path):
@@ -165,13 +179,15 @@ def test_a_missing_index_is_a_one_line_error():
 async def service(script_index):
     import uvicorn
 
-    retriever = BatchingRetriever(script_index)
+    index = CountingIndex(script_index)
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(retriever, default_k=3), port=port, log_level="warning"))
+    uv = uvicorn.Server(
+        uvicorn.Config(create_app(BatchingRetriever(index), default_k=3), port=port, log_level="warning")
+    )
     task = asyncio.create_task(uv.serve())
     while not uv.started:
         await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", retriever
+    yield f"http://127.0.0.1:{port}", index
     uv.should_exit = True
     await task
 
@@ -216,10 +232,10 @@ async def test_bad_retriever_requests_are_400s(service, path, body, param):
 
 
 async def test_fifty_concurrent_requests_are_answered_correctly_in_shared_batches(service, script_index):
-    url, retriever = service
+    url, index = service
     queries = ["capital of Freedonia", "copper mines", "signal stone monument", "maps archive", "harbor ore"]
     expected = {q: script_index.search([q], k=2)[0][0].id for q in queries}
-    retriever.batch_sizes.clear()
+    index.batches.clear()
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         replies = await asyncio.gather(
             *(http.post("/retrieve", json={"queries": [queries[i % 5]], "topk": 2}) for i in range(50))
@@ -227,7 +243,7 @@ async def test_fifty_concurrent_requests_are_answered_correctly_in_shared_batche
     for i, reply in enumerate(replies):
         assert reply.status_code == 200
         assert reply.json()["result"][0][0]["id"] == expected[queries[i % 5]]
-    assert sum(retriever.batch_sizes) == 50 and len(retriever.batch_sizes) < 50
+    assert sum(index.batches) == 50 and len(index.batches) < 50
 
 
 async def test_remote_retriever_speaks_v1_search_and_retries_transient_failures(script_index):

@@ -14,6 +14,7 @@ from lancedb.index import IvfSq
 from research.retrieval import MAX_K, BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
 from research.retrieval.index import ANN_MIN_ROWS, _ensure_indices, ann_nprobes, nearest
 from research.retrieval.pipeline import embed_chunks
+from tests.support.counting import CountingIndex
 
 
 def test_search_finds_the_passage_that_answers_the_query(script_index):
@@ -138,10 +139,11 @@ def test_wiki18_jsonl_is_read_line_by_line_with_clear_errors(tmp_path):
 
 
 async def test_concurrent_searches_are_merged_into_one_embedding_batch(script_index):
-    retriever = BatchingRetriever(script_index)
+    index = CountingIndex(script_index)
+    retriever = BatchingRetriever(index)
     queries = ["Freedonia capital", "copper mines", "signal stone monument", "maps archive"] * 4
     results = await asyncio.gather(*(retriever.search([q], k=1) for q in queries))
-    assert retriever.batch_sizes == [16]
+    assert index.batches == [16]
     assert [r[0][0].id for r in results[:4]] == [r[0][0].id for r in results[4:8]]
     assert results[0][0][0].id in {"fr-1", "fr-2"}
     await retriever.close()

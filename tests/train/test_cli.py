@@ -17,7 +17,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from research.testbed.processes import free_port, launched
+from research.train.cli import main as train_main
 from research.train.config import TrainConfig
+from tests.support.cli import run_main
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 TRAIN = [sys.executable, "-m", "research.train.cli"]
@@ -49,9 +51,9 @@ def test_dry_run_prints_the_32b_plan_without_downloading():
 def test_bad_configuration_is_a_clear_error(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("learning_rate: 1e-6\nwarp_speed: 9\n")
-    out = subprocess.run([*TRAIN, "--config", str(bad), "--dry-run"], capture_output=True, text=True)
+    out = run_main(train_main, ["--config", str(bad), "--dry-run"])
     assert out.returncode == 2 and "Unknown arguments from config file: ['--warp_speed', '9']" in out.stderr
-    out = subprocess.run([*TRAIN, "--num-generations", "1", "--dry-run"], capture_output=True, text=True)
+    out = run_main(train_main, ["--num-generations", "1", "--dry-run"])
     assert out.returncode == 2 and "num_generations must be at least 2" in out.stderr
 
 
@@ -72,11 +74,19 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
 def test_every_bad_value_is_a_one_line_error_before_any_work(flag, message, tmp_path):
     """Each used to be accepted, or to fail 40 s in inside TRL; none may create the output folder."""
     out = tmp_path / "run"
-    done = subprocess.run([*TRAIN, *flag, "--output-dir", str(out)], capture_output=True, text=True)
+    done = run_main(train_main, [*flag, "--output-dir", str(out)])
     assert done.returncode == 2 and done.stderr == f"research-train: error: {done.stderr.split('error: ')[1]}"
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and not out.exists()
-    fixed = subprocess.run([*TRAIN, "--output-dir", str(out), "--dry-run"], capture_output=True, text=True)
+    fixed = run_main(train_main, ["--output-dir", str(out), "--dry-run"])
     assert fixed.returncode == 0 and not out.exists()  # the corrected command plans, and still writes nothing
+
+
+def test_a_bad_value_is_the_only_line_the_real_command_prints(tmp_path):
+    """The table above runs in-process; as a console script, nothing else (an import's warning) may join the line."""
+    out = tmp_path / "run"
+    done = subprocess.run([*TRAIN, "--beta", "-1", "--output-dir", str(out)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == "research-train: error: beta must be at least 0, got -1.0\n"
+    assert done.stdout == "" and not out.exists()
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoint_serves(train_config):
