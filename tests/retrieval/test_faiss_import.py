@@ -18,8 +18,8 @@ from research.retrieval import Embedder, PassageIndex, build_index, read_corpus
 from research.retrieval.demo_corpus import CORPUS
 from research.retrieval.faiss_flat import FlatVectors, import_flat, open_flat
 
-PASSAGES = 2000
-"""The first 2,000 of the bundled corpus's 10,378 real Wikipedia paragraphs: embedding all of them
+PASSAGES = 1000
+"""The first 1,000 of the bundled corpus's 10,378 real Wikipedia paragraphs: embedding all of them
 with MiniLM takes minutes on two cores, and the import is what is tested."""
 
 

@@ -117,8 +117,8 @@ def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoi
     assert json.loads((run / "research.json").read_text()) == {"template": "instruct"}
     assert (run / "runs").is_dir()  # TensorBoard event files
 
-    plot = subprocess.run([*TRAIN, "plot", str(run)], capture_output=True, text=True, check=True)
-    assert Path(plot.stdout.strip()).read_bytes()[:4] == b"\x89PNG"
+    plot = run_main(train_main, ["plot", str(run)])
+    assert plot.returncode == 0 and Path(plot.stdout.strip()).read_bytes()[:4] == b"\x89PNG"
 
     port = free_port()
     args = [sys.executable, "-m", "research.server.cli", "--model", str(run / "checkpoint-3"),
