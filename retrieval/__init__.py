@@ -1,6 +1,6 @@
 """Retrieval: the LanceDB passage index, its embedders and an async batching front."""
 
-from research.retrieval.batching import BatchingRetriever
+from research.retrieval.batching import BatchingRetriever, ModeRetriever, SearchTimeout
 from research.retrieval.cli import add_nprobes_arg
 from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
 from research.retrieval.index import (
@@ -26,9 +26,11 @@ __all__ = [
     "Embedder",
     "EmbedderSpec",
     "IndexMismatchError",
+    "ModeRetriever",
     "Passage",
     "PassageIndex",
     "SearchMode",
+    "SearchTimeout",
     "add_nprobes_arg",
     "build_index",
     "connect",

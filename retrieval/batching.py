@@ -6,6 +6,11 @@ the index was busy goes out as the next batch, in one embedding call, on a worke
 thread. Up to ``workers`` batches run at once, so one slow read (a stuck network
 mount) does not hold up every search; when all are busy, batches grow by
 themselves; at low load a query waits for nobody.
+
+A search's ``timeout`` measures the index's own work (embedding + query), from the
+moment its batch goes to the index: time spent waiting in line is load, not a stalled
+index, unless every reader has been stuck on one read for longer than ``timeout``. What
+bounds the line is the server's admission (:attr:`BatchingRetriever.waiting`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from research.retrieval.index import PassageIndex, SearchMode, check_search
 from research.retrieval.passage import Passage
+
+
+class SearchTimeout(Exception):
+    """The passage index did not answer a search in time."""
 
 
 class SearchResults(list[list[Passage]]):
@@ -35,6 +44,8 @@ class _Request:
     k: int
     mode: SearchMode
     future: asyncio.Future[tuple[list[Passage], float]]
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when its batch goes to the index."""
 
 
 class BatchingRetriever:
@@ -46,12 +57,22 @@ class BatchingRetriever:
         self.index = index
         self.max_batch = max_batch
         self.workers = workers
+        self.waiting = 0
+        """Searches queued and not yet sent to the index (what admission control reads)."""
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._reads: dict[object, float] = {}
+        """When each index read under way started (``perf_counter``)."""
 
-    async def search(self, queries: Sequence[str], *, k: int, mode: SearchMode = "vector") -> SearchResults:
-        """Top-``k`` passages per query; concurrent callers share embedding calls."""
+    async def search(
+        self, queries: Sequence[str], *, k: int, mode: SearchMode = "vector", timeout: float | None = None
+    ) -> SearchResults:
+        """Top-``k`` passages per query; concurrent callers share embedding calls.
+
+        ``timeout``: seconds the index may take once these queries' batch reaches it
+        (:class:`SearchTimeout` after that); the wait for a free index reader is not counted.
+        """
         check_search(k, mode)  # here, so that one bad request does not fail the batch it would join
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
@@ -61,8 +82,32 @@ class BatchingRetriever:
         requests = [_Request(q, k, mode, loop.create_future()) for q in queries]
         for request in requests:
             self._queue.put_nowait(request)
-        results = await asyncio.gather(*(r.future for r in requests))
+        self.waiting += len(requests)
+        results = await self._results(requests, timeout)
         return SearchResults([passages for passages, _ in results], max(seconds for _, seconds in results))
+
+    def _stalled(self, timeout: float) -> bool:
+        """Every reader has been on its read for more than ``timeout`` seconds."""
+        now = time.perf_counter()
+        return len(self._reads) >= self.workers and all(now - t > timeout for t in self._reads.values())
+
+    async def _results(self, requests: list[_Request], timeout: float | None) -> list[tuple[list[Passage], float]]:
+        answers = asyncio.gather(*(r.future for r in requests))
+        if timeout is None:
+            return await answers
+        try:
+            for r in requests:
+                while not r.started.is_set():  # in line: load, unless the readers are all stuck
+                    try:
+                        await asyncio.wait_for(r.started.wait(), timeout)
+                    except TimeoutError:
+                        if self._stalled(timeout):
+                            raise
+            return await asyncio.wait_for(answers, timeout)
+        except TimeoutError as exc:
+            raise SearchTimeout(f"the passage index did not answer within {timeout:g} s") from exc
+        finally:
+            answers.cancel()  # no-op once done; else its requests are dropped from their batch
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -79,11 +124,16 @@ class BatchingRetriever:
 
     async def _serve(self, batch: list[_Request]) -> None:
         groups: defaultdict[tuple[int, SearchMode], list[_Request]] = defaultdict(list)
+        self.waiting -= len(batch)
         for request in batch:
             if not request.future.done():  # its caller may have been cancelled
                 groups[request.k, request.mode].append(request)
         for (k, mode), group in groups.items():
+            for request in group:
+                request.started.set()
             started = time.perf_counter()
+            read = object()
+            self._reads[read] = started
             try:
                 results = await asyncio.to_thread(self.index.search, [r.query for r in group], k=k, mode=mode)
             except Exception as exc:
@@ -91,6 +141,8 @@ class BatchingRetriever:
                     if not r.future.done():
                         r.future.set_exception(exc)
                 continue
+            finally:
+                del self._reads[read]
             seconds = time.perf_counter() - started
             for r, passages in zip(group, results, strict=True):
                 if not r.future.done():
@@ -116,5 +168,5 @@ class ModeRetriever:
     retriever: BatchingRetriever
     mode: SearchMode
 
-    async def search(self, queries: Sequence[str], *, k: int) -> list[list[Passage]]:
-        return await self.retriever.search(queries, k=k, mode=self.mode)
+    async def search(self, queries: Sequence[str], *, k: int, timeout: float | None = None) -> list[list[Passage]]:
+        return await self.retriever.search(queries, k=k, mode=self.mode, timeout=timeout)

@@ -17,7 +17,6 @@ mounted by ``research-index serve`` and by the chat server alike.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from research.http_errors import APIError, Text, errors, install_error_handlers
-from research.retrieval.batching import BatchingRetriever
+from research.retrieval.batching import BatchingRetriever, SearchTimeout
 from research.retrieval.index import MAX_K, SearchMode
 from research.retrieval.passage import Passage
 
@@ -94,8 +93,8 @@ class Searcher:
         self, request: Request, queries: list[str], k: int, mode: SearchMode = "vector"
     ) -> list[list[Passage]]:
         try:
-            return await asyncio.wait_for(self.retriever.search(queries, k=k, mode=mode), self.timeout)
-        except TimeoutError as exc:
+            return await self.retriever.search(queries, k=k, mode=mode, timeout=self.timeout)
+        except SearchTimeout as exc:
             log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
             raise APIError(
                 504, f"the passage index did not answer within {self.timeout:g} s", code="search_timeout"

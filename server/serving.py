@@ -27,7 +27,6 @@ from research.protocol import (
     Finished,
     LoopLimits,
     ModelText,
-    Retriever,
     Search,
     SearchDone,
     SearchIssued,
@@ -35,7 +34,7 @@ from research.protocol import (
     Trajectory,
     stream_search_loop,
 )
-from research.retrieval import BatchingRetriever
+from research.retrieval import BatchingRetriever, ModeRetriever, SearchTimeout
 from research.server.metrics import Metrics
 from research.server.protocol import (
     EFFORT_SEARCHES,
@@ -68,7 +67,11 @@ class ServerConfig:
     search_top_k: int = 5
     """Passages per search when a request does not say."""
     search_timeout: float = 10.0
-    """Seconds a search may take before its request fails (504), so a stalled index cannot hang requests."""
+    """Seconds the index may work on a search (from when it reaches a reader; waiting in line is not counted)
+    before its request fails (504), so a stalled index cannot hang requests."""
+    max_search_queue: int = 1024
+    """Searches waiting for a free index reader beyond which new generation requests get a 429 with
+    ``Retry-After`` (admitted requests' searches wait their turn)."""
     max_concurrent_requests: int = 256
     """Generation requests served at once; more get a 429 with ``Retry-After``."""
     stream_write_timeout: float = 30.0
@@ -99,22 +102,16 @@ class Job:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-class SearchTimeout(Exception):
-    """The passage index did not answer in time."""
-
-
 @dataclass(frozen=True, slots=True)
 class TimedRetriever:
-    """A retriever whose searches fail with :class:`SearchTimeout` after ``seconds``."""
+    """A retriever whose searches fail with :class:`SearchTimeout` once the index has worked on them for
+    ``seconds`` (the wait for a free reader is not counted)."""
 
-    inner: Retriever
+    inner: ModeRetriever
     seconds: float
 
     async def search(self, queries: Sequence[str], *, k: int) -> Sequence[Sequence[Any]]:
-        try:
-            return await asyncio.wait_for(self.inner.search(queries, k=k), self.seconds)
-        except TimeoutError as exc:
-            raise SearchTimeout(f"the passage index did not answer within {self.seconds:g} s") from exc
+        return await self.inner.search(queries, k=k, timeout=self.seconds)
 
 
 # -- what a run yields ---------------------------------------------------------------------------
@@ -239,6 +236,14 @@ class Server:
             raise APIError(
                 429,
                 f"the server is at its limit of {self.config.max_concurrent_requests} concurrent requests; retry",
+                code="too_many_requests",
+                headers={"Retry-After": "1"},
+            )
+        if self.retriever.waiting >= self.config.max_search_queue:
+            raise APIError(
+                429,
+                f"{self.retriever.waiting} searches are waiting for the index (the limit is "
+                f"{self.config.max_search_queue}); retry",
                 code="too_many_requests",
                 headers={"Retry-After": "1"},
             )

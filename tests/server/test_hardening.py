@@ -160,6 +160,40 @@ async def test_one_stuck_index_read_does_not_hold_up_the_others(script_index, mo
     await retriever.close()
 
 
+async def test_a_full_search_queue_is_a_429_at_admission_and_queued_searches_wait_their_turn(
+    transformers_engine, script_index, monkeypatch
+):
+    """Every reader stuck and one search in line (--max-search-queue 1): a new request is refused before it runs."""
+    search, released = script_index.search, threading.Event()
+
+    def stuck(queries, **kwargs):
+        released.wait(60)
+        return search(queries, **kwargs)
+
+    monkeypatch.setattr(script_index, "search", stuck)
+    async with (
+        serving(transformers_engine, script_index, max_search_queue=1, search_timeout=60) as live,
+        httpx.AsyncClient(base_url=live.url, timeout=120) as http,
+    ):
+        retriever, reads = live.server.retriever, []
+        async with asyncio.timeout(120):
+            for i in range(retriever.workers):  # one at a time, so that each takes a reader of its own: all stuck
+                reads.append(asyncio.create_task(retriever.search([f"read {i}"], k=1)))
+                await asyncio.sleep(0.05)
+                while retriever.waiting:
+                    await asyncio.sleep(0.05)
+            in_line = asyncio.create_task(http.post("/chat/completions", json=ASK))  # its search waits in line
+            while retriever.waiting < 1:
+                await asyncio.sleep(0.05)
+        refused = await http.post("/chat/completions", json=ASK)
+        released.set()
+        answered = await in_line
+        await asyncio.gather(*reads)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["message"] == "1 searches are waiting for the index (the limit is 1); retry"
+    assert answered.status_code == 200 and answered.json()["choices"][0]["message"]["answer"] == "Marxville"
+
+
 async def test_health_names_a_dead_engine(model_path, script_index):
     engine = TransformersEngine.from_pretrained(str(model_path))
     await engine.close()
