@@ -3,7 +3,7 @@
     python bench/serve_throughput.py                   # toy ReSearch model, toy-world index, CPU
     python bench/serve_throughput.py --model M --index I --template instruct --questions 256
 
-Same model, same index, same questions, one run, two set-ups:
+Same model, same index, same questions, one run, three set-ups:
 
 (a) ``research-serve`` (vLLM in-process): one chat request per question; the
     search loop runs on the server, continuing from token ids.
@@ -11,10 +11,16 @@ Same model, same index, same questions, one run, two set-ups:
     that calls a plain ``vllm serve`` (``/v1/completions`` with the whole text,
     stop at ``</search>``) and the retriever service (``research-index serve``,
     ReSearch's ``/batch_search``), re-sending the growing text each turn.
+(c) raw vLLM: the same plain ``vllm serve``, the same prompts, no search, each
+    generating (``ignore_eos``) as many tokens as (a)'s mean model tokens per
+    question at that concurrency: what the search loop costs in generation throughput.
 
 Prints questions/s and p50/p95 latency at each concurrency, the ratio (a)/(b),
-both set-ups' exact match (they should agree), and the server's overhead per search
-(time beyond the index's own embedding + query), read from its /metrics.
+model tokens/s of each set-up and the ratio (a)/(c), the exact match of (a) and (b)
+(they should agree), the requests that failed in each (an
+HTTP error or a malformed reply is counted, with its first message, and scores as a
+wrong answer: the run always finishes), and the server's overhead per search (time
+beyond the index's own embedding + query), read from its /metrics.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -57,26 +64,45 @@ KV_CACHE = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "
 """The same KV-cache size for both set-ups on a CPU machine."""
 
 
-async def run_clients(
-    n_clients: int, questions: list[dict], ask: Callable[[dict], Awaitable[str]]
-) -> tuple[float, list[float], list[str]]:
-    """``n_clients`` workers answer all questions; (wall seconds, latencies, answers in order)."""
+@dataclass
+class Run:
+    """One set-up at one concurrency: wall seconds, latencies, answers in order, failed requests."""
+
+    wall: float
+    latencies: list[float]
+    answers: list[str]
+    failures: list[str] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    """Model tokens generated per answered question (retrieved tokens excluded)."""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(self.tokens) / self.wall
+
+
+async def run_clients(n_clients: int, questions: list[dict], ask: Callable[[dict], Awaitable[tuple[str, int]]]) -> Run:
+    """``n_clients`` workers answer all questions (``ask``: answer, model tokens); a failed request is
+    recorded and its answer left empty."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(questions)):
         queue.put_nowait(i)
-    latencies: list[float] = []
-    answers = [""] * len(questions)
+    run = Run(0.0, [], [""] * len(questions))
 
     async def worker() -> None:
         while not queue.empty():
             i = queue.get_nowait()
             started = time.perf_counter()
-            answers[i] = await ask(questions[i])
-            latencies.append(time.perf_counter() - started)
+            try:
+                run.answers[i], tokens = await ask(questions[i])
+                run.tokens.append(tokens)
+            except (httpx.HTTPError, LookupError, TypeError, ValueError) as exc:  # transport, status, bad JSON
+                run.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+            run.latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(n_clients)))
-    return time.perf_counter() - started, latencies, answers
+    run.wall = time.perf_counter() - started
+    return run
 
 
 def overhead_p50(metrics: str) -> tuple[float, float, int]:
@@ -125,6 +151,7 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--search-workers", type=int, default=4, help="research-serve's index readers (default: 4)")
     args = parser.parse_args()
 
     model, index, questions = toy_defaults()
@@ -138,14 +165,14 @@ def main() -> None:
     questions = random.Random(0).sample(questions, min(args.questions, len(questions)))
     levels = [int(c) for c in args.concurrency.split(",")]
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    results: dict[str, dict[int, tuple[float, list[float], list[str]]]] = {"server": {}, "reference": {}}
+    results: dict[str, dict[int, Run]] = {"server": {}, "reference": {}, "raw": {}}
 
     # (a) this server
     port = free_port()
     serve = [str(BIN / "research-serve"), "--model", model, "--index", index, "--port", str(port)]
     serve += ["--engine", "vllm", "--template", args.template, "--served-model-name", MODEL_NAME]
     serve += ["--search-top-k", str(args.search_top_k), "--max-concurrent-requests", "1024"]
-    serve += ["--max-model-len", str(args.max_model_len)]
+    serve += ["--max-model-len", str(args.max_model_len), "--search-workers", str(args.search_workers)]
     if not _has_gpu():
         serve += ["--dtype", "float32", "--gpu-memory-utilization", "0.1"]
     base = f"http://127.0.0.1:{port}"
@@ -154,15 +181,15 @@ def main() -> None:
         async def run_server() -> str:
             async with httpx.AsyncClient(base_url=base, timeout=600, limits=httpx.Limits(max_connections=256)) as http:
 
-                async def ask(q: dict) -> str:
+                async def ask(q: dict) -> tuple[str, int]:
                     body = {
                         "model": MODEL_NAME,
                         "messages": [{"role": "user", "content": q["question"]}],
                         "temperature": 0,
                         "max_tokens": args.max_tokens,
                     }
-                    reply = (await http.post("/v1/chat/completions", json=body)).json()
-                    return reply["choices"][0]["message"]["answer"] or ""
+                    reply = (await http.post("/v1/chat/completions", json=body)).raise_for_status().json()
+                    return reply["choices"][0]["message"]["answer"] or "", reply["usage"]["completion_tokens"]
 
                 await ask(questions[0])  # warm-up
                 for c in levels:
@@ -190,9 +217,9 @@ def main() -> None:
 
                     tokenizer = AutoTokenizer.from_pretrained(model)
 
-                async def ask(q: dict) -> str:
+                async def ask(q: dict) -> tuple[str, int]:
                     prompt = render_prompt(q["question"], args.template, tokenizer)
-                    response = ""
+                    response, generated = "", 0
                     while True:
                         body = {
                             "model": MODEL_NAME,
@@ -202,35 +229,61 @@ def main() -> None:
                             "stop": ["</search>"],
                             "include_stop_str_in_output": True,
                         }
-                        choice = (await http.post(f"{gen}/completions", json=body)).json()["choices"][0]
+                        completion = (await http.post(f"{gen}/completions", json=body)).raise_for_status()
+                        choice = completion.json()["choices"][0]
                         response += choice["text"]
+                        generated += completion.json()["usage"]["completion_tokens"]
                         if choice.get("stop_reason") != "</search>":
-                            return extract_answer(response) or ""
+                            return extract_answer(response) or "", generated
                         query = extract_query(response) or ""
                         docs = await http.post(
                             f"{ret}/batch_search", json={"query": [query], "top_n": args.search_top_k}
                         )
-                        response += format_result([d["contents"] for d in docs.json()[0]])
+                        response += format_result([d["contents"] for d in docs.raise_for_status().json()[0]])
+
+                async def raw(q: dict, max_tokens: int) -> tuple[str, int]:
+                    body = {
+                        "model": MODEL_NAME,
+                        "prompt": render_prompt(q["question"], args.template, tokenizer),
+                        "max_tokens": max_tokens,
+                        "temperature": 0,
+                        "ignore_eos": True,
+                    }
+                    reply = (await http.post(f"{gen}/completions", json=body)).raise_for_status().json()
+                    return "", reply["usage"]["completion_tokens"]
 
                 await ask(questions[0])
                 for c in levels:
                     results["reference"][c] = await run_clients(c, questions, ask)
+                    ours = results["server"][c].tokens
+                    mean = max(1, round(sum(ours) / max(len(ours), 1)))
+                    results["raw"][c] = await run_clients(c, questions, lambda q, n=mean: raw(q, n))
 
         asyncio.run(run_reference())
 
     print(f"\nmodel {model}\nindex {index}\n{len(questions)} questions per level, top-{args.search_top_k}\n")
-    print(f"{'clients':>8} {'setup':<10}{'q/s':>8}{'p50 s':>9}{'p95 s':>9}{'EM':>7}{'(a)/(b) q/s':>13}")
+    head = f"{'clients':>8} {'setup':<10}{'q/s':>8}{'p50 s':>9}{'p95 s':>9}{'EM':>7}{'failed':>8}{'tok/s':>9}"
+    print(f"{head}{'(a)/(b) q/s':>13}{'(a)/(c) tok/s':>15}")
+    labels = {"server": "(a) ours", "reference": "(b) ref", "raw": "(c) vLLM"}
     for c in levels:
-        for name in ("server", "reference"):
-            wall, lat, answers = results[name][c]
-            em = statistics.mean(exact_match(a, q["answer"][0]) for a, q in zip(answers, questions, strict=True))
+        for name in ("server", "reference", "raw"):
+            run = results[name][c]
+            em = statistics.mean(exact_match(a, q["answer"][0]) for a, q in zip(run.answers, questions, strict=True))
+            em_text = "" if name == "raw" else f"{em:.3f}"
+            lat = run.latencies
             p95 = statistics.quantiles(lat, n=20)[-1] if len(lat) > 1 else lat[0]
             ratio = ""
             if name == "reference":
-                ratio = f"{(len(questions) / results['server'][c][0]) / (len(questions) / wall):>13.2f}"
-            label = "(a) ours" if name == "server" else "(b) ref"
-            qps = len(questions) / wall
-            print(f"{c:>8} {label:<10}{qps:>8.2f}{statistics.median(lat):>9.3f}{p95:>9.3f}{em:>7.3f}{ratio}")
+                ratio = f"{run.wall / results['server'][c].wall:>13.2f}"  # (n / ours) / (n / ref)
+            elif name == "raw":
+                ratio = f"{'':>13}{results['server'][c].tokens_per_s / run.tokens_per_s:>15.2f}"
+            qps, failed, tps = len(questions) / run.wall, len(run.failures), run.tokens_per_s
+            row = f"{c:>8} {labels[name]:<10}{qps:>8.2f}{statistics.median(lat):>9.3f}{p95:>9.3f}{em_text:>7}"
+            print(f"{row}{failed:>8}{tps:>9.1f}{ratio}")
+    for name, runs in results.items():
+        for c, run in runs.items():
+            if run.failures:
+                print(f"{name} at {c} clients: {len(run.failures)} failed, first: {run.failures[0]}")
     p50, mean, count = overhead_p50(metrics)
     print(f"\nserver overhead per search (beyond embedding + index), over {count} searches:")
     print(f"p50 {p50 * 1000:.2f} ms, mean {mean * 1000:.2f} ms")
