@@ -96,9 +96,7 @@ class Searcher:
             return await self.retriever.search(queries, k=k, mode=mode, timeout=self.timeout)
         except SearchTimeout as exc:
             log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
-            raise APIError(
-                504, f"the passage index did not answer within {self.timeout:g} s", code="search_timeout"
-            ) from exc
+            raise APIError(504, str(exc), code="search_timeout") from exc
         except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
             log.exception("retrieval failed", extra={"request_id": request.headers.get("x-request-id")})
             raise APIError(503, "the passage index is unavailable; the server log has the cause",

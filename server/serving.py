@@ -232,21 +232,17 @@ class Server:
 
     # -- admission (research.server.middleware.Admission) ------------------
     def admit(self) -> None:
+        """Take a slot, or refuse with a 429 (``Retry-After: 1``) naming the limit that is reached."""
+        full = None
         if self.running >= self.config.max_concurrent_requests:
-            raise APIError(
-                429,
-                f"the server is at its limit of {self.config.max_concurrent_requests} concurrent requests; retry",
-                code="too_many_requests",
-                headers={"Retry-After": "1"},
+            full = f"the server is at its limit of {self.config.max_concurrent_requests} concurrent requests"
+        elif self.retriever.waiting >= self.config.max_search_queue:
+            full = (
+                f"{self.retriever.waiting} searches are waiting for the index "
+                f"(the limit is {self.config.max_search_queue})"
             )
-        if self.retriever.waiting >= self.config.max_search_queue:
-            raise APIError(
-                429,
-                f"{self.retriever.waiting} searches are waiting for the index (the limit is "
-                f"{self.config.max_search_queue}); retry",
-                code="too_many_requests",
-                headers={"Retry-After": "1"},
-            )
+        if full:
+            raise APIError(429, f"{full}; retry", code="too_many_requests", headers={"Retry-After": "1"})
         self.running += 1
         self.metrics.running.inc()
 
