@@ -229,10 +229,10 @@ def main() -> None:
                             "stop": ["</search>"],
                             "include_stop_str_in_output": True,
                         }
-                        completion = (await http.post(f"{gen}/completions", json=body)).raise_for_status()
-                        choice = completion.json()["choices"][0]
+                        completion = (await http.post(f"{gen}/completions", json=body)).raise_for_status().json()
+                        choice = completion["choices"][0]
                         response += choice["text"]
-                        generated += completion.json()["usage"]["completion_tokens"]
+                        generated += completion["usage"]["completion_tokens"]
                         if choice.get("stop_reason") != "</search>":
                             return extract_answer(response) or "", generated
                         query = extract_query(response) or ""
