@@ -21,9 +21,11 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from research.evaluation.cli import main as eval_main
 from research.evaluation.judge import Judge, parse_verdict
 from research.protocol import normalize_answer
 from tests.conftest import start_app, stop
+from tests.support.cli import run_main
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 QUESTIONS = [
@@ -107,12 +109,11 @@ def assert_summary_matches_traces(summary: dict, traces: Path) -> None:
             assert cell[metric] == pytest.approx(sum(r[metric] for r in rows) / len(rows), abs=1e-4), (method, metric)
 
 
-def eval_cmd(out: Path, dataset: Path, model: Path, index: str, *extra: str) -> list[str]:
+def eval_args(out: Path, dataset: Path, model: Path, index: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "research.evaluation.cli", "--out", str(out), "--dataset", f"script={dataset}",
-        "--model", str(model), "--index", index, "--engine", "transformers", "--template", "instruct",
-        "--max-tokens", "512", "--concurrency", "2", "--methods", "research,naive-generation,naive-rag,iter-retgen",
-        *extra,
+        "--out", str(out), "--dataset", f"script={dataset}", "--model", str(model), "--index", index,
+        "--engine", "transformers", "--template", "instruct", "--max-tokens", "512", "--concurrency", "2",
+        "--methods", "research,naive-generation,naive-rag,iter-retgen", *extra,
     ]  # fmt: skip
 
 
@@ -124,19 +125,18 @@ def dataset(tmp_path) -> Path:
 
 
 def test_a_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(
-    tmp_path, dataset, model_path, script_index, judge_server
+    tmp_path, dataset, model_path, script_index, monkeypatch
 ):
-    env = {**os.environ, "OPENAI_API_KEY": ""}
+    """The killed run is a real process; the others run in-process (the same ``main``, without 10 s of imports)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "")
     whole = tmp_path / "whole"
-    done = subprocess.run(
-        eval_cmd(whole, dataset, model_path, script_index.uri), env=env, capture_output=True, text=True
-    )
+    done = run_main(eval_main, eval_args(whole, dataset, model_path, script_index.uri))
     assert done.returncode == 0, done.stderr
     summary = json.loads((whole / "summary.json").read_text())
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(eval_cmd(killed, dataset, model_path, script_index.uri), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "research.evaluation.cli", *eval_args(killed, dataset, model_path,
+                            script_index.uri)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     traces = killed / "traces" / "script" / "naive-rag.jsonl"  # the second method: research is done by then
     deadline = time.monotonic() + 300
     while not (traces.is_file() and traces.read_text().count("\n") >= 1) and time.monotonic() < deadline:
@@ -148,8 +148,7 @@ def test_a_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(
     finished = {p: p.read_text().count("\n") for p in (killed / "traces").rglob("*.jsonl")}
     assert 0 < sum(finished.values()) < len(QUESTIONS) * 4
 
-    resumed = subprocess.run(eval_cmd(killed, dataset, model_path, script_index.uri), env=env, capture_output=True,
-                             text=True)  # fmt: skip
+    resumed = run_main(eval_main, eval_args(killed, dataset, model_path, script_index.uri))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((killed / "summary.json").read_text()) == summary
     for path in (killed / "traces").rglob("*.jsonl"):
@@ -171,8 +170,7 @@ def test_a_killed_run_resumes_to_the_same_summary_as_an_uninterrupted_one(
     assert (whole / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert f"| research | {research_em} |" in done.stdout
 
-    other = subprocess.run(eval_cmd(killed, dataset, model_path, script_index.uri, "--search-top-k", "3"), env=env,
-                           capture_output=True, text=True)  # fmt: skip
+    other = run_main(eval_main, eval_args(killed, dataset, model_path, script_index.uri, "--search-top-k", "3"))
     assert other.returncode == 2 and "different settings (search_top_k)" in other.stderr
 
 
@@ -195,11 +193,11 @@ async def test_served_research_and_the_judge_fill_the_lj_column(tmp_path, datase
     assert fr["answer"] == SCRIPT_ANSWER and fr["searches"] == 1 and fr["em"] == 1.0
 
 
-def test_a_start_that_cannot_load_its_index_leaves_no_run_folder(tmp_path, dataset, model_path):
+def test_a_start_that_cannot_load_its_index_leaves_no_run_folder(tmp_path, dataset, model_path, monkeypatch):
     """It used to write config.json first, so the corrected command was refused ("a run with different settings")."""
+    monkeypatch.setenv("OPENAI_API_KEY", "")
     out = tmp_path / "run"
-    env = {**os.environ, "OPENAI_API_KEY": ""}
-    cmd = eval_cmd(out, dataset, model_path, str(tmp_path / "no-such-index"), "--methods", "naive-generation")
-    failed = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    args = eval_args(out, dataset, model_path, str(tmp_path / "no-such-index"), "--methods", "naive-generation")
+    failed = run_main(eval_main, args)
     assert failed.returncode == 2 and "no passage index at" in failed.stderr.strip().splitlines()[-1]
     assert not out.exists()

@@ -141,9 +141,9 @@ def test_a_rerun_without_embedder_resumes_with_the_indexs_own_and_another_is_ref
     corpus = tmp_path / "c.jsonl"
     corpus.write_text(GOOD_PASSAGE)
     build = ["build", "--corpus", str(corpus), "--index", str(tmp_path / "i"), "--device", "cpu"]
-    first = subprocess.run(_cli(*build, "--embedder", MINILM), capture_output=True, text=True, timeout=300)
-    again = subprocess.run(_cli(*build), capture_output=True, text=True, timeout=300)  # offline, E5 is not here
-    other = subprocess.run(_cli(*build, "--embedder", "intfloat/e5-base-v2"), capture_output=True, text=True)
+    first = run_main(index_main, [*build, "--embedder", MINILM])
+    again = run_main(index_main, build)  # offline, E5 is not here
+    other = run_main(index_main, [*build, "--embedder", "intfloat/e5-base-v2"])
     assert first.returncode == again.returncode == 0, again.stderr
     assert f"embedder {MINILM}" in again.stdout
     assert other.returncode == 2 and f"was built with {MINILM}, not intfloat/e5-base-v2" in other.stderr
@@ -159,19 +159,15 @@ def test_search_modes_find_the_named_entity(script_index):
 
 
 def test_the_search_command_prints_ranked_passages(script_index):
-    out = subprocess.run(
-        _cli("search", "capital of Freedonia", "--index", script_index.uri, "--search-top-k", "2", "--mode", "hybrid"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = ["search", "capital of Freedonia", "--index", script_index.uri, "--search-top-k", "2", "--mode", "hybrid"]
+    out = run_main(index_main, args)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "# capital of Freedonia" and lines[1].startswith(" 1. [") and "Freedonia" in lines[1]
 
 
 def test_a_missing_index_is_a_one_line_error():
-    out = subprocess.run(_cli("search", "x", "--index", "/nonexistent/idx"), capture_output=True, text=True)
+    out = run_main(index_main, ["search", "x", "--index", "/nonexistent/idx"])
     assert out.returncode == 2 and "research-index: error: no passage index" in out.stderr
 
 

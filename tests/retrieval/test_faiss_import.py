@@ -18,8 +18,8 @@ from research.retrieval import Embedder, PassageIndex, build_index, read_corpus
 from research.retrieval.demo_corpus import CORPUS
 from research.retrieval.faiss_flat import FlatVectors, import_flat, open_flat
 
-PASSAGES = 1000
-"""The first 1,000 of the bundled corpus's 10,378 real Wikipedia paragraphs: embedding all of them
+PASSAGES = 300
+"""The first 300 of the bundled corpus's 10,378 real Wikipedia paragraphs: embedding all of them
 with MiniLM takes minutes on two cores, and the import is what is tested."""
 
 
@@ -56,7 +56,7 @@ def flat_file(direct: PassageIndex, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_an_imported_faiss_index_answers_as_the_direct_build(direct, flat_file, corpus, embedder, tmp_path):
-    imported = import_flat(tmp_path / "imported", flat_file, corpus, embedder=embedder, batch_size=512)
+    imported = import_flat(tmp_path / "imported", flat_file, corpus, embedder=embedder, batch_size=128)
     assert len(imported) == len(direct) == faiss.read_index(str(flat_file)).ntotal
     questions = [q["question"] for q in demo_questions()[::45]]  # 20 real multi-hop questions
     for mine, theirs in zip(imported.search(questions, k=10), direct.search(questions, k=10), strict=True):
@@ -101,9 +101,9 @@ def test_a_killed_import_resumes_with_every_row_once(direct, flat_file, corpus, 
 
     monkeypatch.setattr(FlatVectors, "read", dies_on_the_third_chunk)
     with pytest.raises(KeyboardInterrupt):
-        import_flat(tmp_path / "index", flat_file, corpus, embedder=embedder, batch_size=300)
+        import_flat(tmp_path / "index", flat_file, corpus, embedder=embedder, batch_size=PASSAGES // 4)
     monkeypatch.setattr(FlatVectors, "read", read)
-    resumed = import_flat(tmp_path / "index", flat_file, corpus, embedder=embedder, batch_size=300)
+    resumed = import_flat(tmp_path / "index", flat_file, corpus, embedder=embedder, batch_size=PASSAGES // 4)
     ids = resumed.table.to_arrow().column("id").to_pylist()
     assert ids == [p.id for p in read_corpus(corpus)]  # the corpus's rows, in order, none twice
     assert np.array_equal(vectors_of(resumed), vectors_of(direct))

@@ -114,7 +114,7 @@ async def test_a_client_that_goes_away_aborts_its_generation(live_transformers, 
     Temperature 2 flattens the scripted model's distribution, so it rarely samples an end token.
     """
     tokens = live_transformers.server.metrics.generation_tokens._value.get
-    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4000, "temperature": 2.0, "seed": 0}
+    body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "temperature": 2.0, "seed": 0}
     async with httpx.AsyncClient(base_url=live_transformers.url, timeout=120) as http:
         full = (await http.post("/completions", json=body)).json()["usage"]["completion_tokens"]
         before = tokens()
@@ -122,7 +122,7 @@ async def test_a_client_that_goes_away_aborts_its_generation(live_transformers, 
             async for _ in response.aiter_raw():
                 break
     assert await wait_idle(live_transformers.engine) == 0
-    assert full > 1000 and tokens() - before < full / 4
+    assert full > 300 and tokens() - before < full / 4
 
 
 async def test_a_failing_retriever_is_a_clear_503_and_a_stream_error(transformers_engine, embedder, tmp_path):
