@@ -21,34 +21,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServerProcess:
+    """A server subprocess in its own process group: started at once, waited for when needed, stopped as a group."""
+
+    def __init__(self, args: list[str], health: str, log: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.args, self.health, self.log = args, health, log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+            )
+
+    def wait_healthy(self, timeout: float = 600) -> None:
+        """Return once the ``health`` URL answers 200; raise with the log's tail if the server exits or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.args[:3]} exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}"
+                )
+            try:
+                if httpx.get(self.health, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.args[:3]} did not come up:\n{self.log.read_text()[-4000:]}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group (engines run in child processes), SIGKILL after 60 s."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
 @contextmanager
 def launched(
     args: list[str], health: str, log: Path, *, timeout: float = 600, env: Mapping[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server until the block ends, once its ``health`` URL answers 200; output goes to ``log``."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
-        )
+    server = ServerProcess(args, health, log, env=env)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{args[:3]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(health, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{args[:3]} did not come up:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield proc
-    finally:  # the whole process group: engines run in child processes (the group is gone if they all are)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        server.wait_healthy(timeout)
+        yield server.proc
+    finally:
+        server.stop()

@@ -32,7 +32,7 @@ from research.engines.base import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.server.app import Server, ServerConfig, create_app
 from research.testbed.models import engine_args, load_tokenizer
-from research.testbed.processes import free_port, launched
+from research.testbed.processes import ServerProcess, free_port
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import World, make_world
 from tests.support.scripted import SCRIPT_CORPUS, scripted_model
@@ -64,16 +64,47 @@ async def vllm_engine(model_path: Path) -> AsyncIterator[Engine]:
     await engine.close()
 
 
-@pytest.fixture(scope="session")
-def vllm_server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``vllm serve`` on loopback; yields its ``/v1`` base URL."""
+def start_vllm_serve(log_dir: Path) -> ServerProcess:
+    """A real ``vllm serve`` on the scripted model, on loopback (not waited for).
+
+    Its model worker runs inside its engine core process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``:
+    one process fewer to start, ~14 s): the upstream engine sees only its HTTP API.
+    """
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path)]
+    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(scripted_model())]
     args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
     args += cli_flags(engine_args("vllm").vllm_args(cuda=False))
-    with launched(args, f"http://127.0.0.1:{port}/health", log):
-        yield f"http://127.0.0.1:{port}/v1"
+    health = f"http://127.0.0.1:{port}/health"
+    return ServerProcess(args, health, log_dir / "vllm-serve.log", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+
+
+def _needs_vllm_serve(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "vllm_server" in item.fixturenames or (callspec is not None and "upstream" in callspec.params.values())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_vllm_serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """When a selected test will need ``vllm serve``, start it with the session's first test: its
+    ~40 s start-up (imports, mostly one core) overlaps the tests before the first one that uses it."""
+    if not any(_needs_vllm_serve(item) for item in request.session.items):
+        yield None
+        return
+    server = start_vllm_serve(tmp_path_factory.mktemp("vllm-serve"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(early_vllm_serve: ServerProcess | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The early ``vllm serve`` (or one started now); yields its ``/v1`` base URL once it answers."""
+    server = early_vllm_serve or start_vllm_serve(tmp_path_factory.mktemp("vllm-serve"))
+    try:
+        server.wait_healthy()
+        yield server.health.removesuffix("/health") + "/v1"
+    finally:
+        if server is not early_vllm_serve:
+            server.stop()
 
 
 @pytest_asyncio.fixture(scope="session")
