@@ -2,7 +2,8 @@
 
 Every engine is real: transformers in-process, vLLM (CPU build) in-process, and
 a real ``vllm serve`` process on loopback behind the upstream engine. Each is
-started once per session, only when a test asks for it.
+started once per session, only when a selected test needs it (``vllm serve`` with the
+session's first test, so that its start-up overlaps the tests before it).
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def _needs_vllm_serve(item: pytest.Item) -> bool:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def early_vllm_serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def early_vllm_serve(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess | None]:
     """When a selected test will need ``vllm serve``, start it with the session's first test: its
     ~40 s start-up (imports, mostly one core) overlaps the tests before the first one that uses it."""
     if not any(_needs_vllm_serve(item) for item in request.session.items):
