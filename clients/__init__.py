@@ -1,9 +1,11 @@
-"""Clients of a ReSearch server, over HTTP only: :class:`Client`, :class:`AsyncClient`, ``research ask``, LangChain."""
+"""Clients of a ReSearch server, over HTTP only: :class:`Client`, :class:`AsyncClient`, ``research ask``, LangChain.
 
-from research.clients.client import (
-    AsyncClient,
+What they return are the server's own types (:mod:`research.wire`), re-exported here.
+"""
+
+from research.clients.client import AsyncClient, Client, api_base
+from research.wire import (
     Citation,
-    Client,
     Content,
     Done,
     Event,
@@ -11,10 +13,9 @@ from research.clients.client import (
     Reasoning,
     Reply,
     Search,
+    SearchDone,
     SearchIssued,
-    SearchResults,
     Usage,
-    api_base,
 )
 
 __all__ = [
@@ -28,8 +29,8 @@ __all__ = [
     "Reasoning",
     "Reply",
     "Search",
+    "SearchDone",
     "SearchIssued",
-    "SearchResults",
     "Usage",
     "api_base",
 ]

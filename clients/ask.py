@@ -15,7 +15,8 @@ from typing import Any, TextIO
 
 import openai
 
-from research.clients.client import Client, Content, Done, Reasoning, Reply, SearchIssued, SearchResults
+from research.clients.client import Client
+from research.wire import Content, Done, Reasoning, Reply, SearchDone, SearchIssued
 
 
 def show(client: Client, question: str, out: TextIO, **options: Any) -> Reply:
@@ -26,8 +27,8 @@ def show(client: Client, question: str, out: TextIO, **options: Any) -> Reply:
                 print(text, end="", file=out, flush=True)
             case SearchIssued(query=query):
                 print(f"\n  [searching: {query}]", file=out)
-            case SearchResults(results=results):
-                print(f"\n  [found: {'; '.join(p.title for p in results)}]", file=out)
+            case SearchDone(search):
+                print(f"\n  [found: {'; '.join(p.title for p in search.results)}]", file=out)
             case Done(reply):
                 return reply
     raise AssertionError("the stream ended without its reply")

@@ -6,14 +6,15 @@
     reply = client.ask("Who founded the company that makes the Lumet 7?")
     reply.answer, reply.searches[0].query, reply.citations
 
-    for event in client.stream("..."):                 # Reasoning, SearchIssued, SearchResults, Content, Done
+    for event in client.stream("..."):                 # Reasoning, SearchIssued, SearchDone, Content, Done
         ...
 
     client.search(["Lumet 7"], k=3)                    # passages from the server's index
 
 It speaks HTTP only, through the ``openai`` SDK (whose retries, timeouts and typed
 errors it keeps: ``openai.APIConnectionError``, ``openai.NotFoundError`` ...), so it
-needs none of the server's stack. :class:`AsyncClient` is the same for ``asyncio``.
+needs none of the server's stack; what it returns are the server's own types (:mod:`research.wire`).
+:class:`AsyncClient` is the same for ``asyncio``.
 
 A server URL may be given with or without ``/v1`` (``http://host:8000``,
 ``http://host:8000/v1/``): :func:`api_base` turns any of them into the API base.
@@ -24,13 +25,28 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import openai
-from pydantic import BaseModel
+
+from research.wire import (
+    Citation,
+    Content,
+    Done,
+    Event,
+    Passage,
+    Reasoning,
+    Reply,
+    Search,
+    SearchDelta,
+    SearchDone,
+    SearchIssued,
+    SearchMode,
+    SearchResponse,
+    Usage,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-SearchMode = Literal["vector", "fts", "hybrid"]
 Messages = str | Sequence[dict[str, Any]]
 """A question, or a whole chat (OpenAI message dicts; the last is the user's)."""
 
@@ -48,91 +64,6 @@ def api_base(url: str | None = None) -> str:
 def find_api_key(key: str | None = None) -> str:
     """``key``, else ``$RESEARCH_API_KEY``, else a placeholder (a server without ``--api-key`` ignores it)."""
     return key or os.environ.get("RESEARCH_API_KEY") or "unused"
-
-
-# -- what the server returns ---------------------------------------------------------------
-
-
-class Passage(BaseModel):
-    id: str
-    title: str
-    text: str
-    """The passage's body, title line excluded."""
-    score: float | None = None
-    contents: str | None = None
-    """The passage as indexed (wiki-18's title line and body); from :meth:`Client.search` only."""
-
-
-class Search(BaseModel):
-    """One search the model made: its query and the passages it was given."""
-
-    index: int
-    query: str
-    results: list[Passage] = []
-
-
-class Citation(BaseModel):
-    """A passage the answer was given, once (``search_index``: the search that first returned it)."""
-
-    id: str
-    title: str
-    score: float | None = None
-    search_index: int
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    """The model's own tokens; retrieved ones are ``retrieved_tokens``."""
-    total_tokens: int = 0
-    retrieved_tokens: int = 0
-    searches: int = 0
-
-
-class Reply(BaseModel):
-    """A whole response: the answer and everything that led to it."""
-
-    model: str
-    answer: str | None = None
-    """The model's final answer (its ``\\boxed{}``), None if it gave none."""
-    content: str = ""
-    reasoning: str = ""
-    searches: list[Search] = []
-    citations: list[Citation] = []
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    stop_reason: str | None = None
-    """``search_limit`` when the search budget ran out."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reasoning:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Content:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class SearchIssued:
-    index: int
-    query: str
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResults:
-    index: int
-    results: list[Passage]
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    reply: Reply
-
-
-Event = Reasoning | Content | SearchIssued | SearchResults | Done
 
 
 # -- the wire, both ways (shared by Client and AsyncClient) ----------------------------------
@@ -194,14 +125,14 @@ class StreamReader:
             if text := fields.get("reasoning"):
                 reply.reasoning += text
                 events.append(Reasoning(text))
-            for delta in fields.get("searches") or []:  # the query first, then (same index) the results
-                if delta.get("query") is not None:
-                    reply.searches.append(Search(index=delta["index"], query=delta["query"]))
-                    events.append(SearchIssued(delta["index"], delta["query"]))
-                if delta.get("results") is not None:
-                    search = reply.searches[delta["index"]]
-                    search.results = [Passage.model_validate(p) for p in delta["results"]]
-                    events.append(SearchResults(search.index, search.results))
+            for delta in map(SearchDelta.model_validate, fields.get("searches") or []):  # query, then results
+                if delta.query is not None:
+                    reply.searches.append(Search(index=delta.index, query=delta.query))
+                    events.append(SearchIssued(delta.index, delta.query))
+                if delta.results is not None:
+                    search = reply.searches[delta.index]
+                    search.results = delta.results
+                    events.append(SearchDone(search))
             if text := choice.delta.content:
                 reply.content += text
                 events.append(Content(text))
@@ -220,7 +151,7 @@ def search_body(queries: Sequence[str], k: int | None, mode: SearchMode) -> dict
 
 
 def passages_of(body: Any) -> list[list[Passage]]:
-    return [[Passage.model_validate(p) for p in item["passages"]] for item in body["data"]]
+    return [result.passages for result in SearchResponse.model_validate(body).data]
 
 
 # -- the clients ----------------------------------------------------------------------------

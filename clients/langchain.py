@@ -40,20 +40,8 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from research.clients.client import (
-    AsyncClient,
-    Client,
-    Content,
-    Done,
-    Event,
-    Passage,
-    Reasoning,
-    Reply,
-    SearchIssued,
-    SearchMode,
-    SearchResults,
-    Usage,
-)
+from research.clients.client import AsyncClient, Client
+from research.wire import Content, Done, Event, Passage, Reasoning, Reply, SearchDone, SearchIssued, SearchMode, Usage
 
 
 class _Connection(BaseModel):
@@ -127,8 +115,8 @@ def chunk_of(event: Event) -> AIMessageChunk:
             return AIMessageChunk(content=text)
         case SearchIssued(index, query):
             return AIMessageChunk(content="", response_metadata={"searches": [{"index": index, "query": query}]})
-        case SearchResults(index, results):
-            found = [{"index": index, "results": [p.model_dump() for p in results]}]
+        case SearchDone(search):
+            found = [search.model_dump(exclude={"query"})]  # the query came with SearchIssued
             return AIMessageChunk(content="", response_metadata={"searches": found})
         case Done(reply):
             return AIMessageChunk(

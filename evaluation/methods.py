@@ -36,6 +36,7 @@ from research.protocol import (
 )
 from research.protocol.templates import eos_token_ids
 from research.questions import Example
+from research.wire import Passage
 
 RAG_TOP_K = 5
 ITER_RETGEN_ROUNDS = 3
@@ -131,8 +132,8 @@ async def generate(setup: Setup, ids: list[int], stop: Sequence[str] = ()) -> tu
     return out.text, sum(t not in eos for t in out.token_ids)
 
 
-async def search(setup: Setup, query: str) -> list[Any]:
-    return list((await setup.retriever.search([query], k=setup.search_top_k))[0])
+async def search(setup: Setup, query: str) -> list[Passage]:
+    return (await setup.retriever.search([query], k=setup.search_top_k)).passages[0]
 
 
 async def research(setup: Setup, ex: Example) -> Prediction:

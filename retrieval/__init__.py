@@ -3,19 +3,9 @@
 from research.retrieval.batching import BatchingRetriever, ModeRetriever, SearchTimeout
 from research.retrieval.cli import add_nprobes_arg
 from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
-from research.retrieval.index import (
-    MAX_K,
-    SEARCH_MODES,
-    IndexMismatchError,
-    PassageIndex,
-    SearchMode,
-    build_index,
-    connect,
-    read_corpus,
-    read_jsonl,
-)
-from research.retrieval.passage import Passage
+from research.retrieval.index import IndexMismatchError, PassageIndex, build_index, connect, read_corpus, read_jsonl
 from research.retrieval.service import dropin_router, v1_search_router
+from research.wire import MAX_K, SEARCH_MODES, Passage, SearchMode
 
 __all__ = [
     "DEFAULT_EMBEDDER",

@@ -21,21 +21,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from research.retrieval.index import PassageIndex, SearchMode, check_search
-from research.retrieval.passage import Passage
+from research.protocol import Retrieved
+from research.retrieval.index import PassageIndex, check_search
+from research.wire import Passage, SearchMode
 
 
 class SearchTimeout(Exception):
     """The passage index did not answer a search in time."""
-
-
-class SearchResults(list[list[Passage]]):
-    """Passages per query, and the seconds the index (embedding + query) spent on the batches
-    that served them: the search loop tells a search's queueing from its index time with it."""
-
-    def __init__(self, results: list[list[Passage]], index_seconds: float) -> None:
-        super().__init__(results)
-        self.index_seconds = index_seconds
 
 
 @dataclass(slots=True)
@@ -67,8 +59,9 @@ class BatchingRetriever:
 
     async def search(
         self, queries: Sequence[str], *, k: int, mode: SearchMode = "vector", timeout: float | None = None
-    ) -> SearchResults:
-        """Top-``k`` passages per query; concurrent callers share embedding calls.
+    ) -> Retrieved:
+        """Top-``k`` passages per query, and the seconds the index (embedding + query) spent on the batches
+        that served them; concurrent callers share embedding calls.
 
         ``timeout``: seconds the index may take once these queries' batch reaches it
         (:class:`SearchTimeout` after that); the wait for a free index reader is not counted.
@@ -84,7 +77,7 @@ class BatchingRetriever:
             self._queue.put_nowait(request)
         self.waiting += len(requests)
         results = await self._results(requests, timeout)
-        return SearchResults([passages for passages, _ in results], max(seconds for _, seconds in results))
+        return Retrieved([passages for passages, _ in results], max(seconds for _, seconds in results))
 
     def _stalled(self, timeout: float) -> bool:
         """Every reader has been on its read for more than ``timeout`` seconds."""
@@ -168,5 +161,5 @@ class ModeRetriever:
     retriever: BatchingRetriever
     mode: SearchMode
 
-    async def search(self, queries: Sequence[str], *, k: int, timeout: float | None = None) -> list[list[Passage]]:
+    async def search(self, queries: Sequence[str], *, k: int, timeout: float | None = None) -> Retrieved:
         return await self.retriever.search(queries, k=k, mode=self.mode, timeout=timeout)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from research.cli import run_command, show_logs
 from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder
-from research.retrieval.index import SEARCH_MODES, build_index, built_with, connect, count_lines, read_corpus
+from research.retrieval.index import build_index, built_with, connect, count_lines, read_corpus
+from research.wire import SEARCH_MODES
 
 
 def _target(args: argparse.Namespace) -> str | None:

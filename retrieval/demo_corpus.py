@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from research.retrieval.passage import Passage
+from research.wire import Passage
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "demo_corpus.jsonl.gz"

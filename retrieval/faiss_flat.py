@@ -21,7 +21,7 @@ import numpy as np
 
 from research.retrieval.embedders import Embedder
 from research.retrieval.index import PassageIndex, build_index, count_lines, read_corpus
-from research.retrieval.passage import Passage
+from research.wire import Passage
 
 log = logging.getLogger("research.retrieval")
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import lancedb
 import numpy as np
@@ -32,16 +32,12 @@ from lancedb.index import FTS, IvfFlat
 from tqdm import tqdm
 
 from research.retrieval.embedders import Embedder
-from research.retrieval.passage import Passage
 from research.retrieval.pipeline import embed_chunks
+from research.wire import MAX_K, SEARCH_MODES, Passage, SearchMode
 
 TABLE = "passages"
 log = logging.getLogger("research.retrieval")
 
-SearchMode = Literal["vector", "fts", "hybrid"]
-SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
-MAX_K = 100
-"""Most passages one query may ask for."""
 _META = {
     "embedder": b"research.embedder",
     "query_prefix": b"research.query_prefix",

@@ -27,8 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from research.http_errors import APIError, Text, errors, install_error_handlers
 from research.retrieval.batching import BatchingRetriever, SearchTimeout
-from research.retrieval.index import MAX_K, SearchMode
-from research.retrieval.passage import Passage
+from research.wire import MAX_K, Passage, QueryResult, SearchMode, SearchResponse
 
 log = logging.getLogger("research.retrieval")
 
@@ -73,11 +72,6 @@ class SearchRequest(_Request):
     mode: SearchMode = "vector"
 
 
-def passage_json(p: Passage) -> dict[str, Any]:
-    """How our APIs show a passage (id, title, text, contents, score)."""
-    return {"id": p.id, "title": p.title, "text": p.text, "contents": p.contents, "score": p.score}
-
-
 def _doc(p: Passage) -> dict[str, str]:
     return {"id": p.id, "contents": p.contents}
 
@@ -93,7 +87,7 @@ class Searcher:
         self, request: Request, queries: list[str], k: int, mode: SearchMode = "vector"
     ) -> list[list[Passage]]:
         try:
-            return await self.retriever.search(queries, k=k, mode=mode, timeout=self.timeout)
+            return (await self.retriever.search(queries, k=k, mode=mode, timeout=self.timeout)).passages
         except SearchTimeout as exc:
             log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
             raise APIError(504, str(exc), code="search_timeout") from exc
@@ -139,15 +133,11 @@ def v1_search_router(retriever: BatchingRetriever, *, search_timeout: float = 10
     router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
 
     @router.post("/v1/search")
-    async def v1_search(body: SearchRequest, request: Request) -> dict[str, Any]:
+    async def v1_search(body: SearchRequest, request: Request) -> SearchResponse:
         results = await search(request, body.queries, body.k, body.mode)
-        return {
-            "object": "list",
-            "data": [
-                {"query": q, "passages": [passage_json(p) for p in hits]}
-                for q, hits in zip(body.queries, results, strict=True)
-            ],
-        }
+        return SearchResponse(
+            data=[QueryResult(query=q, passages=hits) for q, hits in zip(body.queries, results, strict=True)]
+        )
 
     return router
 

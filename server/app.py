@@ -39,7 +39,8 @@ from research.server.protocol import (
 )
 from research.server.render import chat_prompt
 from research.server.responses import response_events, response_object
-from research.server.serving import Event, Job, SearchTimeout, Server, ServerConfig
+from research.server.serving import Job, SearchTimeout, Server, ServerConfig
+from research.wire import Event, Health, ModelCard, ModelList
 
 __all__ = ["Server", "ServerConfig", "create_app"]
 
@@ -141,33 +142,30 @@ def create_app(server: Server) -> FastAPI:
     async def playground() -> HTMLResponse:
         return HTMLResponse(PLAYGROUND.read_text(encoding="utf-8"))
 
-    unhealthy = {
-        "description": "Not ready: the body names what failed (engine, retriever) and why",
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
+    unhealthy = {"model": Health, "description": "Not ready: what failed (engine, retriever) and why"}
 
-    @app.get("/health", responses={503: unhealthy})
+    @app.get("/health", response_model=Health, responses={503: unhealthy})
     async def health() -> JSONResponse:
         """200 when the engine and a probe search answer; 503 naming what does not (and why)."""
         problems = await server.check_health()
-        body = {"status": "unhealthy" if problems else "ok", "model": cfg.model_name, "running": server.running}
-        return JSONResponse({**body, **problems}, status_code=503 if problems else 200)
+        status = "unhealthy" if problems else "ok"
+        body = Health(status=status, model=cfg.model_name, running=server.running, **problems)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=503 if problems else 200)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def model_card() -> dict[str, Any]:
-        return {"id": cfg.model_name, "object": "model", "created": 0, "owned_by": "research", "template": cfg.template}
+    card = ModelCard(id=cfg.model_name, template=cfg.template)
 
     @app.get("/v1/models", dependencies=[Depends(authorize)], responses=keyed)
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_card()]}
+    async def models() -> ModelList:
+        return ModelList(data=[card])
 
     @app.get("/v1/models/{model:path}", dependencies=[Depends(authorize)], responses={**keyed, **errors(404)})
-    async def model(model: str) -> dict[str, Any]:
+    async def model(model: str) -> ModelCard:
         server.check_model(model)
-        return model_card()
+        return card
 
     async def chat_ids(request: Request, messages: Any) -> list[int]:
         """The chat prompt's token ids, rendered and tokenised off the event loop (:meth:`Server.tokenise`)."""
@@ -183,7 +181,7 @@ def create_app(server: Server) -> FastAPI:
         return await reply(request, job, lambda: _chat(job))
 
     async def _chat(job: Job) -> BaseModel:
-        return chat_completion(job, await server.outcome(job), cfg.model_name)
+        return chat_completion(job, await server.reply(job))
 
     @app.post("/v1/completions", dependencies=[Depends(authorize)], responses=generation(Completion))
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -205,7 +203,7 @@ def create_app(server: Server) -> FastAPI:
         return await reply(request, job, lambda: _completion(job))
 
     async def _completion(job: Job) -> BaseModel:
-        return completion(job, await server.outcome(job), cfg.model_name)
+        return completion(job, await server.reply(job))
 
     @app.post("/v1/responses", dependencies=[Depends(authorize)], responses=generation(ResponseObject))
     async def responses(body: ResponsesRequest, request: Request) -> Response:

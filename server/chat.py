@@ -21,9 +21,9 @@ from research.server.protocol import (
     ChatMessageOut,
     Completion,
     CompletionChoice,
-    SearchDelta,
 )
-from research.server.serving import Event, Job, Outcome, SearchFinished, SearchStarted, Text
+from research.server.serving import Job
+from research.wire import Content, Done, Event, Reasoning, Reply, SearchDelta, SearchDone, SearchIssued
 
 
 def _shows_reasoning(job: Job) -> bool:
@@ -31,7 +31,7 @@ def _shows_reasoning(job: Job) -> bool:
     return not job.raw and not (isinstance(body, ChatCompletionRequest) and body.include_reasoning is False)
 
 
-def chat_completion(job: Job, out: Outcome, model: str) -> ChatCompletion:
+def chat_completion(job: Job, out: Reply) -> ChatCompletion:
     reasoning = out.reasoning if _shows_reasoning(job) else None
     message = ChatMessageOut(
         content=out.content,
@@ -42,21 +42,21 @@ def chat_completion(job: Job, out: Outcome, model: str) -> ChatCompletion:
         citations=out.citations,
     )
     choice = ChatChoice(message=message, finish_reason=out.finish_reason, stop_reason=out.stop_reason)
-    return ChatCompletion(id=job.request_id, created=job.created, model=model, choices=[choice], usage=out.usage)
+    return ChatCompletion(id=job.request_id, created=job.created, model=out.model, choices=[choice], usage=out.usage)
 
 
 def _delta(job: Job, event: Event) -> ChatDelta | None:
     """The chat delta of one event (None: nothing to send)."""
-    if isinstance(event, Text):
-        reasoning = event.reasoning if _shows_reasoning(job) else ""
-        fields = {"reasoning": reasoning, "reasoning_content": reasoning, "content": event.content}
-        return ChatDelta(**{k: v for k, v in fields.items() if v}) if reasoning or event.content else None
-    if isinstance(event, SearchStarted):
+    if isinstance(event, Reasoning):
+        return ChatDelta(reasoning=event.text, reasoning_content=event.text) if _shows_reasoning(job) else None
+    if isinstance(event, Content):
+        return ChatDelta(content=event.text)
+    if isinstance(event, SearchIssued):
         return ChatDelta(searches=[SearchDelta(index=event.index, query=event.query)])
-    if isinstance(event, SearchFinished):
-        return ChatDelta(searches=[SearchDelta(index=event.index, results=event.record.results)])
-    assert isinstance(event, Outcome)
-    return ChatDelta(answer=event.answer, citations=event.citations)
+    if isinstance(event, SearchDone):
+        return ChatDelta(searches=[SearchDelta(index=event.search.index, results=event.search.results)])
+    assert isinstance(event, Done)
+    return ChatDelta(answer=event.reply.answer, citations=event.reply.citations)
 
 
 async def chat_chunks(job: Job, events: AsyncIterator[Event], model: str) -> AsyncIterator[ChatCompletionChunk]:
@@ -68,18 +68,17 @@ async def chat_chunks(job: Job, events: AsyncIterator[Event], model: str) -> Asy
     yield chunk([ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
     async for event in events:
         delta = _delta(job, event)
-        if isinstance(event, Outcome):
+        if isinstance(event, Done):
             assert delta is not None
-            yield chunk(
-                [ChatChunkChoice(delta=delta, finish_reason=event.finish_reason, stop_reason=event.stop_reason)]
-            )
+            end = event.reply
+            yield chunk([ChatChunkChoice(delta=delta, finish_reason=end.finish_reason, stop_reason=end.stop_reason)])
             if job.body.stream_options and job.body.stream_options.include_usage:
-                yield chunk([], usage=event.usage)
+                yield chunk([], usage=end.usage)
         elif delta is not None:
             yield chunk([ChatChunkChoice(delta=delta)])
 
 
-def completion(job: Job, out: Outcome, model: str) -> Completion:
+def completion(job: Job, out: Reply) -> Completion:
     choice = CompletionChoice(
         text=out.content,
         finish_reason=out.finish_reason,
@@ -88,7 +87,7 @@ def completion(job: Job, out: Outcome, model: str) -> Completion:
         answer=out.answer,
         citations=out.citations,
     )
-    return Completion(id=job.request_id, created=job.created, model=model, choices=[choice], usage=out.usage)
+    return Completion(id=job.request_id, created=job.created, model=out.model, choices=[choice], usage=out.usage)
 
 
 async def completion_chunks(job: Job, events: AsyncIterator[Event], model: str) -> AsyncIterator[Completion]:
@@ -98,17 +97,18 @@ async def completion_chunks(job: Job, events: AsyncIterator[Event], model: str) 
         return Completion(id=job.request_id, created=job.created, model=model, choices=choices, **extra)
 
     async for event in events:
-        if isinstance(event, Text) and event.content:
-            yield chunk([CompletionChoice(text=event.content, finish_reason=None)])
-        elif isinstance(event, SearchStarted | SearchFinished):
+        if isinstance(event, Content):
+            yield chunk([CompletionChoice(text=event.text, finish_reason=None)])
+        elif isinstance(event, SearchIssued | SearchDone):
             delta = _delta(job, event)
             assert delta is not None
             yield chunk([CompletionChoice(text="", finish_reason=None, searches=delta.searches)])
-        elif isinstance(event, Outcome):
+        elif isinstance(event, Done):
+            end = event.reply
             final = CompletionChoice(
-                text="", finish_reason=event.finish_reason, stop_reason=event.stop_reason,
-                answer=event.answer, citations=event.citations,
+                text="", finish_reason=end.finish_reason, stop_reason=end.stop_reason,
+                answer=end.answer, citations=end.citations,
             )  # fmt: skip
             yield chunk([final])
             if job.body.stream_options and job.body.stream_options.include_usage:
-                yield chunk([], usage=event.usage)
+                yield chunk([], usage=end.usage)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from research.http_errors import Text, check_unicode
-from research.retrieval import MAX_K, SearchMode
+from research.wire import MAX_K, Citation, Delta, FinishReason, Search, SearchDelta, SearchMode, Usage
 
 MAX_MESSAGES = 1024
 """Most messages (or input items) one request may carry."""
@@ -383,39 +383,6 @@ class ResponsesRequest(_Sampling):
 # -- responses ----------------------------------------------------------------------------------
 
 
-class Hit(BaseModel):
-    """A passage a search returned."""
-
-    id: str
-    title: str
-    score: float | None
-    text: str = Field(description="the passage as the model read it, title line excluded")
-
-
-class Citation(BaseModel):
-    """A passage the response was given (each once, in the order they first came back)."""
-
-    id: str
-    title: str
-    score: float | None
-    search_index: int
-
-
-class SearchRecord(BaseModel):
-    index: int
-    query: str
-    results: list[Hit]
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int = Field(description="the model's tokens only; retrieved ones are retrieved_tokens")
-    total_tokens: int
-    # -- extensions --
-    retrieved_tokens: int
-    searches: int
-
-
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -424,7 +391,7 @@ class ChatMessageOut(BaseModel):
     reasoning_content: str | None = None
     # -- extensions --
     answer: str | None
-    searches: list[SearchRecord]
+    searches: list[Search]
     citations: list[Citation]
 
 
@@ -432,7 +399,7 @@ class ChatChoice(BaseModel):
     index: int = 0
     message: ChatMessageOut
     logprobs: None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
     stop_reason: str | None = None
 
 
@@ -445,23 +412,7 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
-class _OnlySet(BaseModel):
-    """Serialised with the fields that were set only: a delta says what is new, nothing else."""
-
-    @model_serializer(mode="wrap")
-    def _only_set(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
-
-
-class SearchDelta(_OnlySet):
-    """One search in a streamed ``delta.searches``: the query first, then (same index) the results."""
-
-    index: int
-    query: str | None = None
-    results: list[Hit] | None = None
-
-
-class ChatDelta(_OnlySet):
+class ChatDelta(Delta):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning: str | None = None
@@ -476,7 +427,7 @@ class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
     stop_reason: str | None = None
 
 
@@ -493,10 +444,10 @@ class CompletionChoice(BaseModel):
     index: int = 0
     text: str
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: FinishReason | None
     stop_reason: str | None = None
     # -- extensions --
-    searches: list[SearchRecord] | list[SearchDelta] | None = None
+    searches: list[Search] | list[SearchDelta] | None = None
     answer: str | None = None
     citations: list[Citation] | None = None
 

@@ -31,7 +31,8 @@ from research.server.protocol import (
     ResponseUsage,
     SummaryText,
 )
-from research.server.serving import Event, Job, Outcome, SearchFinished, SearchStarted, Text
+from research.server.serving import Job
+from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued
 
 StreamEvent = dict[str, Any]
 
@@ -84,28 +85,28 @@ class ResponseBuilder:
 
     def feed(self, event: Event) -> list[StreamEvent]:
         """The stream events for one run event (the items grow as a side effect)."""
-        if isinstance(event, Text):
+        if isinstance(event, Reasoning | Content):
             if event.retrieved:
                 return []
-            return self._reasoning(event.reasoning) + self._content(event.content)
-        if isinstance(event, SearchStarted):
+            return self._reasoning(event.text) if isinstance(event, Reasoning) else self._content(event.text)
+        if isinstance(event, SearchIssued):
             item = FileSearchCallItem(id=_id("fs"), status="in_progress", queries=[event.query])
             out = [*self._close(), *self._add(item), self._item_event("response.file_search_call.in_progress", item)]
             item.status = "searching"
             return [*out, self._item_event("response.file_search_call.searching", item)]
-        if isinstance(event, SearchFinished):
+        if isinstance(event, SearchDone):
             item = self._open  # the loop finishes a search before anything else happens
             assert isinstance(item, FileSearchCallItem)
             item.status = "completed"
             item.results = [
-                FileSearchResult(file_id=h.id, filename=h.title, score=h.score, text=h.text)
-                for h in event.record.results
+                FileSearchResult(file_id=p.id, filename=p.title, score=p.score, text=p.text)
+                for p in event.search.results
             ]
             done = self._item_event("response.output_item.done", item, item=item.model_dump())
             self._open = None
             return [self._item_event("response.file_search_call.completed", item), done]
-        assert isinstance(event, Outcome)
-        return self._finish(event)
+        assert isinstance(event, Done)
+        return self._finish(event.reply)
 
     def _add(self, item: OutputItem) -> list[StreamEvent]:
         self.response.output.append(item)
@@ -167,7 +168,7 @@ class ResponseBuilder:
             ]
         return []
 
-    def _finish(self, out: Outcome) -> list[StreamEvent]:
+    def _finish(self, out: Reply) -> list[StreamEvent]:
         events = [] if isinstance(self._open, MessageItem) else self._open_message()
         message = self._open
         assert isinstance(message, MessageItem)

@@ -1,11 +1,12 @@
 """The serving layer: one request = one run of the shared search loop, as typed output.
 
 :meth:`Server.run` is the one place where the loop's events (:mod:`research.protocol.loop`)
-become API output: text split into reasoning and content, each search started and
-finished, and a final :class:`Outcome`. The three APIs render those same events:
+become API output, the stream events of :mod:`research.wire`: text split into
+:class:`Reasoning` and :class:`Content`, each search issued and done, and a final
+:class:`Done` with the whole :class:`Reply`. The three APIs render those same events:
 :mod:`research.server.chat` (chat and text completions) and
 :mod:`research.server.responses` (the Responses API), streaming or not; a non-streaming
-reply is the :class:`Outcome`, never re-assembled from streamed deltas.
+reply is the :class:`Reply`, never re-assembled from streamed deltas.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from research.engines.base import Engine, SamplingOptions
 from research.http_errors import APIError
@@ -27,31 +28,21 @@ from research.protocol import (
     Finished,
     LoopLimits,
     ModelText,
-    Search,
-    SearchDone,
-    SearchIssued,
+    ResultBlock,
+    Retrieved,
     TemplateName,
     Trajectory,
     stream_search_loop,
 )
 from research.retrieval import BatchingRetriever, ModeRetriever, SearchTimeout
 from research.server.metrics import Metrics
-from research.server.protocol import (
-    EFFORT_SEARCHES,
-    ChatCompletionRequest,
-    Citation,
-    CompletionRequest,
-    Hit,
-    ResponsesRequest,
-    SearchRecord,
-    Usage,
-)
+from research.server.protocol import EFFORT_SEARCHES, ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from research.server.render import ReasoningSplitter
+from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
 
 log = logging.getLogger("research.server")
 
 APIRequest = ChatCompletionRequest | CompletionRequest | ResponsesRequest
-FinishReason = Literal["stop", "length"]
 
 
 @dataclass
@@ -110,64 +101,8 @@ class TimedRetriever:
     inner: ModeRetriever
     seconds: float
 
-    async def search(self, queries: Sequence[str], *, k: int) -> Sequence[Sequence[Any]]:
+    async def search(self, queries: Sequence[str], *, k: int) -> Retrieved:
         return await self.inner.search(queries, k=k, timeout=self.seconds)
-
-
-# -- what a run yields ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    """Generated or retrieved text, routed to reasoning and content (see :class:`ReasoningSplitter`)."""
-
-    reasoning: str
-    content: str
-    retrieved: bool = False
-    """A result block fed back to the model (its passages are in the search's :class:`Hit` list)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchStarted:
-    index: int
-    query: str
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFinished:
-    index: int
-    record: SearchRecord
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The finished response, everything every API reports."""
-
-    reasoning: str
-    content: str
-    answer: str | None
-    searches: list[SearchRecord]
-    citations: list[Citation]
-    usage: Usage
-    finish_reason: FinishReason
-    stop_reason: str | None
-    trajectory: Trajectory
-
-
-Event = Text | SearchStarted | SearchFinished | Outcome
-
-
-def hits(search: Search) -> list[Hit]:
-    return [Hit(id=p.id, title=p.title, score=p.score, text=p.text) for p in search.passages]
-
-
-def citations(searches: list[Search]) -> list[Citation]:
-    """Every passage the response was given, once, in the order it first came back."""
-    seen: dict[str, Citation] = {}
-    for i, search in enumerate(searches):
-        for p in search.passages:
-            seen.setdefault(p.id, Citation(id=p.id, title=p.title, score=p.score, search_index=i))
-    return list(seen.values())
 
 
 def usage(prompt_tokens: int, traj: Trajectory) -> Usage:
@@ -311,12 +246,13 @@ class Server:
 
     # -- the loop as typed output ---------------------------------------------
     async def run(self, job: Job) -> AsyncIterator[Event]:
-        """The loop's events as API output: :class:`Text`, searches, then one :class:`Outcome`."""
+        """The loop's events as API output: text, searches, then :class:`Done` with the :class:`Reply`."""
         splitter = ReasoningSplitter(raw=job.raw)
         m = self.metrics
         m.prompt_tokens.inc(len(job.prompt_ids))
         retrieval_time = 0.0
-        reasoning, content, records = [], [], []
+        reasoning: list[str] = []
+        content: list[str] = []
         events = stream_search_loop(
             self.engine,
             TimedRetriever(self.retriever.using(job.body.search_mode or "vector"), self.config.search_timeout),
@@ -326,33 +262,32 @@ class Server:
             request_id=job.request_id,
         )
 
-        def text(pieces: tuple[str, str], retrieved: bool = False) -> Text | None:
+        def text(pieces: tuple[str, str], retrieved: bool = False) -> Iterator[Reasoning | Content]:
             reasoning.append(pieces[0])
             content.append(pieces[1])
-            return Text(*pieces, retrieved=retrieved) if any(pieces) else None
+            if pieces[0]:
+                yield Reasoning(pieces[0], retrieved)
+            if pieces[1]:
+                yield Content(pieces[1], retrieved)
 
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, ModelText):
                     m.generation_tokens.inc(len(event.token_ids))
-                    if out := text(splitter.feed(event.text)):
+                    for out in text(splitter.feed(event.text)):
                         yield out
-                elif isinstance(event, SearchIssued):
-                    yield SearchStarted(len(records), event.query)
-                elif isinstance(event, SearchDone):
+                elif isinstance(event, SearchIssued | SearchDone):
+                    yield event
+                elif isinstance(event, ResultBlock):
                     retrieval_time += event.seconds
                     m.retrieval_seconds.observe(event.seconds)
                     m.search_overhead_seconds.observe(max(0.0, event.seconds - event.index_seconds))
                     m.searches.inc()
                     m.retrieved_tokens.inc(len(event.token_ids))
-                    records.append(
-                        SearchRecord(index=len(records), query=event.search.query, results=hits(event.search))
-                    )
-                    yield SearchFinished(len(records) - 1, records[-1])
-                    if out := text(splitter.feed(event.text), retrieved=True):
+                    for out in text(splitter.feed(event.text), retrieved=True):
                         yield out
                 elif isinstance(event, Finished):
-                    if out := text(splitter.close()):
+                    for out in text(splitter.close()):
                         yield out
                     traj = event.trajectory
                     m.generation_seconds.observe(time.perf_counter() - job.started - retrieval_time)
@@ -362,22 +297,24 @@ class Server:
                         traj.finish_reason,
                         extra={"request_id": job.request_id},
                     )
-                    yield Outcome(
-                        reasoning="".join(reasoning),
-                        content="".join(content),
-                        answer=traj.answer,
-                        searches=records,
-                        citations=citations(traj.searches),
-                        usage=usage(len(job.prompt_ids), traj),
-                        finish_reason="length" if traj.finish_reason == "length" else "stop",
-                        stop_reason="search_limit" if traj.finish_reason == "search_limit" else None,
-                        trajectory=traj,
+                    yield Done(
+                        Reply(
+                            model=self.config.model_name,
+                            answer=traj.answer,
+                            content="".join(content),
+                            reasoning="".join(reasoning),
+                            searches=traj.searches,
+                            citations=citations(traj.searches),
+                            usage=usage(len(job.prompt_ids), traj),
+                            finish_reason="length" if traj.finish_reason == "length" else "stop",
+                            stop_reason="search_limit" if traj.finish_reason == "search_limit" else None,
+                        )
                     )
 
-    async def outcome(self, job: Job) -> Outcome:
+    async def reply(self, job: Job) -> Reply:
         """Run ``job`` to the end (non-streaming replies)."""
         async with aclosing(self.run(job)) as events:
             async for event in events:
-                if isinstance(event, Outcome):
-                    return event
-        raise AssertionError("the search loop ended without an outcome")
+                if isinstance(event, Done):
+                    return event.reply
+        raise AssertionError("the search loop ended without its reply")

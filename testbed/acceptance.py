@@ -23,12 +23,11 @@ import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from research.engines.args import open_engine
 from research.engines.base import Engine
 from research.protocol import LoopLimits, exact_match, render_prompt, run_search_loop
-from research.protocol.loop import Retriever
+from research.protocol.loop import Retrieved, Retriever
 from research.retrieval import BatchingRetriever
 from research.testbed.models import engine_args
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
@@ -38,8 +37,8 @@ from research.testbed.world import Question, World, counterfactual, make_world
 class NoRetrieval:
     """The Naive Generation baseline's retriever: every search comes back empty."""
 
-    async def search(self, queries: Sequence[str], *, k: int) -> list[list[Any]]:
-        return [[] for _ in queries]
+    async def search(self, queries: Sequence[str], *, k: int) -> Retrieved:
+        return Retrieved([[] for _ in queries])
 
 
 @dataclass(frozen=True, slots=True)

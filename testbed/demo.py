@@ -20,21 +20,14 @@ from contextlib import aclosing
 
 from research.engines.args import open_engine
 from research.engines.base import Engine
-from research.protocol import (
-    Finished,
-    LoopLimits,
-    ModelText,
-    SearchDone,
-    SearchIssued,
-    render_prompt,
-    stream_search_loop,
-)
+from research.protocol import Finished, LoopLimits, ModelText, render_prompt, stream_search_loop
 from research.protocol.metrics import exact_match
 from research.retrieval import BatchingRetriever
 from research.testbed.acceptance import held_out
 from research.testbed.models import engine_args
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import Question, make_world
+from research.wire import SearchDone, SearchIssued
 
 _COLOR = sys.stdout.isatty()
 DIM, BOLD, CYAN, RESET = ("\033[2m", "\033[1m", "\033[36m", "\033[0m") if _COLOR else ("", "", "", "")
@@ -52,8 +45,8 @@ async def ask(engine: Engine, retriever: BatchingRetriever, question: Question, 
             elif isinstance(event, SearchIssued):
                 print(f"\n{CYAN}  searching: {event.query!r}{RESET}")
             elif isinstance(event, SearchDone):
-                titles = ", ".join(p.title for p in event.search.passages)
-                print(f"{CYAN}  retrieved {len(event.search.passages)} passage(s): {titles}{RESET}")
+                titles = ", ".join(p.title for p in event.search.results)
+                print(f"{CYAN}  retrieved {len(event.search.results)} passage(s): {titles}{RESET}")
             elif isinstance(event, Finished):
                 traj = event.trajectory
                 correct = bool(exact_match(traj.answer or "", question.answer))

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import wait as wait_futures
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,10 @@ async def in_flight(engine: Engine) -> int:
     from research.engines.upstream import UpstreamEngine
     from research.engines.vllm_engine import VLLMEngine
 
-    if isinstance(engine, TransformersEngine):
-        return int(engine.busy)
+    if isinstance(engine, TransformersEngine):  # one decode at a time on its one worker: is it free?
+        probe = engine._worker.submit(lambda: None)
+        done, _ = await asyncio.to_thread(wait_futures, [probe], 0.2)
+        return int(not done)
     if isinstance(engine, VLLMEngine):
         return engine.engine.output_processor.get_num_unfinished_requests()
     assert isinstance(engine, UpstreamEngine)

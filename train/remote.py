@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from research.clients.client import AsyncClient
-from research.retrieval import Passage
+from research.protocol import Retrieved
 
 
 class RemoteRetriever:
@@ -20,9 +20,8 @@ class RemoteRetriever:
     def __init__(self, url: str, *, timeout: float = 60.0, attempts: int = 5, api_key: str | None = None) -> None:
         self.client = AsyncClient(url, api_key=api_key, timeout=timeout, max_retries=attempts - 1)
 
-    async def search(self, queries: Sequence[str], *, k: int) -> list[list[Passage]]:
-        found = await self.client.search(list(queries), k=k)
-        return [[Passage(p.id, p.contents or "", p.score) for p in passages] for passages in found]
+    async def search(self, queries: Sequence[str], *, k: int) -> Retrieved:
+        return Retrieved(await self.client.search(list(queries), k=k))
 
     async def close(self) -> None:
         await self.client.close()

@@ -49,8 +49,6 @@ class SearchRollouts:
         self._thread = threading.Thread(target=self.loop.run_forever, name="rollouts", daemon=True)
         self._thread.start()
         self._engine: Engine | None = None
-        self.last: list[Trajectory] = []
-        """The trajectories of the latest call (for logging and tests)."""
 
     def engine(self, trainer: Any) -> Engine:
         """The engine the policy generates with (made on first use)."""
@@ -82,7 +80,6 @@ class SearchRollouts:
             trajs = asyncio.run_coroutine_threadsafe(rollouts(), self.loop).result()
         finally:
             trainer.model.train(was_training)
-        self.last = trajs
         return {
             "prompt_ids": [t.prompt_ids for t in trajs],
             "completion_ids": [t.completion_ids for t in trajs],

@@ -81,13 +81,7 @@ class TransformersEngine:
         self.eos_ids = set(eos_token_ids(tokenizer))
         self.max_model_len: int | None = getattr(model.config, "max_position_embeddings", None)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
-        self._busy = threading.Event()
         self._closed = False
-
-    @property
-    def busy(self) -> bool:
-        """True while a decode runs on the worker thread (False again soon after a cancel)."""
-        return self._busy.is_set()
 
     @classmethod
     def from_pretrained(cls, path: str, *, dtype: str = "auto", device: str = "cpu") -> TransformersEngine:
@@ -118,13 +112,10 @@ class TransformersEngine:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def work() -> None:
-            self._busy.set()
             try:
                 self._decode(list(prompt_ids), max_tokens, tuple(stop), sampling, cancelled, emit)
             except BaseException as exc:  # delivered to the caller, not lost in the thread
                 emit(exc)
-            finally:
-                self._busy.clear()
 
         self._worker.submit(work)
         try:

@@ -31,23 +31,29 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from research.engines.base import GREEDY, Engine, SamplingOptions
 from research.protocol.answer import check_format, extract_answer
 from research.protocol.tags import EMPTY_QUERY_RESULT, SEARCH_STOP, extract_query, format_result
+from research.wire import Passage, Search, SearchDone, SearchIssued
 
 LoopFinish = Literal["stop", "length", "search_limit"]
 
 
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    """What a retriever answers: the passages for each query, and how long the index itself took."""
+
+    passages: list[list[Passage]]
+    index_seconds: float | None = None
+    """Seconds of embedding and index work (None: not reported); the rest of a search's time was queueing."""
+
+
 class Retriever(Protocol):
-    """Anything that answers a batch of queries with top-``k`` passages each.
+    """Anything that answers a batch of queries with top-``k`` passages each."""
 
-    A result with an ``index_seconds`` attribute says how long the index itself took
-    (the rest of a search's time was queueing); :class:`SearchDone` carries both.
-    """
-
-    async def search(self, queries: Sequence[str], *, k: int) -> Sequence[Sequence[Any]]: ...
+    async def search(self, queries: Sequence[str], *, k: int) -> Retrieved: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +74,6 @@ class LoopLimits:
             raise ValueError(f"max_searches must be >= 0 or None, got {self.max_searches}")
         if self.search_top_k < 1:
             raise ValueError(f"search_top_k must be at least 1, got {self.search_top_k}")
-
-
-@dataclass(slots=True)
-class Search:
-    """One search: the query the model wrote and the passages it got back."""
-
-    query: str
-    passages: list[Any]
 
 
 @dataclass(slots=True)
@@ -133,23 +131,15 @@ class ModelText:
 
 
 @dataclass(frozen=True, slots=True)
-class SearchIssued:
-    """The model closed a ``<search>``; retrieval starts."""
+class ResultBlock:
+    """The result block of the search just done (:class:`SearchDone`), appended to the response."""
 
-    query: str
-
-
-@dataclass(frozen=True, slots=True)
-class SearchDone:
-    """Retrieval finished; ``text`` (the result block) was appended to the response."""
-
-    search: Search
     text: str
     token_ids: list[int]
     seconds: float = 0.0
     """How long the search took, queueing included."""
     index_seconds: float = 0.0
-    """How long the index took (the retriever's ``index_seconds`` where it reports it, else ``seconds``)."""
+    """How long the index took (what the retriever reported, else ``seconds``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +149,7 @@ class Finished:
     trajectory: Trajectory
 
 
-Event = ModelText | SearchIssued | SearchDone | Finished
+Event = ModelText | SearchIssued | SearchDone | ResultBlock | Finished
 
 
 class State(Enum):
@@ -168,7 +158,7 @@ class State(Enum):
     DONE = "done"
 
 
-async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[Any], str, float, float]:
+async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[Passage], str, float, float]:
     """Passages for ``query``, the result block to append, and the search's and the index's seconds.
 
     An empty query skips the index.
@@ -176,10 +166,11 @@ async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[An
     if not query:
         return [], format_result([EMPTY_QUERY_RESULT]), 0.0, 0.0
     started = time.perf_counter()
-    results = await retriever.search([query], k=k)
+    found = await retriever.search([query], k=k)
     seconds = time.perf_counter() - started
-    passages = list(results[0])
-    return passages, format_result(passages), seconds, getattr(results, "index_seconds", seconds)
+    passages = list(found.passages[0])
+    index_seconds = seconds if found.index_seconds is None else found.index_seconds
+    return passages, format_result(passages), seconds, index_seconds
 
 
 async def stream_search_loop(
@@ -227,17 +218,18 @@ async def stream_search_loop(
                 state = State.SEARCHING
         else:
             query = extract_query(traj.text[turn_start:]) or ""
-            yield SearchIssued(query)
+            yield SearchIssued(len(traj.searches), query)
             passages, block, seconds, index_seconds = await retrieve(retriever, query, k=limits.search_top_k)
             ids = list(engine.tokenizer.encode(block, add_special_tokens=False))
             room = limits.max_tokens - len(traj.completion_ids)
             if len(ids) > room:  # cut to the budget; decode what is kept so text matches ids
                 ids = ids[:room]
                 block = engine.tokenizer.decode(ids)
-            search = Search(query, passages)
+            search = Search(index=len(traj.searches), query=query, results=passages)
             traj.searches.append(search)
             traj._append(ids, block, 0, None)
-            yield SearchDone(search, block, ids, seconds, index_seconds)
+            yield SearchDone(search)
+            yield ResultBlock(block, ids, seconds, index_seconds)
             if len(traj.completion_ids) >= limits.max_tokens:
                 traj.finish_reason = "length"
                 state = State.DONE

@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.tools import ToolException
 
-from research.clients import AsyncClient, Client, Done, SearchIssued, SearchResults, api_base
+from research.clients import AsyncClient, Client, Done, SearchDone, SearchIssued, api_base
 from research.clients.langchain import ChatReSearch, ReSearchRetriever, ReSearchTool
 from research.testbed.processes import free_port
 from tests.conftest import serving
@@ -42,10 +42,10 @@ async def test_stream_yields_typed_events_that_add_up_to_the_reply(live_transfor
         whole = await client.ask(SCRIPT_QUESTION, temperature=0)
         events = [e async for e in client.stream(SCRIPT_QUESTION, temperature=0)]
     kinds = [type(e).__name__ for e in events]
-    assert kinds.index("SearchIssued") < kinds.index("SearchResults") and isinstance(events[-1], Done)
+    assert kinds.index("SearchIssued") < kinds.index("SearchDone") and isinstance(events[-1], Done)
     issued = next(e for e in events if isinstance(e, SearchIssued))
-    found = next(e for e in events if isinstance(e, SearchResults))
-    assert issued.query == "capital of Freedonia" and found.results == whole.searches[0].results
+    found = next(e for e in events if isinstance(e, SearchDone))
+    assert issued.query == "capital of Freedonia" and found.search == whole.searches[0]
     assert events[-1].reply == whole
 
 

@@ -11,8 +11,7 @@ from research.engines import SamplingOptions
 from research.protocol import (
     LoopLimits,
     ModelText,
-    SearchDone,
-    SearchIssued,
+    ResultBlock,
     format_result,
     render_prompt,
     reward,
@@ -21,6 +20,7 @@ from research.protocol import (
 )
 from research.protocol.loop import retrieve
 from research.retrieval import BatchingRetriever
+from research.wire import SearchDone, SearchIssued
 from tests.support.counting import CountingIndex
 from tests.support.scripted import SCRIPT_AFTER, SCRIPT_ANSWER, SCRIPT_BEFORE, SCRIPT_QUERY, SCRIPT_QUESTION
 
@@ -33,7 +33,7 @@ def prompt_ids(tokenizer) -> list[int]:
 async def test_the_loop_searches_reads_the_result_and_answers(engine, retriever, prompt_ids, tokenizer):
     traj = await run_search_loop(engine, retriever, prompt_ids)
     assert [s.query for s in traj.searches] == [SCRIPT_QUERY]
-    passages = traj.searches[0].passages
+    passages = traj.searches[0].results
     assert len(passages) == 5 and passages[0].id in {"fr-1", "fr-2"}
     block = format_result(passages)
     assert traj.text == SCRIPT_BEFORE + block + SCRIPT_AFTER
@@ -49,7 +49,7 @@ async def test_the_mask_marks_exactly_the_retrieved_tokens(engine, retriever, pr
     assert len(traj.mask) == len(traj.completion_ids)
     retrieved = [t for t, m in zip(traj.completion_ids, traj.mask, strict=True) if m == 0]
     generated = [t for t, m in zip(traj.completion_ids, traj.mask, strict=True) if m == 1]
-    assert tokenizer.decode(retrieved) == format_result(traj.searches[0].passages)
+    assert tokenizer.decode(retrieved) == format_result(traj.searches[0].results)
     assert tokenizer.decode(generated, skip_special_tokens=True) == SCRIPT_BEFORE + SCRIPT_AFTER
     # One contiguous block of zeros, right after the model's </search>:
     first_zero = traj.mask.index(0)
@@ -81,22 +81,24 @@ async def test_the_token_budget_counts_retrieved_tokens_too(engine, retriever, p
 
 async def test_top_k_sets_the_passages_per_search(engine, retriever, prompt_ids):
     traj = await run_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(search_top_k=2))
-    assert len(traj.searches[0].passages) == 2
+    assert len(traj.searches[0].results) == 2
     assert traj.answer == SCRIPT_ANSWER
 
 
 async def test_events_stream_in_order_and_add_up_to_the_trajectory(engine, retriever, prompt_ids):
     events = [e async for e in stream_search_loop(engine, retriever, prompt_ids)]
     order = [type(e).__name__ for e in events if not isinstance(e, ModelText)]
-    assert order == ["SearchIssued", "SearchDone", "Finished"]
+    assert order == ["SearchIssued", "SearchDone", "ResultBlock", "Finished"]
     traj = events[-1].trajectory
-    streamed = "".join(e.text for e in events if isinstance(e, ModelText | SearchDone))
+    streamed = "".join(e.text for e in events if isinstance(e, ModelText | ResultBlock))
     assert streamed == traj.text
     issued = next(e for e in events if isinstance(e, SearchIssued))
     done = next(e for e in events if isinstance(e, SearchDone))
-    assert issued.query == done.search.query == SCRIPT_QUERY
+    assert issued.query == done.search.query == SCRIPT_QUERY and issued.index == done.search.index == 0
+    assert done.search is traj.searches[0]
+    block = next(e for e in events if isinstance(e, ResultBlock))
     # the batching retriever reports the index's own time; the rest of the search's time was queueing
-    assert 0 < done.index_seconds <= done.seconds
+    assert 0 < block.index_seconds <= block.seconds
 
 
 async def test_closing_the_stream_mid_generation_aborts_it(engine, retriever, prompt_ids, wait_idle):

@@ -42,8 +42,8 @@ async def test_searches_waiting_for_a_busy_reader_are_not_timed_out(script_index
         )
     finally:
         await retriever.close()
-    assert [len(r[0]) for r in results] == [1, 2, 3, 4]
-    assert all(r[0][0].id in {"fr-1", "fr-2"} for r in results)
+    assert [len(r.passages[0]) for r in results] == [1, 2, 3, 4]
+    assert all(r.passages[0][0].id in {"fr-1", "fr-2"} for r in results)
 
 
 async def test_when_every_reader_is_stuck_the_waiting_searches_time_out_too(script_index):

@@ -144,8 +144,8 @@ async def test_concurrent_searches_are_merged_into_one_embedding_batch(script_in
     queries = ["Freedonia capital", "copper mines", "signal stone monument", "maps archive"] * 4
     results = await asyncio.gather(*(retriever.search([q], k=1) for q in queries))
     assert index.batches == [16]
-    assert [r[0][0].id for r in results[:4]] == [r[0][0].id for r in results[4:8]]
-    assert results[0][0][0].id in {"fr-1", "fr-2"}
+    assert [r.passages[0][0].id for r in results[:4]] == [r.passages[0][0].id for r in results[4:8]]
+    assert results[0].passages[0][0].id in {"fr-1", "fr-2"}
     await retriever.close()
 
 
@@ -153,5 +153,5 @@ async def test_a_failing_index_fails_only_its_batch(script_index):
     retriever = BatchingRetriever(script_index)
     with pytest.raises(ValueError, match="k must be between 1"):
         await retriever.search(["x"], k=0)
-    assert len((await retriever.search(["Freedonia"], k=2))[0]) == 2
+    assert len((await retriever.search(["Freedonia"], k=2)).passages[0]) == 2
     await retriever.close()

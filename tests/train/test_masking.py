@@ -19,12 +19,14 @@ import torch
 
 from research.protocol import response_text, reward
 from research.train.trainer import build_trainer
+from tests.support.rollouts import record_rollouts
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
 
 @pytest.fixture
 def trainer_and_inputs(train_config):
     trainer, rollouts = build_trainer(train_config)
+    recorded = record_rollouts(trainer)
     batch = [{"prompt": SCRIPT_QUESTION, "answers": [SCRIPT_ANSWER]}] * 2
     trainer.model.train()
     inputs = trainer._generate_and_score_completions(batch)
@@ -40,7 +42,7 @@ def trainer_and_inputs(train_config):
             trainer.ref_model, ids, attention, ids.shape[1] - inputs["prompt_ids"].shape[1]
         )
     inputs["ref_per_token_logps"] = ref
-    yield trainer, inputs, rollouts
+    yield trainer, inputs, recorded[-1]
     rollouts.close()
 
 
@@ -90,15 +92,14 @@ def test_loss_and_gradient_ignore_retrieved_positions_but_not_model_positions(tr
 
 
 def test_the_env_mask_is_the_loops_mask_and_the_reward_is_read_from_the_text(trainer_and_inputs):
-    trainer, inputs, rollouts = trainer_and_inputs
-    for i, traj in enumerate(rollouts.last):
-        n = len(traj.completion_ids)
-        assert inputs["tool_mask"][i, :n].tolist() == traj.mask
-        assert inputs["completion_ids"][i, :n].tolist() == traj.completion_ids
-        assert traj.searches and " <result>\n" in traj.text
+    trainer, inputs, rollout = trainer_and_inputs
+    for i, (ids, mask) in enumerate(zip(rollout["completion_ids"], rollout["env_mask"], strict=True)):
+        assert inputs["tool_mask"][i, : len(ids)].tolist() == mask  # the loop's mask, as the loop made it
+        assert inputs["completion_ids"][i, : len(ids)].tolist() == ids
+        assert rollout["searches"][i] and " <result>\n" in rollout["responses"][i]
     # As the reference's reward manager does: decode prompt + response ids with special tokens.
     tok = trainer.processing_class
-    texts = [tok.decode(traj.prompt_ids + traj.completion_ids) for traj in rollouts.last]
+    texts = [tok.decode(p + c) for p, c in zip(rollout["prompt_ids"], rollout["completion_ids"], strict=True)]
     expected = [reward(response_text(t, ""), [SCRIPT_ANSWER], eos_token=tok.eos_token) for t in texts]
     assert expected == [1.0, 1.0]  # answered Marxville from the retrieved passage
     assert trainer._metrics["train"]["reward"][-1] == 1.0  # what TRL's reward step computed

@@ -8,12 +8,14 @@ import torch
 from research.engines.vllm_engine import LLMEngine
 from research.train.config import TrainConfig
 from research.train.trainer import build_trainer
+from tests.support.rollouts import record_rollouts
 from tests.support.scripted import SCRIPT_QUESTION
 
 
 def test_grpo_rollouts_run_the_search_loop_on_a_colocated_vllm_kept_in_sync(train_values):
     cfg = TrainConfig(**{**train_values, "generation": "vllm", "max_steps": 1, "save_steps": 100})
     trainer, rollouts = build_trainer(cfg)
+    recorded = record_rollouts(trainer)
     try:
         # Make the policy differ from the checkpoint vLLM loaded from disk.
         policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -28,8 +30,10 @@ def test_grpo_rollouts_run_the_search_loop_on_a_colocated_vllm_kept_in_sync(trai
         trainer.train()
         assert isinstance(rollouts.engine(trainer), LLMEngine)
         # Exact behaviour only on the question the scripted model was trained on.
-        trained = [t for t in rollouts.last if SCRIPT_QUESTION in trainer.processing_class.decode(t.prompt_ids)]
-        assert trained and all(t.searches and 0 in t.mask and t.well_formed for t in trained)  # results masked
+        last, tok = recorded[-1], trainer.processing_class
+        trained = [i for i, ids in enumerate(last["prompt_ids"]) if SCRIPT_QUESTION in tok.decode(ids)]
+        assert trained  # results masked:
+        assert all(last["searches"][i] and 0 in last["env_mask"][i] and last["well_formed"][i] for i in trained)
         # The vLLM that generated held the policy's weights.
         assert in_sync()
         logs = {k: v for entry in trainer.state.log_history for k, v in entry.items()}

@@ -1,0 +1,208 @@
+"""The vocabulary of a response, from the search loop to the wire to the client: one class per concept.
+
+The loop (:mod:`research.protocol.loop`) records each :class:`Search` with its
+:class:`Passage` list; the server renders those same objects into its replies and
+streams (and :class:`SearchIssued`, :class:`SearchDone`, :class:`Reasoning`,
+:class:`Content`, :class:`Done` are what it renders); the clients
+(:mod:`research.clients`) parse the replies back into them. It needs pydantic only, so
+the light client install (no LanceDB, torch or FastAPI) imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Any, Literal
+
+from pydantic import BaseModel, computed_field, model_serializer
+from pydantic.dataclasses import dataclass
+
+SearchMode = Literal["vector", "fts", "hybrid"]
+"""How the index ranks passages: embeddings, BM25 full text, or both fused (reciprocal rank fusion)."""
+SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
+MAX_K = 100
+"""Most passages one query may ask for."""
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A retrieved passage: ``contents`` is wiki-18's ``"Title"\\ntext``, exactly what the model reads.
+
+    ``title`` and ``text`` are derived from it (and sent with it).
+
+    >>> p = Passage("7", '"Paris"\\nParis is the capital of France.', 0.9)
+    >>> p.title, p.text
+    ('Paris', 'Paris is the capital of France.')
+    """
+
+    id: str
+    contents: str
+    score: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def title(self) -> str:
+        return self.contents.split("\n", 1)[0].strip().strip('"')
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def text(self) -> str:
+        """The body, title line excluded."""
+        return self.contents.split("\n", 1)[1] if "\n" in self.contents else ""
+
+
+class Search(BaseModel):
+    """One search the model made: its query and the passages it was given (``index``: its place in the response)."""
+
+    index: int
+    query: str
+    results: list[Passage] = []
+
+
+class Citation(BaseModel):
+    """A passage the response was given, once (``search_index``: the search that first returned it)."""
+
+    id: str
+    title: str
+    score: float | None = None
+    search_index: int
+
+
+def citations(searches: list[Search]) -> list[Citation]:
+    """Every passage the response was given, once, in the order it first came back."""
+    seen: dict[str, Citation] = {}
+    for search in searches:
+        for p in search.results:
+            seen.setdefault(p.id, Citation(id=p.id, title=p.title, score=p.score, search_index=search.index))
+    return list(seen.values())
+
+
+class Usage(BaseModel):
+    """OpenAI's usage, plus what retrieval added (retrieved tokens are not completion tokens)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    """The model's own tokens; retrieved ones are ``retrieved_tokens``."""
+    total_tokens: int
+    # -- extensions --
+    retrieved_tokens: int = 0
+    searches: int = 0
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class Reply(BaseModel):
+    """A whole response: the answer and everything that led to it."""
+
+    model: str
+    answer: str | None = None
+    """The model's final answer (its ``\\boxed{}``), None if it gave none."""
+    content: str = ""
+    reasoning: str = ""
+    searches: list[Search] = []
+    citations: list[Citation] = []
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+    """``search_limit`` when the search budget ran out."""
+
+
+# -- stream events: what happens during a response, in order ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """Response text before the answer (thinking, search tags, result blocks)."""
+
+    text: str
+    retrieved: bool = field(default=False, compare=False)
+    """A result block fed back to the model (known server-side only: a chat stream does not mark it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Response text of the answer (everything, tags included, with ``reasoning_format: raw``)."""
+
+    text: str
+    retrieved: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchIssued:
+    """The model closed ``</search>``: search number ``index`` starts."""
+
+    index: int
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchDone:
+    """A search came back; its passages are appended to the response."""
+
+    search: Search
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The response is complete."""
+
+    reply: Reply
+
+
+Event = Reasoning | Content | SearchIssued | SearchDone | Done
+
+
+class Delta(BaseModel):
+    """A streamed delta: serialised with the fields that were set only, so it says what is new, nothing else."""
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
+class SearchDelta(Delta):
+    """One search in a streamed ``delta.searches``: the query first, then (same index) the results."""
+
+    index: int
+    query: str | None = None
+    results: list[Passage] | None = None
+
+
+# -- the other routes' replies -----------------------------------------------------------------------
+
+
+class QueryResult(BaseModel):
+    query: str
+    passages: list[Passage]
+
+
+class SearchResponse(BaseModel):
+    """``POST /v1/search``: the passages for each query, in the order asked."""
+
+    object: Literal["list"] = "list"
+    data: list[QueryResult]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "research"
+    template: str | None = None
+    """The prompt template the model was trained with (``base`` or ``instruct``)."""
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    """``GET /health``: ``ok``, or ``unhealthy`` with what failed (engine, retriever) and why."""
+
+    status: Literal["ok", "unhealthy"]
+    model: str
+    running: int
+    """Generation requests in flight."""
+    engine: str | None = None
+    retriever: str | None = None
