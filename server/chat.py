@@ -1,4 +1,4 @@
-"""Chat and text completions from the serving layer's events (:meth:`Server.run`).
+"""Chat completions (``POST /v1/chat/completions``): the request, the reply and its chunks, and the route.
 
 Streaming chunks carry the text as it comes (``delta.reasoning``/``reasoning_content``
 before ``<answer>``, ``delta.content`` after), every search as an entry of
@@ -10,29 +10,193 @@ does ``tool_calls``), and the answer and citations on the last choice chunk.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, Literal
 
-from research.server.protocol import (
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatDelta,
-    ChatMessageOut,
-    Completion,
-    CompletionChoice,
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, field_validator
+
+from research.server.requests import (
+    MAX_MESSAGES,
+    CompletionFields,
+    Message,
+    ReasoningEffort,
+    ReasoningFormat,
+    reject_if_set,
+    unsupported,
 )
+from research.server.routing import Generation, generation_responses, sse
 from research.server.serving import Job
-from research.wire import Content, Done, Event, Reasoning, Reply, SearchDelta, SearchDone, SearchIssued
+from research.wire import (
+    Citation,
+    Content,
+    Delta,
+    Done,
+    Event,
+    FinishReason,
+    Reasoning,
+    Reply,
+    Search,
+    SearchDelta,
+    SearchDone,
+    SearchIssued,
+    Usage,
+)
+
+# -- the request --------------------------------------------------------------------------------
 
 
-def _shows_reasoning(job: Job) -> bool:
-    body = job.body
-    return not job.raw and not (isinstance(body, ChatCompletionRequest) and body.include_reasoning is False)
+class ResponseFormat(BaseModel):
+    type: str
+
+
+class ChatCompletionRequest(CompletionFields):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = False
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: ReasoningEffort | None = Field(None, description="a search budget (EFFORT_SEARCHES)")
+    verbosity: str | None = None
+    modalities: list[str] | None = None
+    prediction: Any = None
+    web_search_options: Any = Field(None, description="accepted: this model always searches its own index")
+    audio: Any = None
+    # -- extensions (vLLM's and ours) --
+    reasoning_format: ReasoningFormat = "parsed"
+    include_reasoning: bool | None = Field(None, description="vLLM's: false leaves the reasoning out")
+    chat_template_kwargs: dict[str, Any] | None = Field(None, description="accepted; the ReSearch templates are fixed")
+
+    _rejected_chat = reject_if_set({
+        "tools": "tools are not supported: the server runs its search tool itself",
+        "logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
+        "top_logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
+        "audio": "audio output is not supported",
+    })  # fmt: skip
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, v: Any) -> Any:
+        if v not in (None, "none", "auto"):
+            raise unsupported("tool_choice is not supported: the server runs its search tool itself")
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, v: ResponseFormat | None) -> ResponseFormat | None:
+        if v is not None and v.type != "text":
+            raise unsupported(f"response_format {v.type!r} is not supported: only text")
+        return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, v: list[str] | None) -> list[str] | None:
+        if v and set(v) != {"text"}:
+            raise unsupported("only the text modality is supported")
+        return v
+
+    @field_validator("messages")
+    @classmethod
+    def _a_user_message(cls, v: list[Message]) -> list[Message]:
+        if not any(m.role == "user" for m in v):
+            raise ValueError("messages must contain at least one user message (the question)")
+        return v
+
+    @property
+    def token_budget(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def budget_param(self) -> str:
+        return "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
+
+    @property
+    def prompt_param(self) -> str:
+        return "messages"
+
+    @property
+    def effort(self) -> ReasoningEffort | None:
+        return self.reasoning_effort
+
+    @property
+    def raw(self) -> bool:
+        return self.reasoning_format == "raw"
+
+    @property
+    def shows_reasoning(self) -> bool:
+        return not self.raw and self.include_reasoning is not False
+
+
+# -- the reply ----------------------------------------------------------------------------------
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    # -- extensions --
+    answer: str | None
+    searches: list[Search]
+    citations: list[Citation]
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatMessageOut
+    logprobs: None = None
+    finish_reason: FinishReason
+    stop_reason: str | None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(Delta):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    # -- extensions --
+    searches: list[SearchDelta] | None = None
+    answer: str | None = None
+    citations: list[Citation] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+# -- rendering ----------------------------------------------------------------------------------
 
 
 def chat_completion(job: Job, out: Reply) -> ChatCompletion:
-    reasoning = out.reasoning if _shows_reasoning(job) else None
+    reasoning = out.reasoning if job.body.shows_reasoning else None
     message = ChatMessageOut(
         content=out.content,
         reasoning=reasoning,
@@ -45,29 +209,29 @@ def chat_completion(job: Job, out: Reply) -> ChatCompletion:
     return ChatCompletion(id=job.request_id, created=job.created, model=out.model, choices=[choice], usage=out.usage)
 
 
-def _delta(job: Job, event: Event) -> ChatDelta | None:
+def chat_delta(job: Job, event: Event) -> ChatDelta | None:
     """The chat delta of one event (None: nothing to send)."""
     if isinstance(event, Reasoning):
-        return ChatDelta(reasoning=event.text, reasoning_content=event.text) if _shows_reasoning(job) else None
+        return ChatDelta(reasoning=event.text, reasoning_content=event.text) if job.body.shows_reasoning else None
     if isinstance(event, Content):
         return ChatDelta(content=event.text)
-    if isinstance(event, SearchIssued):
-        return ChatDelta(searches=[SearchDelta(index=event.index, query=event.query)])
-    if isinstance(event, SearchDone):
-        return ChatDelta(searches=[SearchDelta(index=event.search.index, results=event.search.results)])
+    if isinstance(event, SearchIssued | SearchDone):
+        return ChatDelta(searches=[SearchDelta.of(event)])
     assert isinstance(event, Done)
     return ChatDelta(answer=event.reply.answer, citations=event.reply.citations)
 
 
-async def chat_chunks(job: Job, events: AsyncIterator[Event], model: str) -> AsyncIterator[ChatCompletionChunk]:
+async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[ChatCompletionChunk]:
     """The stream of ``chat.completion.chunk``s, usage last when asked for."""
 
     def chunk(choices: list[ChatChunkChoice], **extra) -> ChatCompletionChunk:
-        return ChatCompletionChunk(id=job.request_id, created=job.created, model=model, choices=choices, **extra)
+        return ChatCompletionChunk(
+            id=job.request_id, created=job.created, model=job.body.model, choices=choices, **extra
+        )
 
     yield chunk([ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
     async for event in events:
-        delta = _delta(job, event)
+        delta = chat_delta(job, event)
         if isinstance(event, Done):
             assert delta is not None
             end = event.reply
@@ -78,37 +242,23 @@ async def chat_chunks(job: Job, events: AsyncIterator[Event], model: str) -> Asy
             yield chunk([ChatChunkChoice(delta=delta)])
 
 
-def completion(job: Job, out: Reply) -> Completion:
-    choice = CompletionChoice(
-        text=out.content,
-        finish_reason=out.finish_reason,
-        stop_reason=out.stop_reason,
-        searches=out.searches,
-        answer=out.answer,
-        citations=out.citations,
-    )
-    return Completion(id=job.request_id, created=job.created, model=out.model, choices=[choice], usage=out.usage)
+# -- the route ----------------------------------------------------------------------------------
 
 
-async def completion_chunks(job: Job, events: AsyncIterator[Event], model: str) -> AsyncIterator[Completion]:
-    """The stream of ``text_completion`` chunks: text, ``searches`` deltas, the answer last."""
+def router(generation: Generation) -> APIRouter:
+    """``POST /v1/chat/completions`` over ``generation``'s server."""
+    routes = APIRouter(tags=["chat"])
+    server = generation.server
 
-    def chunk(choices: list[CompletionChoice], **extra) -> Completion:
-        return Completion(id=job.request_id, created=job.created, model=model, choices=choices, **extra)
+    @routes.post("/v1/chat/completions", responses=generation_responses(ChatCompletion))
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        server.check_model(body.model)
+        job = server.job(body, await generation.chat_ids(request, body.messages), "chatcmpl")
+        if body.stream:
+            return generation.stream(job, lambda events: (sse(c) async for c in chat_chunks(job, events)))
+        return await generation.reply(request, job, _completion(job))
 
-    async for event in events:
-        if isinstance(event, Content):
-            yield chunk([CompletionChoice(text=event.text, finish_reason=None)])
-        elif isinstance(event, SearchIssued | SearchDone):
-            delta = _delta(job, event)
-            assert delta is not None
-            yield chunk([CompletionChoice(text="", finish_reason=None, searches=delta.searches)])
-        elif isinstance(event, Done):
-            end = event.reply
-            final = CompletionChoice(
-                text="", finish_reason=end.finish_reason, stop_reason=end.stop_reason,
-                answer=end.answer, citations=end.citations,
-            )  # fmt: skip
-            yield chunk([final])
-            if job.body.stream_options and job.body.stream_options.include_usage:
-                yield chunk([], usage=end.usage)
+    async def _completion(job: Job) -> ChatCompletion:
+        return chat_completion(job, await server.reply(job))
+
+    return routes

@@ -7,7 +7,7 @@ from typing import Any
 
 from research.http_errors import APIError
 from research.protocol import INSTRUCT_SYSTEM, Segment, TagParser, TemplateName, render_prompt
-from research.server.protocol import Message
+from research.server.requests import Message
 
 
 def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: Any) -> list[int]:

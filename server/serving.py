@@ -36,13 +36,11 @@ from research.protocol import (
 )
 from research.retrieval import BatchingRetriever, ModeRetriever, SearchTimeout
 from research.server.metrics import Metrics
-from research.server.protocol import EFFORT_SEARCHES, ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from research.server.render import ReasoningSplitter
+from research.server.requests import EFFORT_SEARCHES, SamplingFields
 from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
 
 log = logging.getLogger("research.server")
-
-APIRequest = ChatCompletionRequest | CompletionRequest | ResponsesRequest
 
 
 @dataclass
@@ -86,9 +84,8 @@ class Job:
     prompt_ids: list[int]
     limits: LoopLimits
     sampling: SamplingOptions
-    body: APIRequest
-    raw: bool = False
-    """Chat's ``reasoning_format: raw``: all text is content, tags visible (completions always)."""
+    body: SamplingFields
+    """The request (a chat, completion or Responses request)."""
     started: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -193,16 +190,13 @@ class Server:
                 param="model", code="model_not_found",
             )  # fmt: skip
 
-    def job(self, body: APIRequest, prompt_ids: list[int], prefix: str, *, prompt_param: str) -> Job:
+    def job(self, body: SamplingFields, prompt_ids: list[int], prefix: str) -> Job:
         """Check ``body`` against the server's limits and the model's context; the loop's settings.
 
         The routes have checked the model name already (:meth:`check_model`), before rendering the prompt.
         """
         cfg = self.config
-        budget_param = "max_output_tokens" if isinstance(body, ResponsesRequest) else "max_tokens"
-        if isinstance(body, ChatCompletionRequest) and body.max_completion_tokens is not None:
-            budget_param = "max_completion_tokens"
-        budget = body.token_budget
+        budget, budget_param = body.token_budget, body.budget_param
         if budget is not None and budget > cfg.max_tokens:
             raise APIError(
                 400, f"{budget_param} is {budget}, above this server's limit of {cfg.max_tokens}", param=budget_param,
@@ -213,7 +207,7 @@ class Server:
             raise APIError(
                 400,
                 f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.engine.max_model_len}",
-                param=prompt_param,
+                param=body.prompt_param,
                 code="context_length_exceeded",
             )
         if body.max_searches is not None and cfg.max_searches is not None and body.max_searches > cfg.max_searches:
@@ -239,15 +233,12 @@ class Server:
             repetition_penalty=body.repetition_penalty or 1.0,
             seed=body.seed,
         )
-        raw = isinstance(body, CompletionRequest) or (
-            isinstance(body, ChatCompletionRequest) and body.reasoning_format == "raw"
-        )
-        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body, raw)
+        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body)
 
     # -- the loop as typed output ---------------------------------------------
     async def run(self, job: Job) -> AsyncIterator[Event]:
         """The loop's events as API output: text, searches, then :class:`Done` with the :class:`Reply`."""
-        splitter = ReasoningSplitter(raw=job.raw)
+        splitter = ReasoningSplitter(raw=job.body.raw)
         m = self.metrics
         m.prompt_tokens.inc(len(job.prompt_ids))
         retrieval_time = 0.0

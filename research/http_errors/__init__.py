@@ -143,7 +143,7 @@ def _describe(errors: list[Any]) -> tuple[str, str | None, str]:
         loc = [str(x) for x in err.get("loc", ()) if x != "body" and str(x) not in _TYPE_TAGS and "[" not in str(x)]
         field = ".".join(loc) or None
         param = param or field
-        if err.get("type") == "unsupported_parameter":  # research.server.protocol.unsupported
+        if err.get("type") == "unsupported_parameter":  # research.server.requests.unsupported
             code = "unsupported_parameter"
             parts.append(f"{field}: {err.get('msg')}" if field else str(err.get("msg")))
             continue

@@ -167,6 +167,13 @@ class SearchDelta(Delta):
     query: str | None = None
     results: list[Passage] | None = None
 
+    @classmethod
+    def of(cls, event: SearchIssued | SearchDone) -> SearchDelta:
+        """The delta of a search event: its query when issued, its results when done."""
+        if isinstance(event, SearchIssued):
+            return cls(index=event.index, query=event.query)
+        return cls(index=event.search.index, results=event.search.results)
+
 
 # -- the other routes' replies -----------------------------------------------------------------------
 

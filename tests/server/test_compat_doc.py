@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from research.server.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
+from research.server.chat import ChatCompletionRequest
+from research.server.completions import CompletionRequest
+from research.server.responses import ResponsesRequest
 
 DOC = Path(__file__).parents[2] / "openai_compat.md"
 

@@ -1,0 +1,156 @@
+"""Text completions (``POST /v1/completions``): the same search loop on a prompt you render yourself.
+
+``choices[0].text`` is the whole response, tags visible; streamed, each search comes as
+``searches`` deltas (the query, then the results under the same index) and the answer
+and citations on the last chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, field_validator
+
+from research.http_errors import APIError, Text
+from research.server.requests import CompletionFields, reject_if_set, unsupported
+from research.server.routing import Generation, generation_responses, size, sse
+from research.server.serving import Job
+from research.wire import (
+    Citation,
+    Content,
+    Done,
+    Event,
+    FinishReason,
+    Reply,
+    Search,
+    SearchDelta,
+    SearchDone,
+    SearchIssued,
+    Usage,
+)
+
+
+class CompletionRequest(CompletionFields):
+    """``POST /v1/completions``: the same loop on a prompt you render yourself."""
+
+    prompt: Text | list[int] = Field(min_length=1)
+    echo: bool | None = False
+    logprobs: int | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+    _rejected_completion = reject_if_set(
+        {name: f"{name} is not supported with a server-side search loop" for name in ("echo", "logprobs", "suffix")}
+    )
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of(cls, v: int | None) -> int | None:
+        if (v or 1) > 1:
+            raise unsupported("best_of > 1 is not supported: each candidate would run its own search loop")
+        return v
+
+    @property
+    def token_budget(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def budget_param(self) -> str:
+        return "max_tokens"
+
+    @property
+    def prompt_param(self) -> str:
+        return "prompt"
+
+    @property
+    def raw(self) -> bool:
+        return True
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: FinishReason | None
+    stop_reason: str | None = None
+    # -- extensions --
+    searches: list[Search] | list[SearchDelta] | None = None
+    answer: str | None = None
+    citations: list[Citation] | None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+def completion(job: Job, out: Reply) -> Completion:
+    choice = CompletionChoice(
+        text=out.content,
+        finish_reason=out.finish_reason,
+        stop_reason=out.stop_reason,
+        searches=out.searches,
+        answer=out.answer,
+        citations=out.citations,
+    )
+    return Completion(id=job.request_id, created=job.created, model=out.model, choices=[choice], usage=out.usage)
+
+
+async def completion_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[Completion]:
+    """The stream of ``text_completion`` chunks: text, ``searches`` deltas, the answer last."""
+
+    def chunk(choices: list[CompletionChoice], **extra) -> Completion:
+        return Completion(id=job.request_id, created=job.created, model=job.body.model, choices=choices, **extra)
+
+    async for event in events:
+        if isinstance(event, Content):
+            yield chunk([CompletionChoice(text=event.text, finish_reason=None)])
+        elif isinstance(event, SearchIssued | SearchDone):
+            yield chunk([CompletionChoice(text="", finish_reason=None, searches=[SearchDelta.of(event)])])
+        elif isinstance(event, Done):
+            end = event.reply
+            final = CompletionChoice(
+                text="", finish_reason=end.finish_reason, stop_reason=end.stop_reason,
+                answer=end.answer, citations=end.citations,
+            )  # fmt: skip
+            yield chunk([final])
+            if job.body.stream_options and job.body.stream_options.include_usage:
+                yield chunk([], usage=end.usage)
+
+
+def router(generation: Generation) -> APIRouter:
+    """``POST /v1/completions`` over ``generation``'s server."""
+    routes = APIRouter(tags=["completions"])
+    server = generation.server
+
+    @routes.post("/v1/completions", responses=generation_responses(Completion))
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        server.check_model(body.model)
+        tokenizer = server.engine.tokenizer
+        if isinstance(body.prompt, str):
+            encode = partial(tokenizer.encode, add_special_tokens=False)
+            prompt_ids = await server.tokenise(size(request), encode, body.prompt)
+        elif bad := [t for t in body.prompt if not 0 <= t < len(tokenizer)]:
+            raise APIError(
+                400, f"prompt holds token ids outside the vocabulary (0 to {len(tokenizer) - 1}): {bad[:5]}",
+                param="prompt", code="invalid_value",
+            )  # fmt: skip
+        else:
+            prompt_ids = list(body.prompt)
+        job = server.job(body, prompt_ids, "cmpl")
+        if body.stream:
+            return generation.stream(job, lambda events: (sse(c) async for c in completion_chunks(job, events)))
+        return await generation.reply(request, job, _completion(job))
+
+    async def _completion(job: Job) -> Completion:
+        return completion(job, await server.reply(job))
+
+    return routes

@@ -1,0 +1,192 @@
+"""What every API's request shares: sampling, the search loop's knobs, messages, and how a field is refused.
+
+Each API's own request and reply types live beside its renderer and routes
+(:mod:`research.server.chat`, :mod:`research.server.completions`,
+:mod:`research.server.responses`), as vLLM splits its OpenAI server. For each request,
+OpenAI's fields first, then one marked block of our extensions. We are lenient where OpenAI is:
+``null`` means the default, and fields that change nothing here (``service_tier``,
+``prompt_cache_key``, ...) are accepted and ignored. What a server-side search loop
+truly cannot do (``n > 1``, ``stop``, function ``tools``, logprobs, a non-text
+``response_format``) is a 400 that names the field (``param``) and says why, with
+code ``unsupported_parameter``. Unknown fields are a 400, as on api.openai.com.
+``openai_compat.md`` lists every field; ``tests/server/test_compat_doc.py`` checks it
+against these models.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from research.http_errors import Text
+from research.wire import MAX_K, SearchMode
+
+MAX_MESSAGES = 1024
+"""Most messages (or input items) one request may carry."""
+
+ReasoningFormat = Literal["parsed", "raw"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+EFFORT_SEARCHES: dict[str, int | None] = {"none": 0, "minimal": 1, "low": 2, "medium": 4, "high": 8, "xhigh": None}
+"""``reasoning_effort`` (chat) / ``reasoning.effort`` (responses) as a search budget; None: the server's."""
+
+
+def unsupported(why: str) -> PydanticCustomError:
+    """A 400 for a field we cannot honour (``param`` is the field, ``code`` unsupported_parameter)."""
+    return PydanticCustomError("unsupported_parameter", why)
+
+
+def reject_if_set(reasons: dict[str, str]) -> Any:
+    """A field validator refusing a truthy value of each named field, with that field's reason."""
+
+    def check(cls: type, value: Any, info: ValidationInfo) -> Any:
+        if value:
+            raise unsupported(reasons[info.field_name])
+        return value
+
+    return field_validator(*reasons)(classmethod(check))
+
+
+class Strict(BaseModel):
+    """Unknown fields are a 400, as on api.openai.com."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(Strict):
+    type: Literal["text", "input_text", "output_text"]
+    text: Text
+    annotations: list[Any] | None = None
+
+
+Role = Literal["system", "developer", "user", "assistant"]
+
+
+class Message(Strict):
+    """A chat message. Assistant messages may carry everything our replies carry, so the
+    usual loop (append the reply to ``messages``, ask again) works unchanged."""
+
+    role: Role
+    content: Text | list[TextPart] | None = None
+    name: str | None = None
+    refusal: str | None = None
+    tool_calls: list[Any] | None = None
+    function_call: None = None
+    audio: None = None
+    annotations: list[Any] | None = None
+    # Our replies' extensions (ignored when the prompt is rendered).
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    answer: str | None = None
+    searches: list[Any] | None = None
+    citations: list[Any] | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, v: list[Any] | None) -> list[Any] | None:
+        if v:
+            raise unsupported("tool calls are not supported: the server runs its search tool itself")
+        return v
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class StreamOptions(Strict):
+    include_usage: bool | None = False
+    include_obfuscation: bool | None = None
+    continuous_usage_stats: bool | None = False
+
+
+class SamplingFields(Strict):
+    """Sampling and the search loop's knobs, shared by all three APIs; each says where its budget is."""
+
+    model: str
+    stream: bool | None = False
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 1.0")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="default 1.0")
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63, description="a 64-bit integer")
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    # -- extensions (openai_compat.md) --
+    top_k: int | None = Field(None, lt=2**31, description="vLLM's sampling top-k: -1 or 0 disables it")
+    min_p: float | None = Field(None, ge=0.0, le=1.0, description="vLLM's min-p sampling (0 disables it)")
+    repetition_penalty: float | None = Field(
+        None, gt=0.0, le=1e38, description="vLLM's repetition penalty (1 disables it; at most 1e38, a float32)"
+    )
+    max_searches: int | None = Field(None, ge=0, description="searches allowed in this response")
+    search_top_k: int | None = Field(None, ge=1, le=MAX_K, description="passages per search (server default)")
+    search_mode: SearchMode | None = Field(None, description="vector (default), fts or hybrid")
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v: int | None) -> int | None:
+        if v is not None and v < -1:
+            raise ValueError("top_k must be -1 or 0 (disabled) or at least 1")
+        return v
+
+    @property
+    @abstractmethod
+    def token_budget(self) -> int | None:
+        """The response's token budget as asked (None: the server's)."""
+
+    @property
+    @abstractmethod
+    def budget_param(self) -> str:
+        """The field that set :attr:`token_budget` (named in errors)."""
+
+    @property
+    @abstractmethod
+    def prompt_param(self) -> str:
+        """The field that holds the prompt (named in errors)."""
+
+    @property
+    def effort(self) -> ReasoningEffort | None:
+        """The reasoning effort asked for: a search budget (:data:`EFFORT_SEARCHES`)."""
+        return None
+
+    @property
+    def raw(self) -> bool:
+        """All text is content, tags visible (no reasoning split)."""
+        return False
+
+    @property
+    def shows_reasoning(self) -> bool:
+        """The reasoning is sent, apart from the content."""
+        return not self.raw
+
+
+class CompletionFields(SamplingFields):
+    """Fields of chat and text completions."""
+
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    n: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int | None) -> int | None:
+        if v not in (None, 1):
+            raise unsupported("only n=1 is supported: each choice would run its own search loop; send n requests")
+        return v
+
+    _rejected = reject_if_set({
+        "stop": "stop is not supported: the server owns stopping (</search>, EOS)",
+        "presence_penalty": "presence penalties are not supported: use repetition_penalty or temperature",
+        "frequency_penalty": "frequency penalties are not supported: use repetition_penalty or temperature",
+        "logit_bias": "logit_bias is not supported: it would bias the search tags too",
+    })  # fmt: skip

@@ -1,0 +1,178 @@
+"""What the Responses API sends: output items, the response object and the stream events.
+
+Shaped as the ``openai`` SDK types them (``ResponseReasoningItem``, ``ResponseFileSearchToolCall``,
+``ResponseOutputMessage``, the ``Response*Event`` family), so its ``responses.stream()``
+accumulates our stream; :class:`~research.server.responses.ResponseBuilder` makes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Tool(BaseModel):
+    """A tool the request describes: ``web_search`` or ``file_search`` (what the server's loop does anyway)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+class SummaryText(BaseModel):
+    type: Literal["summary_text"] = "summary_text"
+    text: str
+
+
+class ReasoningItem(BaseModel):
+    """The model's thinking up to a search (or the answer), its ``<think>`` text as the summary."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[SummaryText]
+    status: Literal["in_progress", "completed"] | None = None
+
+
+class FileSearchResult(BaseModel):
+    file_id: str = Field(description="the passage id")
+    filename: str = Field(description="the passage title")
+    score: float | None
+    text: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class FileSearchCallItem(BaseModel):
+    """One search of the loop: the query the model wrote and the passages it got."""
+
+    id: str
+    type: Literal["file_search_call"] = "file_search_call"
+    status: Literal["in_progress", "searching", "completed"]
+    queries: list[str]
+    results: list[FileSearchResult] | None = None
+
+
+class FileCitation(BaseModel):
+    type: Literal["file_citation"] = "file_citation"
+    file_id: str
+    filename: str
+    index: int
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[FileCitation] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class MessageItem(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: Literal["in_progress", "completed", "incomplete"]
+    content: list[OutputText]
+
+
+OutputItem = ReasoningItem | FileSearchCallItem | MessageItem
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: dict[str, int] = Field(default_factory=lambda: {"cached_tokens": 0})
+    output_tokens: int
+    output_tokens_details: dict[str, int] = Field(default_factory=lambda: {"reasoning_tokens": 0})
+    total_tokens: int
+    # -- extensions --
+    retrieved_tokens: int
+    searches: int
+
+
+class ResponseObject(BaseModel):
+    """The response, whole (non-streaming) or as the stream's lifecycle events carry it."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    model: str
+    output: list[OutputItem]
+    usage: ResponseUsage | None = None
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, str] | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    parallel_tool_calls: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    tool_choice: Any = "auto"
+    tools: list[Tool] = Field(default_factory=list)
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    reasoning: dict[str, Any] | None = None
+    store: bool = False
+    metadata: dict[str, str] = Field(default_factory=dict)
+    # -- extensions --
+    answer: str | None = None
+
+
+# -- stream events (each as the openai SDK's ``Response*Event`` types have it) ---------------------
+
+
+class StreamEvent(BaseModel):
+    type: str
+    sequence_number: int
+
+
+class ResponseEvent(StreamEvent):
+    """``response.created``, ``.in_progress``, ``.completed``, ``.incomplete``."""
+
+    response: ResponseObject
+
+
+class OutputItemEvent(StreamEvent):
+    """``response.output_item.added`` and ``.done``."""
+
+    output_index: int
+    item: OutputItem
+
+
+class ItemEvent(StreamEvent):
+    """An event about one output item: ``response.file_search_call.in_progress``, ``.searching``, ``.completed``."""
+
+    item_id: str
+    output_index: int
+
+
+class ContentPartEvent(ItemEvent):
+    """``response.content_part.added`` and ``.done``."""
+
+    content_index: int
+    part: OutputText
+
+
+class OutputTextDelta(ItemEvent):
+    content_index: int
+    delta: str
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class OutputTextDone(ItemEvent):
+    content_index: int
+    text: str
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class SummaryPartEvent(ItemEvent):
+    """``response.reasoning_summary_part.added`` and ``.done``."""
+
+    summary_index: int
+    part: SummaryText
+
+
+class SummaryTextDelta(ItemEvent):
+    summary_index: int
+    delta: str
+
+
+class SummaryTextDone(ItemEvent):
+    summary_index: int
+    text: str

@@ -1,0 +1,143 @@
+"""What every generation route does once its request is valid: reply whole or stream, and fail cleanly.
+
+A route (:mod:`research.server.chat`, :mod:`research.server.completions`,
+:mod:`research.server.responses`) renders its prompt, makes a :class:`~research.server.serving.Job`
+and hands it to :class:`Generation`: :meth:`Generation.reply` for a whole reply (cancelled if
+the client goes away), :meth:`Generation.stream` for server-sent events (a failure after the
+headers is an error event, as vLLM does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from research.http_errors import APIError, error_body, errors
+from research.server.middleware import TimedStream
+from research.server.render import chat_prompt
+from research.server.requests import Message
+from research.server.serving import Job, SearchTimeout, Server
+from research.wire import Event
+
+log = logging.getLogger("research.server")
+
+
+def sse(data: BaseModel | dict[str, Any] | str, event: str | None = None) -> bytes:
+    """One server-sent event (``data: [DONE]`` for a string)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
+
+
+def generation_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of a generation route: its reply (or stream) and every error it can give."""
+    stream = {"text/event-stream": {"schema": {"type": "string"}}}
+    reply = {"model": model, "content": stream, "description": 'The reply; with "stream": true, server-sent events'}
+    return {200: reply, **errors(404, 429, 503, 504)}
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its reply was ready (not an error of ours)."""
+
+
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[Any]) -> Any:
+    """Run ``work``; if the client goes away first, cancel it (which aborts generation)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        with suppress(asyncio.CancelledError):
+            await task  # let the cancellation finish (the engine aborts the request)
+        log.info("client disconnected; request cancelled")
+        raise ClientDisconnected
+    return task.result()
+
+
+def size(request: Request) -> int | None:
+    """The request body's declared size in bytes (None when sent chunked)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
+def failure(job: Job, exc: Exception) -> APIError:
+    """The error a client gets when its search loop fails: 504 for a search past its timeout, else 503.
+
+    The cause (paths, library internals) is logged with the request id, never sent.
+    """
+    headers = {"x-request-id": job.request_id}
+    if isinstance(exc, SearchTimeout):
+        log.warning("search timed out", extra={"request_id": job.request_id})
+        return APIError(504, f"{exc} (request {job.request_id})", code="search_timeout", headers=headers)
+    log.error("the search loop failed", exc_info=exc, extra={"request_id": job.request_id})
+    message = f"the search loop failed (request {job.request_id}); the server log has the cause"
+    return APIError(503, message, code="search_loop_failed", headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """The generation routes' shared steps over one :class:`Server`."""
+
+    server: Server
+
+    async def chat_ids(self, request: Request, messages: Sequence[Message]) -> list[int]:
+        """The chat prompt's token ids, rendered and tokenised off the event loop (:meth:`Server.tokenise`)."""
+        server = self.server
+        return await server.tokenise(
+            size(request), chat_prompt, messages, server.config.template, server.engine.tokenizer
+        )
+
+    async def reply(self, request: Request, job: Job, work: Awaitable[BaseModel]) -> Response:
+        """``job``'s whole reply as ``work`` makes it; 499 if the client left, 503/504 if the loop failed."""
+        try:
+            body = await cancel_on_disconnect(request, work)
+        except ClientDisconnected:
+            return Response(status_code=499, headers={"x-request-id": job.request_id})  # nginx's "client closed"
+        except Exception as exc:
+            raise failure(job, exc) from exc
+        finally:
+            self.server.metrics.request_seconds.observe(time.perf_counter() - job.started)
+        return JSONResponse(body.model_dump(mode="json"), headers={"x-request-id": job.request_id})
+
+    def stream(
+        self, job: Job, render: Callable[[AsyncIterator[Event]], AsyncIterator[bytes]], *, done: bool = True
+    ) -> TimedStream:
+        """Stream ``job``'s events as rendered, then ``data: [DONE]`` (unless ``done`` is False)."""
+        server = self.server
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async with aclosing(server.run(job)) as events:  # closing it aborts generation
+                    async for chunk in render(events):
+                        yield chunk
+            except Exception as exc:
+                error = failure(job, exc)
+                payload = error_body(error.status, error.message, code=error.code)
+                yield sse({"type": "error", **payload}, "error") if not done else sse(payload)
+            finally:
+                server.metrics.request_seconds.observe(time.perf_counter() - job.started)
+            if done:
+                yield sse("[DONE]")
+
+        headers = {"x-request-id": job.request_id}
+        return TimedStream(body(), write_timeout=server.config.stream_write_timeout, headers=headers)
