@@ -10,7 +10,7 @@ the same clusters. Ground truth: exact inner-product top-10 (FAISS flat; a torch
 matrix product + topk is timed too, the faster exact search on some CPUs). Prints,
 per set-up and search setting, recall@10 against that truth, batched queries/s, the
 ratio to the same engine's exact search and to FAISS flat in the same run, plus build
-times. LanceDB runs through ``research.retrieval.index.nearest``, the query
+times. LanceDB runs through ``research.retrieval.ann.nearest``, the query
 research-index makes, on the index ``ann_index`` sizes; ``(ours)`` marks the nprobes
 research-index uses. FAISS IVFFlat gets as many partitions, FAISS HNSW32 its defaults.
 ``--only faiss`` skips LanceDB (its exact search is the slow part); ``--clusters``
@@ -72,7 +72,7 @@ def bench_lancedb(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k
     import lancedb
     import pyarrow as pa
 
-    from research.retrieval.index import ann_index, ann_nprobes, nearest
+    from research.retrieval.ann import ann_index, ann_nprobes, nearest
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="ann-bench-"))
@@ -107,7 +107,7 @@ def bench_faiss(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: 
     HNSW32 (efConstruction 40, its default) at each efSearch."""
     import faiss
 
-    from research.retrieval.index import ann_partitions
+    from research.retrieval.ann import ann_partitions
 
     rows = []
     n, dim = vectors.shape

@@ -37,8 +37,8 @@ def main() -> None:
     import pyarrow as pa
     from lancedb.index import FTS
 
+    from research.retrieval.ann import ann_index, ann_nprobes, nearest
     from research.retrieval.demo_corpus import CORPUS
-    from research.retrieval.index import ann_index, ann_nprobes, nearest
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000, help="rows in the table (default 1M)")

@@ -25,16 +25,17 @@ from research.cli import add_fields, from_args, run_command
 from research.clients.client import AsyncClient
 from research.engines.args import EngineArgs, open_engine
 from research.engines.base import SamplingOptions
-from research.engines.card import TemplateChoice, resolve_template
+from research.engines.card import ModelArgs
 from research.evaluation.judge import DEFAULT_JUDGE_MODEL, Judge
 from research.evaluation.methods import METHODS, Method, ServedResearch, Setup
 from research.evaluation.runner import Task, check_config, markdown_table, record_config, run_task, write_reports
 from research.questions import DATASETS, Example, bundled, load_examples
+from research.retrieval import RetrieverArgs
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """What ``research-eval`` runs; every field is a flag."""
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig(ModelArgs, RetrieverArgs):
+    """What ``research-eval`` runs; every field is a flag (``--model``, ``--index``: the in-process methods')."""
 
     out: Path
     """run folder (rerun with the same one to resume)"""
@@ -48,12 +49,6 @@ class EvalConfig:
     """sampling seed for --limit (and the engine's)"""
     concurrency: int = 16
     """questions in flight at once"""
-    model: str | None = None
-    """checkpoint path or Hugging Face id (in-process engine)"""
-    index: str | None = None
-    """passage index: local folder or LanceDB URI"""
-    template: TemplateChoice = "auto"
-    """prompt template the model was trained with (auto: its research.json, else 'instruct' in the name)"""
     search_top_k: int = 5
     """passages per search (the paper's 5)"""
     max_tokens: int = 8192
@@ -72,6 +67,7 @@ class EvalConfig:
     """judge API key (default: $OPENAI_API_KEY)"""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if unknown := [m for m in self.methods if m not in METHODS]:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if not self.methods:
@@ -93,7 +89,7 @@ class EvalConfig:
             "model": self.model,
             "index": self.index,
             "server_url": self.server_url,
-            "template": resolve_template(self.template, self.model),
+            "template": self.prompt_template,
             "search_top_k": self.search_top_k,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -130,8 +126,6 @@ def parser() -> argparse.ArgumentParser:
 async def evaluate(cfg: EvalConfig, engine_args: EngineArgs) -> dict[str, Any]:
     import openai
 
-    from research.retrieval import BatchingRetriever, connect
-
     sets = datasets(cfg.dataset, limit=cfg.limit, seed=cfg.seed)
     config = cfg.recorded()
     check_config(cfg.out, config)
@@ -144,7 +138,7 @@ async def evaluate(cfg: EvalConfig, engine_args: EngineArgs) -> dict[str, Any]:
 
     local = bool(cfg.local_methods)
     engine = open_engine(cfg.model, engine_args) if local else None
-    retriever = BatchingRetriever(connect(cfg.index)) if local else None
+    retriever = cfg.retriever() if local else None
     record_config(cfg.out, config)  # only now: a start that failed to load its inputs leaves no run folder
     served: dict[str, Method] = {}
     if cfg.server_url:

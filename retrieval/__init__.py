@@ -1,11 +1,47 @@
-"""Retrieval: the LanceDB passage index, its embedders and an async batching front."""
+"""Retrieval: the LanceDB passage index, its embedders and an async batching front.
 
-from research.retrieval.batching import BatchingRetriever, ModeRetriever, SearchTimeout
-from research.retrieval.cli import add_nprobes_arg
-from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
-from research.retrieval.index import IndexMismatchError, PassageIndex, build_index, connect, read_corpus, read_jsonl
-from research.retrieval.service import dropin_router, v1_search_router
+Its public face, imported lazily: ``research.retrieval.connect`` loads LanceDB when
+first asked for, so importing the package (for :data:`MAX_K`, :class:`Passage`) costs nothing.
+
+* :mod:`~research.retrieval.corpus` reads corpora; :mod:`~research.retrieval.build` embeds one into
+  an index (:mod:`~research.retrieval.ann` sizes its vector index); :mod:`~research.retrieval.index`
+  opens and searches it; :mod:`~research.retrieval.batching` merges concurrent searches;
+  :mod:`~research.retrieval.service` serves them over HTTP.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from research.wire import MAX_K, SEARCH_MODES, Passage, SearchMode
+
+if TYPE_CHECKING:
+    from research.retrieval.batching import BatchingRetriever, ModeRetriever, SearchTimeout
+    from research.retrieval.build import build_index
+    from research.retrieval.cli import IndexArgs, RetrieverArgs
+    from research.retrieval.corpus import read_corpus, read_jsonl
+    from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
+    from research.retrieval.index import IndexMismatchError, PassageIndex, connect
+    from research.retrieval.service import dropin_router, v1_search_router
+
+_HOME = {
+    "batching": ("BatchingRetriever", "ModeRetriever", "SearchTimeout"),
+    "build": ("build_index",),
+    "cli": ("IndexArgs", "RetrieverArgs"),
+    "corpus": ("read_corpus", "read_jsonl"),
+    "embedders": ("DEFAULT_EMBEDDER", "REGISTRY", "Embedder", "EmbedderSpec", "model_path"),
+    "index": ("IndexMismatchError", "PassageIndex", "connect"),
+    "service": ("dropin_router", "v1_search_router"),
+}
+_MODULE = {name: module for module, names in _HOME.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE:
+        raise AttributeError(f"module 'research.retrieval' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"research.retrieval.{_MODULE[name]}"), name)
+
 
 __all__ = [
     "DEFAULT_EMBEDDER",
@@ -15,13 +51,14 @@ __all__ = [
     "BatchingRetriever",
     "Embedder",
     "EmbedderSpec",
+    "IndexArgs",
     "IndexMismatchError",
     "ModeRetriever",
     "Passage",
     "PassageIndex",
+    "RetrieverArgs",
     "SearchMode",
     "SearchTimeout",
-    "add_nprobes_arg",
     "build_index",
     "connect",
     "dropin_router",

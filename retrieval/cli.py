@@ -14,89 +14,213 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from research.cli import run_command, show_logs
-from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder
-from research.retrieval.index import build_index, built_with, connect, count_lines, read_corpus
-from research.wire import SEARCH_MODES
+from research.cli import Listen, add_fields, from_args, run_command, show_logs
+from research.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
+from research.wire import SearchMode
 
-
-def _target(args: argparse.Namespace) -> str | None:
-    """Check ``--index`` can be written before any work; the embedder of an index being resumed."""
-    if "://" not in args.index:  # a local folder: check it can be one before loading any model
-        folder = Path(args.index)
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"--index {args.index} is a file; give a folder (it is created if missing)")
-        parent = next(p for p in (folder, *folder.parents) if p.exists())
-        if not os.access(parent, os.W_OK):
-            raise ValueError(f"--index {args.index}: {parent} is not writable")
-    existing = None if args.overwrite else built_with(args.index)
-    if existing and args.embedder and args.embedder != existing:
-        raise ValueError(f"the index at {args.index} was built with {existing}, not {args.embedder}; "
-                         "resume with its own (drop --embedder) or start over with --overwrite")  # fmt: skip
-    return existing
-
-
-def _build(args: argparse.Namespace) -> None:
-    existing = _target(args)
-    name = args.embedder or existing or DEFAULT_EMBEDDER
-    embedder = Embedder(name, device=args.device, batch_size=args.batch_size, workers=args.workers)
-    total = count_lines(args.corpus)
-    index = build_index(
-        args.index, read_corpus(args.corpus), embedder=embedder, batch_size=args.commit_every, total=total,
-        overwrite=args.overwrite,
-    )  # fmt: skip
-    print(f"{args.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
-
-
-def _import(args: argparse.Namespace) -> None:
-    from research.retrieval.faiss_flat import import_flat
-
-    _target(args)  # --embedder is required: an existing index built with another one is refused here
-    embedder = Embedder(args.embedder)
-    index = import_flat(
-        args.index, args.faiss, args.corpus, embedder=embedder, batch_size=args.commit_every, overwrite=args.overwrite
-    )
-    print(f"{args.index}: {len(index)} passages, vectors of {embedder.spec.name} from {args.faiss}")
-
-
-def _search(args: argparse.Namespace) -> None:
-    index = connect(args.index, nprobes=args.nprobes)
-    for query, hits in zip(args.queries, index.search(args.queries, k=args.search_top_k, mode=args.mode), strict=True):
-        print(f"# {query}")
-        for rank, p in enumerate(hits, 1):
-            text = p.text if len(p.text) <= 200 else p.text[:197] + "..."
-            print(f"{rank:>2}. [{p.score:.4f}] {p.title} (id {p.id})\n    {text}")
-
-
-def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
+if TYPE_CHECKING:
     from research.retrieval.batching import BatchingRetriever
-    from research.retrieval.service import create_app
-
-    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes), workers=args.search_workers)
-    app = create_app(retriever, default_k=args.search_top_k, search_timeout=args.search_timeout)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    from research.retrieval.index import PassageIndex
 
 
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    if (value := int(text)) < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least_one(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def add_nprobes_arg(p: argparse.ArgumentParser) -> None:
-    """``--nprobes``, shared with research-serve."""
-    p.add_argument(
-        "--nprobes",
-        type=positive,
-        default=None,
-        help="IVF partitions each vector query searches (default: 1%% of them, at least 10); "
-        "more finds more of the true nearest passages, more slowly",
-    )
+@dataclass(frozen=True, kw_only=True)
+class IndexArgs:
+    """The passage index a command reads, and how a vector query searches it."""
+
+    index: str | None = None
+    """passage index: local folder or LanceDB URI (s3://..., db://...)"""
+    nprobes: int | None = None
+    """IVF partitions each vector query searches (default: 1% of them, at least 10); more finds more of the true
+    nearest passages, more slowly"""
+
+    def __post_init__(self) -> None:
+        _at_least_one(self, "nprobes")
+
+    def open(self) -> PassageIndex:
+        from research.retrieval.index import connect
+
+        if self.index is None:
+            raise ValueError("--index is required")
+        return connect(self.index, nprobes=self.nprobes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrieverArgs(IndexArgs):
+    """The passage index behind a batching front, for many searches at once (``research-serve``,
+    ``research-index serve``, ``research-eval``)."""
+
+    search_workers: int = 4
+    """index reads run at once (each a batch of queued searches); one stuck read does not stall the rest"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least_one(self, "search_workers")
+
+    def retriever(self) -> BatchingRetriever:
+        """The index behind a batching front (concurrent searches share embedding calls)."""
+        from research.retrieval.batching import BatchingRetriever
+
+        return BatchingRetriever(self.open(), workers=self.search_workers)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """The index a build writes, from which corpus."""
+
+    corpus: str
+    """wiki-18 jsonl ({id, contents} a line) or DPR psgs_w100.tsv, or .gz of either (for import: in the FAISS
+    index's order)"""
+    index: str
+    """local folder or LanceDB URI (s3://..., db://...); a folder is created if missing"""
+    overwrite: bool = False
+    """start over instead of resuming an existing index"""
+    commit_every: int = 8192
+    """passages per LanceDB commit (resume granularity)"""
+
+    def __post_init__(self) -> None:
+        _at_least_one(self, "commit_every")
+
+    def check(self, embedder: str | None) -> str | None:
+        """Check the index can be written before any work; the embedder of an index being resumed."""
+        from research.retrieval.index import built_with
+
+        if "://" not in self.index:  # a local folder: check it can be one before loading any model
+            folder = Path(self.index)
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"--index {self.index} is a file; give a folder (it is created if missing)")
+            parent = next(p for p in (folder, *folder.parents) if p.exists())
+            if not os.access(parent, os.W_OK):
+                raise ValueError(f"--index {self.index}: {parent} is not writable")
+        existing = None if self.overwrite else built_with(self.index)
+        if existing and embedder and embedder != existing:
+            raise ValueError(f"the index at {self.index} was built with {existing}, not {embedder}; "
+                             "resume with its own (drop --embedder) or start over with --overwrite")  # fmt: skip
+        return existing
+
+
+@dataclass(frozen=True, kw_only=True)
+class Build(Target):
+    """Embed a wiki-18 .jsonl or DPR .tsv corpus into a LanceDB table, then build its full-text index and (from
+    100k passages) an IVF-Flat vector index. Killed midway? Run the same command again: it checks what was
+    committed and goes on from there."""
+
+    embedder: str | None = None
+    """sentence-transformers model (default: an existing index's own, else intfloat/e5-base-v2; the query and
+    passage prefixes of e5-base/large-v2, bge-base/large-en-v1.5 and all-MiniLM-L6-v2 are built in)"""
+    device: str | None = None
+    """cpu, cuda, cuda:1, or several comma-separated (cuda:0,cuda:1: one encoder process per GPU); default: best
+    available"""
+    batch_size: int = 128
+    """passages per embedding forward pass"""
+    workers: int | None = None
+    """processes tokenising passages ahead of each encoder (default on GPUs: 8 each, fewer if the node's cores
+    per GPU minus 2 are fewer; on a CPU 0: the encoder wants every core)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least_one(self, "batch_size")
+
+    def run(self) -> None:
+        from research.retrieval.build import build_index
+        from research.retrieval.corpus import count_lines, read_corpus
+
+        existing = self.check(self.embedder)
+        name = self.embedder or existing or DEFAULT_EMBEDDER
+        embedder = Embedder(name, device=self.device, batch_size=self.batch_size, workers=self.workers)
+        index = build_index(
+            self.index, read_corpus(self.corpus), embedder=embedder, batch_size=self.commit_every,
+            total=count_lines(self.corpus), overwrite=self.overwrite,
+        )  # fmt: skip
+        print(f"{self.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Import(Target):
+    """Write the corpus's passages with the vectors of a FAISS IndexFlatIP (e.g. Search-R1's e5_Flat.index over
+    wiki-18), streamed in corpus order, then build the full-text and vector indexes. Queries are embedded with
+    --embedder, which must be the model the vectors came from."""
+
+    faiss: str
+    """the FAISS flat index file (IndexFlatIP or IndexFlatL2)"""
+    embedder: str
+    """the sentence-transformers model the vectors came from"""
+    commit_every: int = 65536
+
+    def run(self) -> None:
+        from research.retrieval.faiss_flat import import_flat
+
+        self.check(self.embedder)  # an existing index built with another embedder is refused here
+        embedder = Embedder(self.embedder)
+        index = import_flat(
+            self.index, self.faiss, self.corpus, embedder=embedder, batch_size=self.commit_every,
+            overwrite=self.overwrite,
+        )  # fmt: skip
+        print(f"{self.index}: {len(index)} passages, vectors of {embedder.spec.name} from {self.faiss}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Search(IndexArgs):
+    """Print the top passages for queries."""
+
+    queries: list[str]
+    search_top_k: int = 5
+    """passages per query (as trained)"""
+    mode: SearchMode = "vector"
+    """vector (embeddings), fts (BM25) or hybrid (both, fused by reciprocal rank)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least_one(self, "search_top_k")
+
+    def run(self) -> None:
+        found = self.open().search(self.queries, k=self.search_top_k, mode=self.mode)
+        for query, hits in zip(self.queries, found, strict=True):
+            print(f"# {query}")
+            for rank, p in enumerate(hits, 1):
+                text = p.text if len(p.text) <= 200 else p.text[:197] + "..."
+                print(f"{rank:>2}. [{p.score:.4f}] {p.title} (id {p.id})\n    {text}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Serve(RetrieverArgs, Listen):
+    """Serve POST /search and /batch_search (ReSearch), /retrieve (Search-R1) and /v1/search."""
+
+    port: int = 8001
+    search_top_k: int = 5
+    """passages when a request does not say (Search-R1's topk)"""
+    search_timeout: float = 10.0
+    """seconds the index may take on a search; then 504"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _at_least_one(self, "search_top_k")
+
+    def run(self) -> None:
+        import uvicorn
+
+        from research.retrieval.service import create_app
+
+        app = create_app(self.retriever(), default_k=self.search_top_k, search_timeout=self.search_timeout)
+        uvicorn.run(app, host=self.host, port=self.port, log_level="info")
+
+
+COMMANDS: dict[str, tuple[type[Build | Import | Search | Serve], str]] = {
+    "build": (Build, "embed a corpus into a LanceDB index (resumable)"),
+    "import": (Import, "build the index from a FAISS flat index and its corpus, without re-embedding (resumable)"),
+    "search": (Search, "print the top passages for queries"),
+    "serve": (Serve, "serve the index over HTTP (ReSearch, Search-R1 and /v1/search APIs)"),
+}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,93 +228,20 @@ def parser() -> argparse.ArgumentParser:
         prog="research-index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
-
-    b = sub.add_parser(
-        "build",
-        help="embed a corpus into a LanceDB index (resumable)",
-        description="Embed a wiki-18 .jsonl or DPR .tsv corpus into a LanceDB table, then build its "
-        "full-text index and (from 100k passages) an IVF-Flat vector index. Killed midway? "
-        "Run the same command again: it checks what was committed and goes on from there.",
-    )
-    b.add_argument(
-        "--corpus", required=True, help="wiki-18 jsonl ({id, contents} a line) or DPR psgs_w100.tsv, or .gz of either"
-    )
-    b.add_argument("--index", required=True, help="local folder or LanceDB URI (s3://..., db://...)")
-    b.add_argument(
-        "--embedder",
-        help=f"sentence-transformers model (default: an existing index's own, else {DEFAULT_EMBEDDER}; "
-        f"prefixes known for: {', '.join(REGISTRY)})",
-    )
-    b.add_argument(
-        "--device",
-        default=None,
-        help="cpu, cuda, cuda:1, or several comma-separated (cuda:0,cuda:1: one encoder process per GPU); "
-        "default: best available",
-    )
-    b.add_argument("--batch-size", type=positive, default=128, help="passages per embedding forward pass")
-    b.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="processes tokenising passages ahead of each encoder (default on GPUs: 8 each, fewer if the node's "
-        "cores per GPU minus 2 are fewer; on a CPU 0: the encoder wants every core)",
-    )
-    b.add_argument(
-        "--commit-every", type=positive, default=8192, help="passages per LanceDB commit (resume granularity)"
-    )
-    b.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing index")
-    b.set_defaults(run=_build)
-
-    i = sub.add_parser(
-        "import",
-        help="build the index from a FAISS flat index and its corpus, without re-embedding (resumable)",
-        description="Write the corpus's passages with the vectors of a FAISS IndexFlatIP (e.g. Search-R1's "
-        "e5_Flat.index over wiki-18), streamed in corpus order, then build the full-text and vector indexes. "
-        "Queries are embedded with --embedder, which must be the model the vectors came from.",
-    )
-    i.add_argument("--faiss", required=True, help="the FAISS flat index file (IndexFlatIP or IndexFlatL2)")
-    i.add_argument("--corpus", required=True, help="its corpus, passages in the index's order (.jsonl, .tsv, .gz)")
-    i.add_argument("--index", required=True, help="local folder or LanceDB URI (s3://..., db://...)")
-    i.add_argument(
-        "--embedder", required=True,
-        help=f"the sentence-transformers model the vectors came from (prefixes known for: {', '.join(REGISTRY)})",
-    )  # fmt: skip
-    i.add_argument(
-        "--commit-every", type=positive, default=65536, help="passages per LanceDB commit (resume granularity)"
-    )
-    i.add_argument("--overwrite", action="store_true", help="start over instead of resuming an existing index")
-    i.set_defaults(run=_import)
-
-    s = sub.add_parser("search", help="print the top passages for queries", description="Search an index.")
-    s.add_argument("queries", nargs="+", help="one or more queries")
-    s.add_argument("--index", required=True, help="local folder or LanceDB URI")
-    s.add_argument("--search-top-k", type=positive, default=5, help="passages per query (default 5, as trained)")
-    s.add_argument("--mode", choices=SEARCH_MODES, default="vector", help="vector (default), fts (BM25) or hybrid")
-    add_nprobes_arg(s)
-    s.set_defaults(run=_search)
-
-    v = sub.add_parser(
-        "serve",
-        help="serve the index over HTTP (ReSearch, Search-R1 and /v1/search APIs)",
-        description="Serve POST /search and /batch_search (ReSearch), /retrieve (Search-R1) and /v1/search.",
-    )
-    v.add_argument("--index", required=True, help="local folder or LanceDB URI")
-    v.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    v.add_argument("--port", type=int, default=8001, help="port to listen on (default: 8001)")
-    v.add_argument(
-        "--search-top-k", type=positive, default=5, help="passages when a request does not say (Search-R1's topk)"
-    )
-    v.add_argument("--search-timeout", type=float, default=10.0, help="seconds a search may take; then 504")
-    v.add_argument("--search-workers", type=int, default=4, help="index reads at once (one stuck read holds one)")
-    add_nprobes_arg(v)
-    v.set_defaults(run=_serve)
+    for name, (command, summary) in COMMANDS.items():
+        description = " ".join((command.__doc__ or summary).split())
+        s = sub.add_parser(name, help=summary, description=description)
+        if command is Search:
+            s.add_argument("queries", nargs="+", help="one or more queries")
+        add_fields(s, command, skip={"queries"}, required={"index"})
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     show_logs()
-    return run_command("research-index", lambda: args.run(args))
+    command, _ = COMMANDS[args.command]
+    return run_command("research-index", lambda: from_args(command, args).run())
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from typing import Literal
 
 import numpy as np
 
+from research.retrieval.build import build_index
+from research.retrieval.corpus import count_lines, read_corpus
 from research.retrieval.embedders import Embedder
-from research.retrieval.index import PassageIndex, build_index, count_lines, read_corpus
+from research.retrieval.index import PassageIndex
 from research.wire import Passage
 
 log = logging.getLogger("research.retrieval")

@@ -16,15 +16,24 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
 
-from research.cli import add_fields, from_args, run_command
+from research.cli import Listen, add_fields, from_args, run_command
 from research.engines.args import EngineArgs, open_engine
-from research.engines.card import TemplateChoice, resolve_template
-from research.retrieval import BatchingRetriever, add_nprobes_arg, connect
+from research.engines.card import ModelArgs
+from research.retrieval import RetrieverArgs
 from research.server.app import Server, ServerConfig, create_app
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeArgs(Listen, ModelArgs):
+    """The model served, under which name, and where."""
+
+    served_model_name: str | None = None
+    """the name clients put in 'model' (default: --model)"""
 
 
 class JsonLogs(logging.Formatter):
@@ -54,25 +63,25 @@ class Uvicorn(uvicorn.Server):
 
 async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = None) -> None:
     """Open the engine and the index, then serve until stopped; ``ready`` is called once the app listens."""
-    engine_args = from_args(EngineArgs, args)
+    serve, index, engine_args = from_args(ServeArgs, args), from_args(RetrieverArgs, args), from_args(EngineArgs, args)
+    assert serve.model is not None  # a required flag
     config = from_args(
         ServerConfig,
         args,
-        model_name=args.served_model_name or args.model,
-        template=resolve_template(args.template, args.model),
+        model_name=serve.served_model_name or serve.model,
+        template=serve.prompt_template,
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
     )
-    engine = open_engine(args.model, engine_args)
-    retriever = BatchingRetriever(connect(args.index, nprobes=args.nprobes), workers=args.search_workers)
-    server = Server(engine, retriever, config)
+    engine = open_engine(serve.model, engine_args)
+    server = Server(engine, index.retriever(), config)
     logging.getLogger("research").info(
         "serving %s (template %s, engine %s) with index %s",
         config.model_name,
         config.template,
         engine_args.engine,
-        args.index,
+        index.index,
     )
-    uv = Uvicorn(uvicorn.Config(create_app(server), host=args.host, port=args.port, log_config=None))
+    uv = Uvicorn(uvicorn.Config(create_app(server), host=serve.host, port=serve.port, log_config=None))
     serving = asyncio.create_task(uv.serve())  # the app's lifespan closes the engine and the retriever
     while ready is not None and not uv.started and not serving.done():
         await asyncio.sleep(0.05)
@@ -85,26 +94,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="research-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="checkpoint path or Hugging Face id")
-    p.add_argument("--index", required=True, help="passage index: local folder or LanceDB URI (s3://, db://)")
-    add_nprobes_arg(p)
-    p.add_argument("--served-model-name", help="the name clients put in 'model' (default: --model)")
-    p.add_argument(
-        "--template",
-        choices=TemplateChoice.__args__,
-        default="auto",
-        help="prompt template the model was trained with (auto: its research.json, else 'instruct' in the name)",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only; 0.0.0.0: all)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    add_fields(p, ServeArgs, required={"model"})
+    add_fields(p.add_argument_group("passage index"), RetrieverArgs, required={"index"})
     add_fields(p.add_argument_group("engine"), EngineArgs)
-    limits = p.add_argument_group("limits and access")
-    add_fields(limits, ServerConfig, skip={"model_name", "template"})
-    limits.add_argument(
-        "--search-workers", type=int, default=4,
-        help="index reads run at once (each a batch of queued searches); one stuck read does not stall the rest "
-        "(default: 4)",
-    )  # fmt: skip
+    add_fields(p.add_argument_group("limits and access"), ServerConfig, skip={"model_name", "template"})
     return p
 
 

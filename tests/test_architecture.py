@@ -27,9 +27,11 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
     from research.retrieval.cli import parser as index_parser
     from research.server.cli import parser as serve_parser
     from research.train.cli import parser as train_parser
+    from research.train.cli import plot_parser
 
     index = index_parser()
-    commands = {"research-serve": serve_parser(), "research-eval": eval_parser(), "research-train": train_parser()}
+    commands = {"research-serve": serve_parser(), "research-eval": eval_parser(), "research-train": train_parser(),
+                "research-train plot": plot_parser()}  # fmt: skip
     for action in index._actions:
         if isinstance(action, argparse._SubParsersAction):
             commands |= {f"research-index {name}": sub for name, sub in action.choices.items()}
@@ -41,3 +43,20 @@ def test_every_option_has_its_help(command):
     parser = _parsers()[command]
     undocumented = [a.option_strings or a.dest for a in parser._actions if not a.help and a.dest != "help"]
     assert not undocumented, f"{command}: options without help: {undocumented}"
+
+
+@pytest.mark.parametrize("module", ["research.wire", "research.clients", "research.retrieval"])
+def test_light_faces_import_no_heavy_library(module):
+    """The wire types, the clients and retrieval's public face load neither LanceDB, pyarrow, torch nor FastAPI."""
+    heavy = ("lancedb", "pyarrow", "torch", "fastapi")
+    code = f"import sys, {module}; print(sorted(k for k in {heavy} if k in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"importing {module} loaded {out.stdout.strip()}"
+
+
+def test_retrievals_public_face_resolves_every_name():
+    import research.retrieval as retrieval
+
+    assert [name for name in retrieval.__all__ if getattr(retrieval, name, None) is None] == []
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = retrieval.nope

@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from trl import TrlParser
 
-from research.cli import run_command, show_logs
+from research.cli import add_fields, from_args, run_command, show_logs
 from research.train.config import TrainConfig, memory_plan
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -37,6 +38,28 @@ def parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the resolved config, GPU-memory plan, launch command"
     )
     own.add_argument("--resume", choices=["auto", "never"], default="auto", help="resume from the last checkpoint")
+    return p
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plot:
+    """Draw a run's reward, response length and searches per rollout against the step, as in the paper's figures."""
+
+    run_dir: Path
+    out: Path | None = None
+    """the PNG to write (default: RUN_DIR/curves.png)"""
+
+    def run(self) -> None:
+        from research.train.curves import plot
+
+        print(plot(self.run_dir, self.out))
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    """``research-train plot``'s flags, from :class:`Plot`."""
+    p = argparse.ArgumentParser(prog="research-train plot", description=Plot.__doc__)
+    p.add_argument("run_dir", type=Path, help="the run's --output-dir (it holds metrics.jsonl)")
+    add_fields(p, Plot, skip={"run_dir"})
     return p
 
 
@@ -79,13 +102,9 @@ def dry_run(cfg: TrainConfig, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["plot"]:
-        from research.train.curves import plot
-
-        if len(argv) != 2:
-            print("usage: research-train plot RUN_DIR", file=sys.stderr)
-            return 2
-        return run_command("research-train", lambda: print(plot(Path(argv[1]))))
+    if argv[:1] == ["plot"]:  # its own parser: TRL's parses the training run's flags
+        args = plot_parser().parse_args(argv[1:])
+        return run_command("research-train plot", lambda: from_args(Plot, args).run())
 
     show_logs()
 

@@ -71,12 +71,18 @@ def _flag_type(hint: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def add_fields(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, skip: Iterable[str] = ()
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    skip: Iterable[str] = (),
+    required: Iterable[str] = (),
 ) -> None:
     """Add a ``--flag`` per field of the dataclass ``cls``; its docstring is the help, its default shown.
 
-    A field without a default is a required flag.
+    A field without a default is a required flag, and so is one named in ``required`` (a
+    field one command needs and another may leave out, like ``--index``).
     """
+    required = set(required)
     hints, docs = get_type_hints(cls), field_docs(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
@@ -84,9 +90,9 @@ def add_fields(
         kind, extra = _flag_type(hints[f.name])
         if kind is not None:
             extra["type"] = kind
-        help_text = docs.get(f.name, f.name.replace("_", " "))
+        help_text = docs.get(f.name, f.name.replace("_", " ")).replace("%", "%%")  # argparse formats help with %
         flag = "--" + f.name.replace("_", "-")
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        if f.name in required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING):
             parser.add_argument(flag, required=True, help=help_text, **extra)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -94,6 +100,16 @@ def add_fields(
             shown = ",".join(default) if isinstance(default, tuple) else default
             help_text += f" (default: {shown})"
         parser.add_argument(flag, default=default, help=help_text, **extra)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Listen:
+    """Where a server listens (``research-serve``, ``research-index serve``)."""
+
+    host: str = "127.0.0.1"
+    """interface to listen on (default: loopback only; 0.0.0.0: all)"""
+    port: int = 8000
+    """port to listen on"""
 
 
 def cli_flags(options: Mapping[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ is ``auto``.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,21 @@ CARD = "research.json"
 
 TemplateChoice = Literal["auto", "base", "instruct"]
 """What a user passes as ``--template``; ``auto`` reads the card (see :func:`resolve_template`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelArgs:
+    """The checkpoint a command runs and the template it was trained with (``research-serve``, ``research-eval``)."""
+
+    model: str | None = None
+    """checkpoint path or Hugging Face id"""
+    template: TemplateChoice = "auto"
+    """prompt template the model was trained with (auto: its research.json, else 'instruct' in the name)"""
+
+    @property
+    def prompt_template(self) -> TemplateName:
+        """:attr:`template`, with ``auto`` resolved (:func:`resolve_template`)."""
+        return resolve_template(self.template, self.model)
 
 
 def write_card(folder: str | Path, template: TemplateName) -> None:

@@ -99,7 +99,7 @@ BAD_BUILDS = [
     pytest.param('{"id": 2, "contents": 7}\n', [], "c.jsonl:1: 'contents' must be a string, got 7", id="contents-7"),
     pytest.param("null\n", [], "c.jsonl:1: not a wiki-18 passage (an object", id="null-line"),
     pytest.param(GOOD_PASSAGE * 2, [], "the passage id '1' appears twice in the corpus", id="duplicate-ids"),
-    pytest.param(GOOD_PASSAGE, ["--commit-every", "0"], "--commit-every: must be at least 1, got 0", id="commit-0"),
+    pytest.param(GOOD_PASSAGE, ["--commit-every", "0"], "--commit-every must be at least 1, got 0", id="commit-0"),
     pytest.param(GOOD_PASSAGE, ["--index", "FILE"], "is a file; give a folder", id="index-is-a-file"),
 ]
 

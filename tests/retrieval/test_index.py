@@ -12,7 +12,8 @@ import pytest
 from lancedb.index import IvfSq
 
 from research.retrieval import MAX_K, BatchingRetriever, Embedder, IndexMismatchError, Passage, connect, read_jsonl
-from research.retrieval.index import ANN_MIN_ROWS, _ensure_indices, ann_nprobes, nearest
+from research.retrieval.ann import ANN_MIN_ROWS, ann_nprobes, nearest
+from research.retrieval.build import _ensure_indices
 from research.retrieval.pipeline import embed_chunks
 from tests.support.counting import CountingIndex
 
