@@ -48,7 +48,7 @@ def run(kind: str, args: argparse.Namespace, model: Path, work: Path) -> dict[st
     from research.train.trainer import build_trainer
 
     cfg = TrainConfig(
-        base=str(model), template="base", retriever_url="http://127.0.0.1:9", output_dir=str(work / kind),
+        base=str(model), template="base", retriever="http://127.0.0.1:9/v1/search", output_dir=str(work / kind),
         prompts_per_step=args.prompts, num_generations=args.group,
         per_device_train_batch_size=args.prompts * args.group, max_completion_length=args.response_tokens,
         max_steps=args.steps, validation_size=0, save_steps=10**6,

@@ -72,8 +72,10 @@ class EvalConfig(ModelArgs, RetrieverArgs):
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if not self.methods:
             raise ValueError("--methods names no method")
-        if (local := self.local_methods) and not (self.model and self.index):
-            raise ValueError(f"{', '.join(local)} need --model and --index (or use --server-url for research only)")
+        if (local := self.local_methods) and not (self.model and (self.index or self.retriever)):
+            raise ValueError(
+                f"{', '.join(local)} need --model and --index or --retriever (or use --server-url for research only)"
+            )
         for name in ("concurrency", "search_top_k", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
@@ -87,7 +89,7 @@ class EvalConfig(ModelArgs, RetrieverArgs):
         """What a resumed run must share with the run it resumes (``config.json``)."""
         return {
             "model": self.model,
-            "index": self.index,
+            "index": self.index or self.retriever,
             "server_url": self.server_url,
             "template": self.prompt_template,
             "search_top_k": self.search_top_k,
@@ -138,7 +140,7 @@ async def evaluate(cfg: EvalConfig, engine_args: EngineArgs) -> dict[str, Any]:
 
     local = bool(cfg.local_methods)
     engine = open_engine(cfg.model, engine_args) if local else None
-    retriever = cfg.retriever() if local else None
+    retriever = cfg.open_retriever() if local else None
     record_config(cfg.out, config)  # only now: a start that failed to load its inputs leaves no run folder
     served: dict[str, Method] = {}
     if cfg.server_url:

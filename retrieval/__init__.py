@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from research.retrieval.corpus import read_corpus, read_jsonl
     from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
     from research.retrieval.index import IndexMismatchError, PassageIndex, connect
+    from research.retrieval.remote import RETRIEVER_APIS, RemoteIndex, RetrieverAPI, RetrieverUnavailable
     from research.retrieval.service import dropin_router, v1_search_router
 
 _HOME = {
@@ -32,6 +33,7 @@ _HOME = {
     "corpus": ("read_corpus", "read_jsonl"),
     "embedders": ("DEFAULT_EMBEDDER", "REGISTRY", "Embedder", "EmbedderSpec", "model_path"),
     "index": ("IndexMismatchError", "PassageIndex", "connect"),
+    "remote": ("RETRIEVER_APIS", "RemoteIndex", "RetrieverAPI", "RetrieverUnavailable"),
     "service": ("dropin_router", "v1_search_router"),
 }
 _MODULE = {name: module for module, names in _HOME.items() for name in names}
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_EMBEDDER",
     "MAX_K",
     "REGISTRY",
+    "RETRIEVER_APIS",
     "SEARCH_MODES",
     "BatchingRetriever",
     "Embedder",
@@ -56,7 +59,10 @@ __all__ = [
     "ModeRetriever",
     "Passage",
     "PassageIndex",
+    "RemoteIndex",
+    "RetrieverAPI",
     "RetrieverArgs",
+    "RetrieverUnavailable",
     "SearchMode",
     "SearchTimeout",
     "build_index",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from research.protocol import Retrieved
 from research.retrieval.index import PassageIndex, check_search
+from research.retrieval.remote import RemoteIndex
 from research.wire import Passage, SearchMode
 
 
@@ -41,9 +42,10 @@ class _Request:
 
 
 class BatchingRetriever:
-    """Async retriever over a :class:`PassageIndex` that merges concurrent searches."""
+    """Async retriever over a :class:`PassageIndex` (or a running retriever, :class:`RemoteIndex`) that merges
+    concurrent searches."""
 
-    def __init__(self, index: PassageIndex, *, max_batch: int = 256, workers: int = 4) -> None:
+    def __init__(self, index: PassageIndex | RemoteIndex, *, max_batch: int = 256, workers: int = 4) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.index = index

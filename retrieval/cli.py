@@ -13,6 +13,7 @@ URI: ``s3://bucket/wiki18`` or ``db://project`` for LanceDB Cloud.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,15 @@ from typing import TYPE_CHECKING
 
 from research.cli import Listen, add_fields, from_args, run_command, show_logs
 from research.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
+from research.retrieval.remote import RetrieverAPI, infer_api
 from research.wire import SearchMode
 
 if TYPE_CHECKING:
     from research.retrieval.batching import BatchingRetriever
     from research.retrieval.index import PassageIndex
+    from research.retrieval.remote import RemoteIndex
+
+log = logging.getLogger("research.retrieval")
 
 
 def _at_least_one(owner: object, *names: str) -> None:
@@ -57,21 +62,49 @@ class IndexArgs:
 
 @dataclass(frozen=True, kw_only=True)
 class RetrieverArgs(IndexArgs):
-    """The passage index behind a batching front, for many searches at once (``research-serve``,
-    ``research-index serve``, ``research-eval``)."""
+    """Where searches go, many at once: a local index (``--index``) or a running retriever (``--retriever``),
+    behind a batching front (``research-serve``, ``research-index serve``, ``research-eval``, ``research-train``)."""
 
+    retriever: str | None = None
+    """or a running retriever instead of --index: Search-R1's (http://host:8000/retrieve), ReSearch's
+    (.../batch_search) or a research-serve / research-index serve (.../v1/search)"""
+    retriever_api: RetrieverAPI | None = None
+    """the API --retriever speaks (default: inferred from the URL's path)"""
     search_workers: int = 4
     """index reads run at once (each a batch of queued searches); one stuck read does not stall the rest"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _at_least_one(self, "search_workers")
+        if self.index and self.retriever:
+            raise ValueError("give --index or --retriever, not both")
+        if self.retriever_api and not self.retriever:
+            raise ValueError("--retriever-api goes with --retriever")
 
-    def retriever(self) -> BatchingRetriever:
-        """The index behind a batching front (concurrent searches share embedding calls)."""
+    @property
+    def source(self) -> str:
+        """What is searched, in words (for logs)."""
+        return f"the {self.retriever_api or infer_api(self.retriever)} retriever at {self.retriever}" \
+            if self.retriever else f"the index at {self.index}"  # fmt: skip
+
+    def remote(self) -> RemoteIndex:
+        """The running retriever, its API named or inferred (and the inference logged)."""
+        from research.retrieval.remote import RemoteIndex
+
+        assert self.retriever is not None
+        remote = RemoteIndex(self.retriever, self.retriever_api)
+        if self.retriever_api is None:
+            log.info("searching the %r: the API inferred from the URL's path (--retriever-api to say)", remote)
+        return remote
+
+    def open_retriever(self) -> BatchingRetriever:
+        """The index or the running retriever behind a batching front (concurrent searches share requests)."""
         from research.retrieval.batching import BatchingRetriever
 
-        return BatchingRetriever(self.open(), workers=self.search_workers)
+        if not (self.index or self.retriever):
+            raise ValueError("searches need a passage index: give --index PATH_OR_URI or --retriever URL")
+        source = self.remote() if self.retriever else self.open()
+        return BatchingRetriever(source, workers=self.search_workers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,7 +244,7 @@ class Serve(RetrieverArgs, Listen):
 
         from research.retrieval.service import create_app
 
-        app = create_app(self.retriever(), default_k=self.search_top_k, search_timeout=self.search_timeout)
+        app = create_app(self.open_retriever(), default_k=self.search_top_k, search_timeout=self.search_timeout)
         uvicorn.run(app, host=self.host, port=self.port, log_level="info")
 
 
@@ -233,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=summary, description=description)
         if command is Search:
             s.add_argument("queries", nargs="+", help="one or more queries")
-        add_fields(s, command, skip={"queries"}, required={"index"})
+        add_fields(s, command, skip={"queries", "retriever", "retriever_api"}, required={"index"})  # a local index
     return p
 
 

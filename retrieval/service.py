@@ -27,6 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from research.http_errors import APIError, Text, errors, install_error_handlers
 from research.retrieval.batching import BatchingRetriever, SearchTimeout
+from research.retrieval.remote import RetrieverUnavailable
 from research.wire import MAX_K, Passage, QueryResult, SearchMode, SearchResponse
 
 log = logging.getLogger("research.retrieval")
@@ -91,6 +92,9 @@ class Searcher:
         except SearchTimeout as exc:
             log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
             raise APIError(504, str(exc), code="search_timeout") from exc
+        except RetrieverUnavailable as exc:
+            log.warning("%s", exc, extra={"request_id": request.headers.get("x-request-id")})
+            raise APIError(503, str(exc), code="retriever_unavailable") from exc
         except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
             log.exception("retrieval failed", extra={"request_id": request.headers.get("x-request-id")})
             raise APIError(503, "the passage index is unavailable; the server log has the cause",

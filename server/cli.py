@@ -73,13 +73,13 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
     )
     engine = open_engine(serve.model, engine_args)
-    server = Server(engine, index.retriever(), config)
+    server = Server(engine, index.open_retriever(), config)
     logging.getLogger("research").info(
-        "serving %s (template %s, engine %s) with index %s",
+        "serving %s (template %s, engine %s), searching %s",
         config.model_name,
         config.template,
         engine_args.engine,
-        index.index,
+        index.source,
     )
     uv = Uvicorn(uvicorn.Config(create_app(server), host=serve.host, port=serve.port, log_config=None))
     serving = asyncio.create_task(uv.serve())  # the app's lifespan closes the engine and the retriever
@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
         prog="research-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_fields(p, ServeArgs, required={"model"})
-    add_fields(p.add_argument_group("passage index"), RetrieverArgs, required={"index"})
+    add_fields(p.add_argument_group("passages (--index or --retriever)"), RetrieverArgs)
     add_fields(p.add_argument_group("engine"), EngineArgs)
     add_fields(p.add_argument_group("limits and access"), ServerConfig, skip={"model_name", "template"})
     return p

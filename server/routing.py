@@ -23,10 +23,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from research.http_errors import APIError, error_body, errors
+from research.retrieval import RetrieverUnavailable, SearchTimeout
 from research.server.middleware import TimedStream
 from research.server.render import chat_prompt
 from research.server.requests import Message
-from research.server.serving import Job, SearchTimeout, Server
+from research.server.serving import Job, Server
 from research.wire import Event
 
 log = logging.getLogger("research.server")
@@ -81,14 +82,18 @@ def size(request: Request) -> int | None:
 
 
 def failure(job: Job, exc: Exception) -> APIError:
-    """The error a client gets when its search loop fails: 504 for a search past its timeout, else 503.
+    """The error a client gets when its search loop fails: 504 for a search past its timeout, 503 naming a
+    remote retriever that is down, else 503.
 
-    The cause (paths, library internals) is logged with the request id, never sent.
+    Any other cause (paths, library internals) is logged with the request id, never sent.
     """
     headers = {"x-request-id": job.request_id}
     if isinstance(exc, SearchTimeout):
         log.warning("search timed out", extra={"request_id": job.request_id})
         return APIError(504, f"{exc} (request {job.request_id})", code="search_timeout", headers=headers)
+    if isinstance(exc, RetrieverUnavailable):
+        log.warning("%s", exc, extra={"request_id": job.request_id})
+        return APIError(503, f"{exc} (request {job.request_id})", code="retriever_unavailable", headers=headers)
     log.error("the search loop failed", exc_info=exc, extra={"request_id": job.request_id})
     message = f"the search loop failed (request {job.request_id}); the server log has the cause"
     return APIError(503, message, code="search_loop_failed", headers=headers)

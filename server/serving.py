@@ -34,7 +34,7 @@ from research.protocol import (
     Trajectory,
     stream_search_loop,
 )
-from research.retrieval import BatchingRetriever, ModeRetriever, SearchTimeout
+from research.retrieval import BatchingRetriever, ModeRetriever, RetrieverUnavailable, SearchTimeout
 from research.server.metrics import Metrics
 from research.server.render import ReasoningSplitter
 from research.server.requests import EFFORT_SEARCHES, SamplingFields
@@ -159,7 +159,8 @@ class Server:
             await TimedRetriever(self.retriever.using("vector"), self.config.search_timeout).search(["health"], k=1)
         except Exception as exc:
             log.warning("health: the probe search failed", exc_info=exc)
-            problems["retriever"] = str(exc) if isinstance(exc, SearchTimeout) else "the probe search failed"
+            named = isinstance(exc, SearchTimeout | RetrieverUnavailable)
+            problems["retriever"] = str(exc) if named else "the probe search failed"
         return problems
 
     # -- admission (research.server.middleware.Admission) ------------------

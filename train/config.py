@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 from trl import GRPOConfig
 
+from research.cli import field_docs
+from research.retrieval import RetrieverAPI, RetrieverArgs
+
 ALIASES = {
     "qwen2.5-7b": "Qwen/Qwen2.5-7B",
     "qwen2.5-7b-instruct": "Qwen/Qwen2.5-7B-Instruct",
@@ -60,6 +63,10 @@ def _ours(default: Any, help_text: str) -> Any:
     return field(default=default, metadata={"help": help_text})
 
 
+_RETRIEVER_HELP = field_docs(RetrieverArgs)
+"""The retriever flags' help, as research-serve and research-eval have it."""
+
+
 DERIVED = ("gradient_accumulation_steps", "use_cpu", "bf16", "gradient_checkpointing", "eval_strategy",
            "per_device_eval_batch_size", "use_vllm", "vllm_mode", "vllm_max_model_length")  # fmt: skip
 """TRL fields :meth:`TrainConfig.__post_init__` sets from ReSearch's fields and the machine."""
@@ -75,8 +82,9 @@ class TrainConfig(GRPOConfig):
         "auto", "prompt template (auto: the checkpoint's research.json, else 'instruct' in the name)"
     )
     data: str = _ours("musique", "'musique' (the bundled MuSiQue train questions) or a question file")
-    index: str | None = _ours(None, "passage index for the rollouts' searches: folder or LanceDB URI")
-    retriever_url: str | None = _ours(None, "or a running research-index serve at this URL")
+    index: str | None = _ours(None, _RETRIEVER_HELP["index"] + " (the rollouts' searches)")
+    retriever: str | None = _ours(None, _RETRIEVER_HELP["retriever"])
+    retriever_api: RetrieverAPI | None = _ours(None, _RETRIEVER_HELP["retriever_api"])  # noqa: RUF009 (a field())
     search_top_k: int = _ours(5, "passages per search (the paper's 5)")
     max_prompt_tokens: int = _ours(512, "questions whose prompt is longer are left out (the paper's 512)")
     prompts_per_step: int = _ours(
@@ -128,12 +136,15 @@ class TrainConfig(GRPOConfig):
         self.vllm_max_model_length = self.vllm_max_model_length or self.max_prompt_tokens + self.max_completion_length
         super().__post_init__()
 
+    def retriever_args(self) -> RetrieverArgs:
+        """Where the rollouts' searches go (:meth:`RetrieverArgs.open_retriever` opens it)."""
+        return RetrieverArgs(index=self.index, retriever=self.retriever, retriever_api=self.retriever_api)
+
     def _check(self) -> None:
         """ReSearch's checks, each naming its field, before TRL's own."""
         if (self.num_generations or 0) < 2:
             raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
-        if self.index and self.retriever_url:
-            raise ValueError("give --index or --retriever-url, not both")
+        self.retriever_args()  # --index or --retriever, not both
         if (self.generation == "vllm-server") != bool(self.vllm_server_base_url) and self.generation != "auto":
             raise ValueError("--generation vllm-server and --vllm-server-base-url go together")
         positive = ("learning_rate", "max_prompt_tokens", "max_completion_length", "prompts_per_step", "search_top_k",

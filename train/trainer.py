@@ -28,18 +28,6 @@ from research.train.rollout import SearchRollouts, research_reward
 log = logging.getLogger("research.train")
 
 
-def retriever_for(cfg: TrainConfig) -> Any:
-    if cfg.retriever_url:
-        from research.train.remote import RemoteRetriever
-
-        return RemoteRetriever(cfg.retriever_url)
-    if not cfg.index:
-        raise ValueError("rollouts need a retriever: pass --index PATH_OR_URI or --retriever-url URL")
-    from research.retrieval import BatchingRetriever, connect
-
-    return BatchingRetriever(connect(cfg.index))
-
-
 def keep_vllm_cpu_weights_loadable() -> None:
     """Make a CPU vLLM run its linear layers on their own weights, so TRL can push the policy in.
 
@@ -84,7 +72,7 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
 
         peft_config = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules="all-linear")
     rollouts = SearchRollouts(
-        retriever_for(cfg),
+        cfg.retriever_args().open_retriever(),
         template=template,
         search_top_k=cfg.search_top_k,
         max_response_tokens=cfg.max_completion_length,

@@ -13,7 +13,6 @@ from collections import Counter
 
 import httpx
 import lancedb
-import openai
 import pytest
 
 from research.retrieval import BatchingRetriever, Passage, build_index
@@ -240,40 +239,3 @@ async def test_fifty_concurrent_requests_are_answered_correctly_in_shared_batche
         assert reply.status_code == 200
         assert reply.json()["result"][0][0]["id"] == expected[queries[i % 5]]
     assert sum(index.batches) == 50 and len(index.batches) < 50
-
-
-async def test_remote_retriever_speaks_v1_search_and_retries_transient_failures(script_index):
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
-    from research.retrieval import BatchingRetriever
-    from research.retrieval.service import create_app
-    from research.train.remote import RemoteRetriever
-    from tests.conftest import start_app, stop
-
-    local = BatchingRetriever(script_index)
-    service = create_app(local)
-    failures = {"left": 2}
-    app = FastAPI()
-
-    @app.middleware("http")
-    async def flaky(request: Request, call_next):  # two 503s, then the real service
-        if failures["left"]:
-            failures["left"] -= 1
-            return JSONResponse({"error": {"message": "warming up"}}, status_code=503)
-        return await call_next(request)
-
-    app.mount("/", service)
-    uv, task, base = await start_app(app)
-    remote = RemoteRetriever(base)
-    try:
-        got = await remote.search(["capital of Freedonia", "copper mines"], k=2)
-        want = await local.search(["capital of Freedonia", "copper mines"], k=2)
-        assert got.passages == want.passages  # ids, contents and scores, over the wire and back
-        assert got.passages[0][0].title == "Freedonia" and failures["left"] == 0
-        with pytest.raises(openai.BadRequestError):  # a 4xx is not retried
-            await remote.search(["x"], k=0)
-    finally:
-        await remote.close()
-        await stop(uv, task)
-        await local.close()
