@@ -25,10 +25,10 @@ from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from research.wire import Passage, SearchMode, SearchResponse
+from research.wire import Document, Passage, RetrieveReply, SearchMode, SearchResponse
 
 log = logging.getLogger("research.retrieval")
 
@@ -68,22 +68,8 @@ def endpoint(url: str, api: RetrieverAPI) -> str:
     return (url.removesuffix("/v1") if api == "research-serve" else url) + PATHS[api]
 
 
-class _Document(BaseModel):
-    id: str | int | None = None
-    contents: str
-
-
-class _Scored(BaseModel):
-    document: _Document
-    score: float | None = None
-
-
-class _SearchR1Reply(BaseModel):
-    result: list[list[_Scored]]
-
-
-def _passages(documents: Sequence[_Document], scores: Sequence[float | None]) -> list[Passage]:
-    return [Passage("" if d.id is None else str(d.id), d.contents, s) for d, s in zip(documents, scores, strict=True)]
+_SCORED_BATCH = TypeAdapter(tuple[list[list[Document]], list[list[float | None]]])
+"""ReSearch's ``/batch_search`` reply with ``return_score`` (:data:`~research.wire.ReSearchBatchReply`), as asked."""
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -169,13 +155,12 @@ class RemoteIndex:
 
     def _parse(self, body: Any) -> list[list[Passage]]:
         if self.api == "search-r1":
-            reply = _SearchR1Reply.model_validate(body)
-            return [_passages([s.document for s in hits], [s.score for s in hits]) for hits in reply.result]
+            return RetrieveReply.model_validate(body).passages()
         if self.api == "research":
-            documents, scores = body
+            documents, scores = _SCORED_BATCH.validate_python(body)
             return [
-                _passages([_Document.model_validate(d) for d in docs], s)
-                for docs, s in zip(documents, scores, strict=True)
+                [d.passage(s) for d, s in zip(docs, row, strict=True)]
+                for docs, row in zip(documents, scores, strict=True)
             ]
         return [result.passages for result in SearchResponse.model_validate(body).data]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -28,7 +28,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from research.http_errors import APIError, Text, errors, install_error_handlers
 from research.retrieval.batching import BatchingRetriever, SearchTimeout
 from research.retrieval.remote import RetrieverUnavailable
-from research.wire import MAX_K, Passage, QueryResult, SearchMode, SearchResponse
+from research.wire import (
+    MAX_K,
+    Document,
+    Passage,
+    QueryResult,
+    ReSearchBatchReply,
+    ReSearchReply,
+    RetrieveReply,
+    ScoredDocument,
+    SearchMode,
+    SearchResponse,
+)
 
 log = logging.getLogger("research.retrieval")
 
@@ -67,14 +78,18 @@ class SearchR1Query(_Request):
     return_scores: bool = False
 
 
+class IndexHealth(BaseModel):
+    """``research-index serve``'s ``GET /health``."""
+
+    status: Literal["ok"] = "ok"
+    index: str
+    passages: int
+
+
 class SearchRequest(_Request):
     queries: list[Query] = Field(min_length=1, max_length=MAX_QUERIES)
     k: int = Field(5, ge=1, le=MAX_K)
     mode: SearchMode = "vector"
-
-
-def _doc(p: Passage) -> dict[str, str]:
-    return {"id": p.id, "contents": p.contents}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,23 +125,24 @@ def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_ti
     router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
 
     @router.post("/search")
-    async def research_search(body: ReSearchQuery, request: Request) -> Any:
+    async def research_search(body: ReSearchQuery, request: Request) -> ReSearchReply:
         [hits] = await search(request, [body.query], body.top_n)
-        docs = [_doc(p) for p in hits]
+        docs = [Document.of(p) for p in hits]
         return [docs, [p.score for p in hits]] if body.return_score else docs
 
     @router.post("/batch_search")
-    async def research_batch_search(body: ReSearchBatch, request: Request) -> Any:
+    async def research_batch_search(body: ReSearchBatch, request: Request) -> ReSearchBatchReply:
         results = await search(request, body.query, body.top_n)
-        docs = [[_doc(p) for p in hits] for hits in results]
+        docs = [[Document.of(p) for p in hits] for hits in results]
         return [docs, [[p.score for p in hits] for hits in results]] if body.return_score else docs
 
     @router.post("/retrieve")
-    async def search_r1_retrieve(body: SearchR1Query, request: Request) -> dict[str, Any]:
+    async def search_r1_retrieve(body: SearchR1Query, request: Request) -> RetrieveReply:
         results = await search(request, body.queries, body.topk or default_k)
         if body.return_scores:
-            return {"result": [[{"document": _doc(p), "score": p.score} for p in hits] for hits in results]}
-        return {"result": [[_doc(p) for p in hits] for hits in results]}
+            return RetrieveReply(result=[[ScoredDocument(document=Document.of(p), score=p.score) for p in hits]
+                                         for hits in results])  # fmt: skip
+        return RetrieveReply(result=[[Document.of(p) for p in hits] for hits in results])
 
     return router
 
@@ -160,7 +176,7 @@ def create_app(retriever: BatchingRetriever, *, default_k: int = 5, search_timeo
     app.include_router(v1_search_router(retriever, search_timeout=search_timeout))
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "index": retriever.index.uri, "passages": len(retriever.index)}
+    async def health() -> IndexHealth:
+        return IndexHealth(index=retriever.index.uri, passages=len(retriever.index))
 
     return app

@@ -190,6 +190,46 @@ class SearchResponse(BaseModel):
     data: list[QueryResult]
 
 
+# -- the drop-in retriever APIs: what Search-R1's and ReSearch's retrievers send (and ours, for their clients) --
+
+
+class Document(BaseModel):
+    """A passage as Search-R1's and ReSearch's retrievers send it: a wiki-18 row (``contents`` is ``"Title"\ntext``)."""
+
+    id: str | int | None = None
+    contents: str
+
+    @classmethod
+    def of(cls, passage: Passage) -> Document:
+        return cls(id=passage.id, contents=passage.contents)
+
+    def passage(self, score: float | None = None) -> Passage:
+        return Passage("" if self.id is None else str(self.id), self.contents, score)
+
+
+class ScoredDocument(BaseModel):
+    document: Document
+    score: float | None = None
+
+
+class RetrieveReply(BaseModel):
+    """Search-R1's ``POST /retrieve`` reply: per query, its documents (with scores when ``return_scores``)."""
+
+    result: list[list[ScoredDocument]] | list[list[Document]]
+
+    def passages(self) -> list[list[Passage]]:
+        return [
+            [d.document.passage(d.score) if isinstance(d, ScoredDocument) else d.passage() for d in docs]
+            for docs in self.result
+        ]
+
+
+ReSearchReply = list[Document] | list[list[Document] | list[float | None]]
+"""ReSearch's ``POST /search`` reply: the documents, or ``[documents, scores]`` with ``return_score``."""
+ReSearchBatchReply = list[list[Document]] | list[list[list[Document]] | list[list[float | None]]]
+"""ReSearch's ``POST /batch_search`` reply: documents per query, or ``[documents, scores]`` with ``return_score``."""
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
