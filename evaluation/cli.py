@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from research.cli import add_fields, from_args, run_command
+from research.cli import add_fields, check_at_least_one, from_args, run_command
 from research.clients.client import AsyncClient
 from research.engines.args import EngineArgs, open_engine
 from research.engines.base import SamplingOptions
@@ -76,9 +76,7 @@ class EvalConfig(ModelArgs, RetrieverArgs):
             raise ValueError(
                 f"{', '.join(local)} need --model and --index or --retriever (or use --server-url for research only)"
             )
-        for name in ("concurrency", "search_top_k", "max_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        check_at_least_one(self, "concurrency", "search_top_k", "max_tokens")
 
     @property
     def local_methods(self) -> list[str]:

@@ -20,11 +20,14 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from research.protocol import Retrieved
 from research.retrieval.index import PassageIndex, check_search
-from research.retrieval.remote import RemoteIndex
 from research.wire import Passage, SearchMode
+
+if TYPE_CHECKING:
+    from research.retrieval.remote import RemoteIndex
 
 
 class SearchTimeout(Exception):

@@ -19,24 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from research.cli import Listen, add_fields, from_args, run_command, show_logs
+from research.cli import Listen, add_fields, check_at_least_one, from_args, run_command, show_logs
 from research.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
-from research.retrieval.remote import RetrieverAPI, infer_api
+from research.retrieval.remote import RemoteIndex, RetrieverAPI, infer_api
 from research.wire import SearchMode
 
 if TYPE_CHECKING:
     from research.retrieval.batching import BatchingRetriever
     from research.retrieval.index import PassageIndex
-    from research.retrieval.remote import RemoteIndex
 
 log = logging.getLogger("research.retrieval")
-
-
-def _at_least_one(owner: object, *names: str) -> None:
-    for name in names:
-        value = getattr(owner, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +42,7 @@ class IndexArgs:
     nearest passages, more slowly"""
 
     def __post_init__(self) -> None:
-        _at_least_one(self, "nprobes")
+        check_at_least_one(self, "nprobes")
 
     def open(self) -> PassageIndex:
         from research.retrieval.index import connect
@@ -75,7 +67,7 @@ class RetrieverArgs(IndexArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _at_least_one(self, "search_workers")
+        check_at_least_one(self, "search_workers")
         if self.index and self.retriever:
             raise ValueError("give --index or --retriever, not both")
         if self.retriever_api and not self.retriever:
@@ -89,8 +81,6 @@ class RetrieverArgs(IndexArgs):
 
     def remote(self) -> RemoteIndex:
         """The running retriever, its API named or inferred (and the inference logged)."""
-        from research.retrieval.remote import RemoteIndex
-
         assert self.retriever is not None
         remote = RemoteIndex(self.retriever, self.retriever_api)
         if self.retriever_api is None:
@@ -122,7 +112,7 @@ class Target:
     """passages per LanceDB commit (resume granularity)"""
 
     def __post_init__(self) -> None:
-        _at_least_one(self, "commit_every")
+        check_at_least_one(self, "commit_every")
 
     def check(self, embedder: str | None) -> str | None:
         """Check the index can be written before any work; the embedder of an index being resumed."""
@@ -162,7 +152,7 @@ class Build(Target):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _at_least_one(self, "batch_size")
+        check_at_least_one(self, "batch_size")
 
     def run(self) -> None:
         from research.retrieval.build import build_index
@@ -214,7 +204,7 @@ class Search(IndexArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _at_least_one(self, "search_top_k")
+        check_at_least_one(self, "search_top_k")
 
     def run(self) -> None:
         found = self.open().search(self.queries, k=self.search_top_k, mode=self.mode)
@@ -237,7 +227,7 @@ class Serve(RetrieverArgs, Listen):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _at_least_one(self, "search_top_k")
+        check_at_least_one(self, "search_top_k")
 
     def run(self) -> None:
         import uvicorn

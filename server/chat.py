@@ -236,7 +236,7 @@ async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[C
             assert delta is not None
             end = event.reply
             yield chunk([ChatChunkChoice(delta=delta, finish_reason=end.finish_reason, stop_reason=end.stop_reason)])
-            if job.body.stream_options and job.body.stream_options.include_usage:
+            if job.body.include_usage:
                 yield chunk([], usage=end.usage)
         elif delta is not None:
             yield chunk([ChatChunkChoice(delta=delta)])

@@ -122,7 +122,7 @@ async def completion_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIter
                 answer=end.answer, citations=end.citations,
             )  # fmt: skip
             yield chunk([final])
-            if job.body.stream_options and job.body.stream_options.include_usage:
+            if job.body.include_usage:
                 yield chunk([], usage=end.usage)
 
 

@@ -184,6 +184,11 @@ class CompletionFields(SamplingFields):
             raise unsupported("only n=1 is supported: each choice would run its own search loop; send n requests")
         return v
 
+    @property
+    def include_usage(self) -> bool:
+        """A stream ends with a chunk holding the usage (``stream_options.include_usage``)."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
     _rejected = reject_if_set({
         "stop": "stop is not supported: the server owns stopping (</search>, EOS)",
         "presence_penalty": "presence penalties are not supported: use repetition_penalty or temperature",

@@ -121,6 +121,18 @@ def cli_flags(options: Mapping[str, Any]) -> list[str]:
     return [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in options.items()]
 
 
+def check_at_least_one(values: object, *names: str) -> None:
+    """Refuse a field of ``values`` (a flags dataclass) below 1, naming its flag; None is left to its default.
+
+    >>> check_at_least_one(argparse.Namespace(batch_size=0), "batch_size")
+    Traceback (most recent call last):
+    ValueError: --batch-size must be at least 1, got 0
+    """
+    for name in names:
+        if (value := getattr(values, name)) is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
     """An instance of the dataclass ``cls`` from the parsed flags :func:`add_fields` added (``values`` win)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init and hasattr(args, f.name)}

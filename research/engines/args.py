@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from research.cli import cli_flags
+from research.cli import check_at_least_one, cli_flags
 from research.engines.base import Engine
 
 EngineName = Literal["vllm", "transformers", "upstream"]
@@ -53,9 +53,7 @@ class EngineArgs:
     def __post_init__(self) -> None:
         if self.engine == "upstream" and not self.upstream_url:
             raise ValueError("--engine upstream needs --upstream-url")
-        for name in ("tensor_parallel_size", "max_model_len"):
-            if (value := getattr(self, name)) is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+        check_at_least_one(self, "tensor_parallel_size", "max_model_len")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1], not {self.gpu_memory_utilization}")
         if self.cpu_kv_cache_gib is not None and self.cpu_kv_cache_gib <= 0:
