@@ -88,13 +88,17 @@ class RetrieverArgs(IndexArgs):
         return remote
 
     def open_retriever(self) -> BatchingRetriever:
-        """The index or the running retriever behind a batching front (concurrent searches share requests)."""
+        """The index (warmed up) or the running retriever behind a batching front (concurrent searches share
+        requests)."""
         from research.retrieval.batching import BatchingRetriever
 
         if not (self.index or self.retriever):
             raise ValueError("searches need a passage index: give --index PATH_OR_URI or --retriever URL")
-        source = self.remote() if self.retriever else self.open()
-        return BatchingRetriever(source, workers=self.search_workers)
+        if self.retriever:
+            return BatchingRetriever(self.remote(), workers=self.search_workers)
+        index = self.open()
+        index.warm_up()
+        return BatchingRetriever(index, workers=self.search_workers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +208,7 @@ class Search(IndexArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        Listen.__post_init__(self)  # not reached through RetrieverArgs
         check_at_least_one(self, "search_top_k")
 
     def run(self) -> None:
@@ -227,6 +232,7 @@ class Serve(RetrieverArgs, Listen):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        Listen.__post_init__(self)  # not reached through RetrieverArgs
         check_at_least_one(self, "search_top_k")
 
     def run(self) -> None:
@@ -235,7 +241,7 @@ class Serve(RetrieverArgs, Listen):
         from research.retrieval.service import create_app
 
         app = create_app(self.open_retriever(), default_k=self.search_top_k, search_timeout=self.search_timeout)
-        uvicorn.run(app, host=self.host, port=self.port, log_level="info")
+        uvicorn.run(app, **self.uvicorn_options(), log_level="info")
 
 
 COMMANDS: dict[str, tuple[type[Build | Import | Search | Serve], str]] = {

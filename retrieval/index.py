@@ -73,6 +73,13 @@ class PassageIndex:
     def __len__(self) -> int:
         return self.table.count_rows()
 
+    def warm_up(self) -> None:
+        """Load the embedder and run one query now, so that no real search pays for it (on two cores
+        the first one took over 10 s: a server that answered /health before it timed out its first search)."""
+        self.embedder.encode_queries(["warm-up"])
+        if len(self):
+            self.search(["warm-up"], k=1)
+
     def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
         """Top-``k`` passages for each query, best first.
 

@@ -81,7 +81,7 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
         engine_args.engine,
         index.source,
     )
-    uv = Uvicorn(uvicorn.Config(create_app(server), host=serve.host, port=serve.port, log_config=None))
+    uv = Uvicorn(uvicorn.Config(create_app(server), **serve.uvicorn_options(), log_config=None))
     serving = asyncio.create_task(uv.serve())  # the app's lifespan closes the engine and the retriever
     while ready is not None and not uv.started and not serving.done():
         await asyncio.sleep(0.05)

@@ -110,6 +110,17 @@ class Listen:
     """interface to listen on (default: loopback only; 0.0.0.0: all)"""
     port: int = 8000
     """port to listen on"""
+    keep_alive: float = 75.0
+    """seconds an idle connection stays open; longer than clients keep pooled ones (httpx: 5 s), so the client closes
+    it first (a request sent as the server closes one fails with a connection reset)"""
+
+    def __post_init__(self) -> None:
+        if not self.keep_alive > 0:
+            raise ValueError(f"--keep-alive must be positive, got {self.keep_alive:g}")
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """Where and how uvicorn listens."""
+        return {"host": self.host, "port": self.port, "timeout_keep_alive": self.keep_alive}
 
 
 def cli_flags(options: Mapping[str, Any]) -> list[str]:

@@ -156,3 +156,14 @@ async def test_a_failing_index_fails_only_its_batch(script_index):
         await retriever.search(["x"], k=0)
     assert len((await retriever.search(["Freedonia"], k=2)).passages[0]) == 2
     await retriever.close()
+
+
+async def test_an_opened_retriever_has_its_embedder_loaded_before_the_first_search(script_index):
+    """Servers open their retriever before they listen: the model load is not a search's (it timed one out)."""
+    from research.retrieval.cli import RetrieverArgs
+
+    retriever = RetrieverArgs(index=script_index.uri).open_retriever()
+    try:
+        assert retriever.index is not script_index and "model" in vars(retriever.index.embedder)
+    finally:
+        await retriever.close()

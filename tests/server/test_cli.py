@@ -6,8 +6,11 @@ import json
 import subprocess
 import sys
 
+import httpx
 import openai
 
+from research.retrieval.cli import Serve
+from research.server.cli import ServeArgs
 from research.testbed.processes import free_port, launched
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
 
@@ -34,3 +37,12 @@ def test_help_explains_engines_and_limits():
     assert out.returncode == 0
     for flag in ("--engine", "--upstream-url", "--api-key", "--max-concurrent-requests", "--tensor-parallel-size"):
         assert flag in out.stdout
+
+
+def test_servers_keep_idle_connections_open_longer_than_client_pools_do():
+    """A request sent on a pooled connection just as the server closes it fails with a reset (the benchmark's
+    ReadError): the server must outlast the pool (httpx's, which the openai SDK uses, keeps one 5 s)."""
+    pool = httpx.Limits().keepalive_expiry
+    assert pool is not None
+    assert ServeArgs(model="m").uvicorn_options()["timeout_keep_alive"] > pool
+    assert Serve(index="i").uvicorn_options()["timeout_keep_alive"] > pool
