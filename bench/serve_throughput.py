@@ -15,12 +15,14 @@ Same model, same index, same questions, one run, three set-ups:
     generating (``ignore_eos``) as many tokens as (a)'s mean model tokens per
     question at that concurrency: what the search loop costs in generation throughput.
 
-Prints questions/s and p50/p95 latency at each concurrency, the ratio (a)/(b),
+Each set-up runs each concurrency ``--repeats`` times (default 3); every figure is
+that of the median run, with the range of questions/s over the runs. Prints
+questions/s and p50/p95 latency at each concurrency, the ratio (a)/(b),
 model tokens/s of each set-up and the ratio (a)/(c), the exact match of (a) and (b)
 (they should agree), the requests that failed in each (an
 HTTP error or a malformed reply is counted, with its first message, and scores as a
 wrong answer: the run always finishes), and the server's overhead per search (time
-beyond the index's own embedding + query), read from its /metrics.
+beyond the index's own embedding + query: p50, p95, mean), read from its /metrics.
 """
 
 from __future__ import annotations
@@ -105,8 +107,20 @@ async def run_clients(n_clients: int, questions: list[dict], ask: Callable[[dict
     return run
 
 
-def overhead_p50(metrics: str) -> tuple[float, float, int]:
-    """p50 (bucket-interpolated) and mean of research_search_overhead_seconds, and its count."""
+def median_run(runs: list[Run]) -> Run:
+    """The run with the median wall time (the lower middle of an even count)."""
+    return sorted(runs, key=lambda r: r.wall)[(len(runs) - 1) // 2]
+
+
+async def warm_up(name: str, ask: Callable[[dict], Awaitable[tuple[str, int]]], questions: list[dict]) -> None:
+    """One question before the timed runs; a failure is printed, not raised (the run still finishes)."""
+    run = await run_clients(1, questions[:1], ask)
+    if run.failures:
+        print(f"{name} warm-up failed: {run.failures[0]}", file=sys.stderr)
+
+
+def overhead(metrics: str) -> tuple[float, float, float, int]:
+    """p50 and p95 (bucket-interpolated) and mean of research_search_overhead_seconds, and its count."""
     buckets, total, count = [], 0.0, 0
     for line in metrics.splitlines():
         if line.startswith("research_search_overhead_seconds_bucket"):
@@ -116,13 +130,16 @@ def overhead_p50(metrics: str) -> tuple[float, float, int]:
             total = float(line.split()[-1])
         elif line.startswith("research_search_overhead_seconds_count"):
             count = int(float(line.split()[-1]))
-    half, prev_le, prev_n = count / 2, 0.0, 0.0
-    for le, n in buckets:
-        if n >= half:
-            p50 = prev_le + (le - prev_le) * ((half - prev_n) / max(n - prev_n, 1e-9)) if le != float("inf") else le
-            return p50, total / max(count, 1), count
-        prev_le, prev_n = le, n
-    return 0.0, 0.0, count
+
+    def quantile(q: float) -> float:
+        rank, prev_le, prev_n = q * count, 0.0, 0.0
+        for le, n in buckets:
+            if n >= rank:
+                return le if le == float("inf") else prev_le + (le - prev_le) * (rank - prev_n) / max(n - prev_n, 1e-9)
+            prev_le, prev_n = le, n
+        return 0.0
+
+    return quantile(0.5), quantile(0.95), total / max(count, 1), count
 
 
 def toy_defaults() -> tuple[str, str, list[dict]]:
@@ -152,6 +169,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--search-workers", type=int, default=4, help="research-serve's index readers (default: 4)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each set-up at each level; medians printed")
     args = parser.parse_args()
 
     model, index, questions = toy_defaults()
@@ -165,7 +183,7 @@ def main() -> None:
     questions = random.Random(0).sample(questions, min(args.questions, len(questions)))
     levels = [int(c) for c in args.concurrency.split(",")]
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    results: dict[str, dict[int, Run]] = {"server": {}, "reference": {}, "raw": {}}
+    results: dict[str, dict[int, list[Run]]] = {"server": {}, "reference": {}, "raw": {}}
 
     # (a) this server
     port = free_port()
@@ -191,9 +209,9 @@ def main() -> None:
                     reply = (await http.post("/v1/chat/completions", json=body)).raise_for_status().json()
                     return reply["choices"][0]["message"]["answer"] or "", reply["usage"]["completion_tokens"]
 
-                await ask(questions[0])  # warm-up
+                await warm_up("server", ask, questions)
                 for c in levels:
-                    results["server"][c] = await run_clients(c, questions, ask)
+                    results["server"][c] = [await run_clients(c, questions, ask) for _ in range(args.repeats)]
                 return (await http.get("/metrics")).text
 
         metrics = asyncio.run(run_server())
@@ -210,7 +228,10 @@ def main() -> None:
     ):
 
         async def run_reference() -> None:
-            async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=256)) as http:
+            # vllm serve closes idle connections after 5 s, httpx's pool after 5 s: a request sent on one as the
+            # server closes it fails. The reference's best client closes them first.
+            limits = httpx.Limits(max_connections=256, keepalive_expiry=2)
+            async with httpx.AsyncClient(timeout=600, limits=limits) as http:
                 tokenizer = None
                 if args.template == "instruct":
                     from transformers import AutoTokenizer
@@ -252,41 +273,52 @@ def main() -> None:
                     reply = (await http.post(f"{gen}/completions", json=body)).raise_for_status().json()
                     return "", reply["usage"]["completion_tokens"]
 
-                await ask(questions[0])
+                await warm_up("reference", ask, questions)
                 for c in levels:
-                    results["reference"][c] = await run_clients(c, questions, ask)
-                    ours = results["server"][c].tokens
+                    ours = [t for run in results["server"][c] for t in run.tokens]
                     mean = max(1, round(sum(ours) / max(len(ours), 1)))
-                    results["raw"][c] = await run_clients(c, questions, lambda q, n=mean: raw(q, n))
+                    results["reference"][c], results["raw"][c] = [], []
+                    for _ in range(args.repeats):
+                        results["reference"][c].append(await run_clients(c, questions, ask))
+                        results["raw"][c].append(await run_clients(c, questions, lambda q, n=mean: raw(q, n)))
 
         asyncio.run(run_reference())
 
-    print(f"\nmodel {model}\nindex {index}\n{len(questions)} questions per level, top-{args.search_top_k}\n")
-    head = f"{'clients':>8} {'setup':<10}{'q/s':>8}{'p50 s':>9}{'p95 s':>9}{'EM':>7}{'failed':>8}{'tok/s':>9}"
+    print(f"\nmodel {model}\nindex {index}\n{len(questions)} questions per level, top-{args.search_top_k}")
+    print(f"each figure: the median of {args.repeats} runs; q/s with its range over the runs\n")
+    head = (
+        f"{'clients':>8} {'setup':<10}{'q/s':>8}{'range':>12}{'p50 s':>8}{'p95 s':>8}{'EM':>7}{'failed':>8}{'tok/s':>8}"
+    )
     print(f"{head}{'(a)/(b) q/s':>13}{'(a)/(c) tok/s':>15}")
     labels = {"server": "(a) ours", "reference": "(b) ref", "raw": "(c) vLLM"}
     for c in levels:
+        median = {name: median_run(results[name][c]) for name in results}
         for name in ("server", "reference", "raw"):
-            run = results[name][c]
+            runs, run = results[name][c], median[name]
             em = statistics.mean(exact_match(a, q["answer"][0]) for a, q in zip(run.answers, questions, strict=True))
             em_text = "" if name == "raw" else f"{em:.3f}"
             lat = run.latencies
             p95 = statistics.quantiles(lat, n=20)[-1] if len(lat) > 1 else lat[0]
             ratio = ""
             if name == "reference":
-                ratio = f"{run.wall / results['server'][c].wall:>13.2f}"  # (n / ours) / (n / ref)
+                ratio = f"{run.wall / median['server'].wall:>13.2f}"  # (n / ours) / (n / ref)
             elif name == "raw":
-                ratio = f"{'':>13}{results['server'][c].tokens_per_s / run.tokens_per_s:>15.2f}"
-            qps, failed, tps = len(questions) / run.wall, len(run.failures), run.tokens_per_s
-            row = f"{c:>8} {labels[name]:<10}{qps:>8.2f}{statistics.median(lat):>9.3f}{p95:>9.3f}{em_text:>7}"
-            print(f"{row}{failed:>8}{tps:>9.1f}{ratio}")
-    for name, runs in results.items():
-        for c, run in runs.items():
-            if run.failures:
-                print(f"{name} at {c} clients: {len(run.failures)} failed, first: {run.failures[0]}")
-    p50, mean, count = overhead_p50(metrics)
+                ratio = f"{'':>13}{median['server'].tokens_per_s / run.tokens_per_s:>15.2f}"
+            qps = [len(questions) / r.wall for r in runs]
+            spread = f"{min(qps):.2f}-{max(qps):.2f}"
+            row = (
+                f"{c:>8} {labels[name]:<10}{len(questions) / run.wall:>8.2f}{spread:>12}{statistics.median(lat):>8.3f}"
+            )
+            failed = sum(len(r.failures) for r in runs)
+            print(f"{row}{p95:>8.3f}{em_text:>7}{failed:>8}{run.tokens_per_s:>8.1f}{ratio}")
+    for name, levels_runs in results.items():
+        for c, runs in levels_runs.items():
+            failures = [f for r in runs for f in r.failures]
+            if failures:
+                print(f"{name} at {c} clients: {len(failures)} failed, first: {failures[0]}")
+    p50, p95, mean, count = overhead(metrics)
     print(f"\nserver overhead per search (beyond embedding + index), over {count} searches:")
-    print(f"p50 {p50 * 1000:.2f} ms, mean {mean * 1000:.2f} ms")
+    print(f"p50 {p50 * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms, mean {mean * 1000:.2f} ms")
 
 
 if __name__ == "__main__":
