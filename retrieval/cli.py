@@ -208,7 +208,6 @@ class Search(IndexArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        Listen.__post_init__(self)  # not reached through RetrieverArgs
         check_at_least_one(self, "search_top_k")
 
     def run(self) -> None:
