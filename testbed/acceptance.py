@@ -92,11 +92,13 @@ async def measure(engine: Engine, n: int, recipe: ToyRecipe | None = None) -> li
     real_index = BatchingRetriever(world_index(world))
     twisted_index = BatchingRetriever(world_index(twisted))
     try:
-        return [
-            await score("research", engine, real_index, questions, top_k=recipe.top_k),
-            await score("counterfactual", engine, twisted_index, twisted_questions, top_k=recipe.top_k),
-            await score("naive", engine, NoRetrieval(), questions, top_k=recipe.top_k),
-        ]
+        return list(  # at once: the engine batches across the three
+            await asyncio.gather(
+                score("research", engine, real_index, questions, top_k=recipe.top_k),
+                score("counterfactual", engine, twisted_index, twisted_questions, top_k=recipe.top_k),
+                score("naive", engine, NoRetrieval(), questions, top_k=recipe.top_k),
+            )
+        )
     finally:
         await real_index.close()
         await twisted_index.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -90,7 +91,7 @@ def test_a_bad_value_is_the_only_line_the_real_command_prints(tmp_path):
     assert done.stdout == "" and not out.exists()
 
 
-def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoint_serves(train_config):
+def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoint_serves(train_config, caplog):
     run = Path(train_config.output_dir)
     proc = subprocess.Popen([*TRAIN, *flags(train_config, **{"max-steps": 2})], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
@@ -104,10 +105,11 @@ def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoi
     newest = max(int(p.name.removeprefix("checkpoint-")) for p in run.glob("checkpoint-*"))
     torn = run / f"checkpoint-{newest + 1}"
     shutil.copytree(run / f"checkpoint-{newest}", torn, ignore=shutil.ignore_patterns("trainer_state.json"))
-    done = subprocess.run([*TRAIN, *flags(train_config, **{"max-steps": 2})], capture_output=True, text=True)
+    caplog.set_level(logging.INFO, logger="research")
+    done = run_main(train_main, flags(train_config, **{"max-steps": 2}))  # the resumed run in-process: no imports
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"skipping {torn.name}: it has no trainer_state.json" in done.stdout
-    assert f"resuming from {run / f'checkpoint-{newest}'}" in done.stdout and (run / f"incomplete-{torn.name}").is_dir()
+    assert f"skipping {torn.name}: it has no trainer_state.json" in caplog.text
+    assert f"resuming from {run / f'checkpoint-{newest}'}" in caplog.text and (run / f"incomplete-{torn.name}").is_dir()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
     tensorboard = EventAccumulator(str(run / "runs"))
