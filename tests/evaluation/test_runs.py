@@ -112,7 +112,7 @@ def assert_summary_matches_traces(summary: dict, traces: Path) -> None:
 def eval_args(out: Path, dataset: Path, model: Path, index: str, *extra: str) -> list[str]:
     return [
         "--out", str(out), "--dataset", f"script={dataset}", "--model", str(model), "--index", index,
-        "--engine", "transformers", "--template", "instruct", "--max-tokens", "256", "--concurrency", "2",
+        "--engine", "transformers", "--template", "instruct", "--max-tokens", "512", "--concurrency", "2",
         "--methods", "research,naive-generation,naive-rag,iter-retgen", *extra,
     ]  # fmt: skip
 
@@ -182,7 +182,7 @@ async def test_served_research_and_the_judge_fill_the_lj_column(tmp_path, datase
     url, _ = judge_server
     args = parser().parse_args([
         "--out", str(tmp_path / "run"), "--dataset", f"script={dataset}", "--methods", "research",
-        "--server-url", live_transformers.url, "--max-tokens", "256", "--judge-url", url, "--judge-model", "judge",
+        "--server-url", live_transformers.url, "--max-tokens", "512", "--judge-url", url, "--judge-model", "judge",
     ])  # fmt: skip
     summary = await evaluate(from_args(EvalConfig, args), from_args(EngineArgs, args))
     cell = summary["script"]["research"]
