@@ -82,6 +82,14 @@ class Run:
         return sum(self.tokens) / self.wall
 
 
+def _where(exc: Exception) -> str:
+    """`` (POST URL)`` of the request an httpx error belongs to, so a failure names the server it came from."""
+    try:
+        return f" ({exc.request.method} {exc.request.url})" if isinstance(exc, httpx.HTTPError) else ""
+    except RuntimeError:  # an error raised before any request existed
+        return ""
+
+
 async def run_clients(n_clients: int, questions: list[dict], ask: Callable[[dict], Awaitable[tuple[str, int]]]) -> Run:
     """``n_clients`` workers answer all questions (``ask``: answer, model tokens); a failed request is
     recorded and its answer left empty."""
@@ -98,7 +106,7 @@ async def run_clients(n_clients: int, questions: list[dict], ask: Callable[[dict
                 run.answers[i], tokens = await ask(questions[i])
                 run.tokens.append(tokens)
             except (httpx.HTTPError, LookupError, TypeError, ValueError) as exc:  # transport, status, bad JSON
-                run.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+                run.failures.append(f"{type(exc).__name__}{_where(exc)}: {exc}"[:200])
             run.latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
