@@ -76,9 +76,10 @@ class PassageIndex:
     def warm_up(self) -> None:
         """Load the embedder and run one query now, so that no real search pays for it (on two cores
         the first one took over 10 s: a server that answered /health before it timed out its first search)."""
-        self.embedder.encode_queries(["warm-up"])
         if len(self):
-            self.search(["warm-up"], k=1)
+            self.search(["warm-up"], k=1)  # embeds the query too
+        else:
+            self.embedder.encode_queries(["warm-up"])
 
     def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
         """Top-``k`` passages for each query, best first.
