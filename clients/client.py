@@ -10,6 +10,7 @@
         ...
 
     client.search(["Lumet 7"], k=3)                    # passages from the server's index
+    client.passage("1234")                             # one passage by its id
 
 It speaks HTTP only, through the ``openai`` SDK (whose retries, timeouts and typed
 errors it keeps: ``openai.APIConnectionError``, ``openai.NotFoundError`` ...), so it
@@ -26,6 +27,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import openai
 
@@ -154,6 +156,15 @@ def passages_of(body: Any) -> list[list[Passage]]:
     return [result.passages for result in SearchResponse.model_validate(body).data]
 
 
+def passage_path(passage_id: str) -> str:
+    """``GET /v1/passages/{id}``'s path, the id escaped (wiki-18 ids are numbers; others may hold a ``/``)."""
+    return f"/passages/{quote(passage_id, safe='')}"
+
+
+def passage_of(body: Any) -> Passage:
+    return Passage(body["id"], body["contents"], body.get("score"))
+
+
 # -- the clients ----------------------------------------------------------------------------
 
 
@@ -178,7 +189,7 @@ class _Connection:
 
 
 class Client(_Connection):
-    """A ReSearch server, synchronously: :meth:`ask`, :meth:`stream`, :meth:`search`.
+    """A ReSearch server, synchronously: :meth:`ask`, :meth:`stream`, :meth:`search`, :meth:`passage`.
 
     ``url``: the server (with or without ``/v1``; default ``$RESEARCH_URL``, then
     ``http://127.0.0.1:8000``). ``model``: default the first the server lists.
@@ -213,6 +224,11 @@ class Client(_Connection):
         """The top ``k`` passages (default: the server's) for each query, from the server's ``/v1/search``."""
         return passages_of(self.openai.post("/search", body=search_body(queries, k, mode), cast_to=object))
 
+    def passage(self, passage_id: str) -> Passage:
+        """The passage with this id (as a search returned it) from the server's index; ``openai.NotFoundError``
+        when it has none."""
+        return passage_of(self.openai.get(passage_path(passage_id), cast_to=object))
+
     def close(self) -> None:
         self.openai.close()
 
@@ -224,7 +240,8 @@ class Client(_Connection):
 
 
 class AsyncClient(_Connection):
-    """:class:`Client` for ``asyncio``: ``await ask()``, ``async for event in stream()``, ``await search()``."""
+    """:class:`Client` for ``asyncio``: ``await ask()``, ``async for event in stream()``, ``await search()``,
+    ``await passage()``."""
 
     _sdk = openai.AsyncOpenAI
 
@@ -250,6 +267,9 @@ class AsyncClient(_Connection):
         self, queries: Sequence[str], *, k: int | None = None, mode: SearchMode = "vector"
     ) -> list[list[Passage]]:
         return passages_of(await self.openai.post("/search", body=search_body(queries, k, mode), cast_to=object))
+
+    async def passage(self, passage_id: str) -> Passage:
+        return passage_of(await self.openai.get(passage_path(passage_id), cast_to=object))
 
     async def close(self) -> None:
         await self.openai.close()

@@ -17,24 +17,24 @@ from typing import TYPE_CHECKING, Any
 from research.wire import MAX_K, SEARCH_MODES, Passage, SearchMode
 
 if TYPE_CHECKING:
-    from research.retrieval.batching import BatchingRetriever, ModeRetriever, SearchTimeout
+    from research.retrieval.batching import BatchingRetriever, FetchUnsupported, ModeRetriever, SearchTimeout
     from research.retrieval.build import build_index
     from research.retrieval.cli import IndexArgs, RetrieverArgs
     from research.retrieval.corpus import read_corpus, read_jsonl
     from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
     from research.retrieval.index import IndexMismatchError, PassageIndex, connect
     from research.retrieval.remote import RETRIEVER_APIS, RemoteIndex, RetrieverAPI, RetrieverUnavailable
-    from research.retrieval.service import dropin_router, v1_search_router
+    from research.retrieval.service import Searcher, dropin_router, v1_search_router
 
 _HOME = {
-    "batching": ("BatchingRetriever", "ModeRetriever", "SearchTimeout"),
+    "batching": ("BatchingRetriever", "FetchUnsupported", "ModeRetriever", "SearchTimeout"),
     "build": ("build_index",),
     "cli": ("IndexArgs", "RetrieverArgs"),
     "corpus": ("read_corpus", "read_jsonl"),
     "embedders": ("DEFAULT_EMBEDDER", "REGISTRY", "Embedder", "EmbedderSpec", "model_path"),
     "index": ("IndexMismatchError", "PassageIndex", "connect"),
     "remote": ("RETRIEVER_APIS", "RemoteIndex", "RetrieverAPI", "RetrieverUnavailable"),
-    "service": ("dropin_router", "v1_search_router"),
+    "service": ("Searcher", "dropin_router", "v1_search_router"),
 }
 _MODULE = {name: module for module, names in _HOME.items() for name in names}
 
@@ -54,6 +54,7 @@ __all__ = [
     "BatchingRetriever",
     "Embedder",
     "EmbedderSpec",
+    "FetchUnsupported",
     "IndexArgs",
     "IndexMismatchError",
     "ModeRetriever",
@@ -65,6 +66,7 @@ __all__ = [
     "RetrieverUnavailable",
     "SearchMode",
     "SearchTimeout",
+    "Searcher",
     "build_index",
     "connect",
     "dropin_router",

@@ -34,6 +34,10 @@ class SearchTimeout(Exception):
     """The passage index did not answer a search in time."""
 
 
+class FetchUnsupported(Exception):
+    """The retriever cannot look passages up by id (a running retriever's APIs search only)."""
+
+
 @dataclass(slots=True)
 class _Request:
     query: str
@@ -145,6 +149,15 @@ class BatchingRetriever:
             for r, passages in zip(group, results, strict=True):
                 if not r.future.done():
                     r.future.set_result((passages, seconds))
+
+    async def fetch(self, ids: Sequence[str], *, timeout: float | None = None) -> dict[str, Passage]:
+        """The passages with these ids (an unknown id is left out), from a LanceDB index, within ``timeout`` s."""
+        if not isinstance(self.index, PassageIndex):
+            raise FetchUnsupported(f"the {self.index!r} cannot look passages up by id; only a LanceDB index can")
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.index.fetch, list(ids)), timeout)
+        except TimeoutError as exc:
+            raise SearchTimeout(f"the passage index did not answer within {timeout:g} s") from exc
 
     def using(self, mode: SearchMode) -> ModeRetriever:
         """This retriever with ``mode`` fixed: the shape the search loop calls."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS
+from lancedb.index import FTS, BTree
 from tqdm import tqdm
 
 from research.retrieval.ann import ANN_MIN_ROWS, ann_index
@@ -182,7 +182,8 @@ def build_index(
 
 
 def _ensure_indices(tbl: Any) -> None:
-    """Build the full-text index and (for large tables) the ANN index, unless current.
+    """Build the full-text index, the id index (for fetching a passage by id) and (for large tables) the ANN
+    index, unless current.
 
     An index of another kind (an IVF-HNSW-SQ from an earlier version) is rebuilt. The two
     are built side by side: LanceDB builds each mostly on one core (on 500k rows, two
@@ -190,7 +191,7 @@ def _ensure_indices(tbl: Any) -> None:
     """
     indexed = {cfg.columns[0]: cfg for cfg in tbl.list_indices()}
     rows = tbl.count_rows()
-    wanted = [("contents", FTS()), ("vector", ann_index(rows) if rows >= ANN_MIN_ROWS else None)]
+    wanted = [("contents", FTS()), ("id", BTree()), ("vector", ann_index(rows) if rows >= ANN_MIN_ROWS else None)]
     todo = [
         (column, config)
         for column, config in wanted

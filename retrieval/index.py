@@ -101,6 +101,15 @@ class PassageIndex:
             for q, dense in zip(queries, self._vector(queries, depth), strict=True)
         ]
 
+    def fetch(self, ids: Sequence[str]) -> dict[str, Passage]:
+        """The passages with these ids (an id not in the index is left out): one filtered scan, or a lookup in
+        the id column's BTREE index where :func:`~research.retrieval.build.build_index` made one."""
+        if not ids:
+            return {}
+        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)  # SQL string literals
+        rows = self.table.search().where(f"id IN ({quoted})").select(["id", "contents"]).limit(len(ids)).to_list()
+        return {r["id"]: Passage(r["id"], r["contents"]) for r in rows}
+
     def _vector(self, queries: Sequence[str], k: int) -> list[list[Passage]]:
         vectors = self.embedder.encode_queries(list(queries))
         return [

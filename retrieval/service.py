@@ -18,7 +18,8 @@ mounted by ``research-index serve`` and by the chat server alike.
 from __future__ import annotations
 
 import logging
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -26,7 +27,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from research.http_errors import APIError, Text, errors, install_error_handlers
-from research.retrieval.batching import BatchingRetriever, SearchTimeout
+from research.retrieval.batching import BatchingRetriever, FetchUnsupported, SearchTimeout
 from research.retrieval.remote import RetrieverUnavailable
 from research.wire import (
     MAX_K,
@@ -92,26 +93,47 @@ class SearchRequest(_Request):
     mode: SearchMode = "vector"
 
 
+def _request_id(request: Request) -> str | None:
+    return request.headers.get("x-request-id")
+
+
 @dataclass(frozen=True, slots=True)
 class Searcher:
-    """The routes' search: a failing index is a 503, one slower than ``timeout`` seconds a 504."""
+    """The routes' searches and lookups: a failing index is a 503, one slower than ``timeout`` seconds a 504."""
 
     retriever: BatchingRetriever
     timeout: float
 
     async def __call__(
-        self, request: Request, queries: list[str], k: int, mode: SearchMode = "vector"
+        self, request_id: str | None, queries: list[str], k: int, mode: SearchMode = "vector"
     ) -> list[list[Passage]]:
+        """Top-``k`` passages per query (``request_id``: the request's, for the log)."""
+        with self._failures(request_id):
+            retrieved = await self.retriever.search(queries, k=k, mode=mode, timeout=self.timeout)
+        return retrieved.passages
+
+    async def fetch(self, request_id: str | None, passage_id: str) -> Passage:
+        """The passage with this id; a 404 naming it when the index has none."""
+        with self._failures(request_id):
+            found = await self.retriever.fetch([passage_id], timeout=self.timeout)
+        if passage_id not in found:
+            raise APIError(404, f"no passage has the id {passage_id!r}", param="id", code="passage_not_found")
+        return found[passage_id]
+
+    @contextmanager
+    def _failures(self, request_id: str | None) -> Iterator[None]:
         try:
-            return (await self.retriever.search(queries, k=k, mode=mode, timeout=self.timeout)).passages
+            yield
         except SearchTimeout as exc:
-            log.warning("search timed out", extra={"request_id": request.headers.get("x-request-id")})
+            log.warning("search timed out", extra={"request_id": request_id})
             raise APIError(504, str(exc), code="search_timeout") from exc
         except RetrieverUnavailable as exc:
-            log.warning("%s", exc, extra={"request_id": request.headers.get("x-request-id")})
+            log.warning("%s", exc, extra={"request_id": request_id})
             raise APIError(503, str(exc), code="retriever_unavailable") from exc
+        except FetchUnsupported as exc:
+            raise APIError(501, str(exc), code="fetch_unsupported") from exc
         except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
-            log.exception("retrieval failed", extra={"request_id": request.headers.get("x-request-id")})
+            log.exception("retrieval failed", extra={"request_id": request_id})
             raise APIError(503, "the passage index is unavailable; the server log has the cause",
                            code="retriever_unavailable") from exc  # fmt: skip
 
@@ -126,19 +148,19 @@ def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_ti
 
     @router.post("/search")
     async def research_search(body: ReSearchQuery, request: Request) -> ReSearchReply:
-        [hits] = await search(request, [body.query], body.top_n)
+        [hits] = await search(_request_id(request), [body.query], body.top_n)
         docs = [Document.of(p) for p in hits]
         return [docs, [p.score for p in hits]] if body.return_score else docs
 
     @router.post("/batch_search")
     async def research_batch_search(body: ReSearchBatch, request: Request) -> ReSearchBatchReply:
-        results = await search(request, body.query, body.top_n)
+        results = await search(_request_id(request), body.query, body.top_n)
         docs = [[Document.of(p) for p in hits] for hits in results]
         return [docs, [[p.score for p in hits] for hits in results]] if body.return_score else docs
 
     @router.post("/retrieve")
     async def search_r1_retrieve(body: SearchR1Query, request: Request) -> RetrieveReply:
-        results = await search(request, body.queries, body.topk or default_k)
+        results = await search(_request_id(request), body.queries, body.topk or default_k)
         if body.return_scores:
             return RetrieveReply(result=[[ScoredDocument(document=Document.of(p), score=p.score) for p in hits]
                                          for hits in results])  # fmt: skip
@@ -148,16 +170,21 @@ def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_ti
 
 
 def v1_search_router(retriever: BatchingRetriever, *, search_timeout: float = 10.0) -> APIRouter:
-    """``POST /v1/search``, our own search API."""
+    """``POST /v1/search`` and ``GET /v1/passages/{id}``, our own search API."""
     search = Searcher(retriever, search_timeout)
     router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
 
     @router.post("/v1/search")
     async def v1_search(body: SearchRequest, request: Request) -> SearchResponse:
-        results = await search(request, body.queries, body.k, body.mode)
+        results = await search(_request_id(request), body.queries, body.k, body.mode)
         return SearchResponse(
             data=[QueryResult(query=q, passages=hits) for q, hits in zip(body.queries, results, strict=True)]
         )
+
+    @router.get("/v1/passages/{passage_id:path}", responses=errors(404, 501))
+    async def v1_passage(passage_id: str, request: Request) -> Passage:
+        """One passage by its id (what a search returned); 501 when the server searches a running retriever."""
+        return await search.fetch(_request_id(request), passage_id)
 
     return router
 

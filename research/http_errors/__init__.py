@@ -23,6 +23,7 @@ _TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "internal_error",
+    501: "not_implemented_error",
     503: "service_unavailable",
     504: "service_unavailable",
 }
@@ -87,10 +88,11 @@ ERROR_SCHEMA: dict[str, Any] = {
 _MEANINGS = {
     400: "Invalid request: the message says what to fix, `param` names the field",
     401: "Missing or wrong API key",
-    404: "Unknown model",
+    404: "Unknown model, or no passage with that id",
     413: "Request body over the server's limit",
     429: "At the concurrency limit; retry after `Retry-After` seconds",
     500: "A bug; the server log has the cause, tied by request id",
+    501: "The server searches a running retriever, which cannot look passages up by id",
     503: "The search loop or the passage index failed",
     504: "The passage index did not answer within the search timeout",
 }

@@ -61,7 +61,7 @@ def test_a_build_killed_midway_resumes_without_duplicates_or_gaps(corpus, tmp_pa
 
     done = subprocess.run(build, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert "indexing (FTS on 'contents'):" in done.stderr  # the index stage shows its progress line
+    assert "indexing (FTS on 'contents' and BTree on 'id'):" in done.stderr  # the index stage shows its progress line
     table = lancedb.connect(str(uri)).open_table("passages")
     stored = table.to_arrow().column("id").to_pylist()
     assert len(stored) == len(ids) and Counter(stored) == Counter(ids)

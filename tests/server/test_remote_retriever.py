@@ -33,6 +33,8 @@ async def test_a_running_retriever_answers_as_the_local_index_and_its_outage_is_
             assert [r["id"] for r in search["results"]] == [p.id for p in script_index.search([SCRIPT_QUERY])[0]]
             health = live.url.removesuffix("/v1") + "/health"
             assert (await http.get(health)).json()["status"] == "ok"
+            by_id = await http.get(f"{live.url}/passages/fr-1")  # Search-R1's API has no lookup by id
+            assert by_id.status_code == 501 and by_id.json()["error"]["code"] == "fetch_unsupported"
 
             await stop(uv, task)  # the retriever goes down
             with pytest.raises(openai.InternalServerError) as down:
