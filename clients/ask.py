@@ -48,7 +48,11 @@ positive, at_least_zero = _integer(1), _integer(0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="research", description="Clients of a ReSearch server.")
+    parser = argparse.ArgumentParser(
+        prog="research",
+        description="Clients of a ReSearch server.",
+        epilog="research mcp --help: its search tools for MCP clients, over stdio (pip install 'research-serve[mcp]')",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("ask", help="ask a question and watch the model search", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip

@@ -12,13 +12,19 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request, params
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from research.http_errors import APIError, BodyLimit, errors, install_error_handlers
+from research.http_errors import APIError, BodyLimit, error_response, errors, install_error_handlers
 from research.retrieval import dropin_router, v1_search_router
 from research.server import chat, completions, operations, responses
+from research.server.mcp_local import PATH as MCP_PATH
+from research.server.mcp_local import mcp_app
 from research.server.middleware import Admission, RequestLog
 from research.server.routing import Generation
 from research.server.serving import Server, ServerConfig
@@ -26,22 +32,43 @@ from research.server.serving import Server, ServerConfig
 __all__ = ["Server", "ServerConfig", "create_app"]
 
 
+def check_key(headers: Headers, key: str) -> None:
+    """Refuse a request without ``Authorization: Bearer <key>`` (401)."""
+    scheme, _, sent = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), key.encode()):
+        raise APIError(
+            401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+
+
 def api_key_check(key: str) -> params.Depends:
-    """A dependency refusing a request without ``Authorization: Bearer <key>`` (401)."""
+    """A dependency refusing a request without the key (:func:`check_key`)."""
 
     async def authorize(request: Request) -> None:
-        scheme, _, sent = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), key.encode()):
-            raise APIError(
-                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )  # fmt: skip
+        check_key(request.headers, key)
 
     return Depends(authorize)
 
 
+@dataclass(frozen=True, slots=True)
+class BehindKey:
+    """An ASGI app mounted beside the routes (``/mcp``) behind the API key (:func:`check_key`)."""
+
+    app: ASGIApp
+    key: str | None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.key is not None:
+            try:
+                check_key(Headers(scope=scope), self.key)
+            except APIError as error:
+                return await error_response(error)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def create_app(server: Server) -> FastAPI:
-    """The FastAPI app: OpenAI routes, the retriever's routes, the playground, health and metrics.
+    """The FastAPI app: OpenAI routes, the retriever's routes, MCP, the playground, health and metrics.
 
     Its lifespan closes ``server`` (engine and retriever) at shutdown: uvicorn re-raises
     SIGTERM/SIGINT once it stops, so code after ``serve()`` never runs, and a vLLM engine
@@ -49,14 +76,18 @@ def create_app(server: Server) -> FastAPI:
     """
     cfg = server.config
 
+    mcp, mcp_endpoint = mcp_app(server)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with mcp.session_manager.run():
+            yield
         await server.close()
 
     # No /docs or /redoc: their pages load Swagger UI from a CDN and are blank offline.
     # The API is documented in openai_compat.md; the schema stays at /openapi.json.
     app = FastAPI(title="ReSearch server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.mcp = mcp  # its session manager runs in the lifespan (or in whatever serves the app without one)
     install_error_handlers(app)
     # Outermost last: the log sees every request; CORS headers reach a 429 too; an over-large body is refused
     # before it takes a slot.
@@ -78,4 +109,5 @@ def create_app(server: Server) -> FastAPI:
     dropins = dropin_router(server.retriever, default_k=cfg.search_top_k, search_timeout=cfg.search_timeout)
     app.include_router(dropins, **({} if cfg.open_retriever_routes else keyed))
     app.include_router(operations.router(server))
+    app.router.routes.append(Route(MCP_PATH, BehindKey(mcp_endpoint, cfg.api_key)))
     return app

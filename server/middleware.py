@@ -24,7 +24,7 @@ from research.server.serving import Server
 log = logging.getLogger("research.server")
 
 GENERATION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
-COUNTED_ROUTES = frozenset({"/search", "/batch_search", "/retrieve"})
+COUNTED_ROUTES = frozenset({"/search", "/batch_search", "/retrieve", "/mcp"})
 """Besides every ``/v1/`` route: requests counted in ``research_requests`` by endpoint and status."""
 
 

@@ -191,12 +191,22 @@ class Live:
     engine: Engine
 
 
+async def _serve(uv: uvicorn.Server, app) -> None:
+    """``uv.serve()``, with the app's MCP session manager running (its lifespan, which would close the shared
+    engine, is off)."""
+    mcp = getattr(getattr(app, "state", None), "mcp", None)
+    if mcp is None:
+        return await uv.serve()
+    async with mcp.session_manager.run():
+        await uv.serve()
+
+
 async def start_app(app) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
     """Serve an ASGI ``app`` with uvicorn on a free loopback port; (server, task, base URL)."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve())
+    task = asyncio.create_task(_serve(uv, app))
     while not uv.started:
         if task.done():
             task.result()

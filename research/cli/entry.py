@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 DISTRIBUTION = "research-serve"
 
@@ -21,7 +21,9 @@ def _hint(missing: str, extra: str) -> str:
     return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
-def _main(prog: str, module: str, extra: str) -> Callable[[], int]:
+def _main(prog: str, module: str, extra: str, by_package: Mapping[str, str] | None = None) -> Callable[[], int]:
+    """``module``'s ``main``; a missing package names ``extra`` (or ``by_package``'s extra for it) to install."""
+
     def main() -> int:
         try:  # commands import their heavy dependencies late, when the arguments need them
             return importlib.import_module(module).main()
@@ -29,7 +31,8 @@ def _main(prog: str, module: str, extra: str) -> Callable[[], int]:
             if exc.name is None or exc.name.split(".")[0] == "research":
                 raise  # one of our own modules: a broken install, not a missing extra
             missing = exc.name.split(".")[0]
-            print(f"{prog}: error: {missing} is not installed: {_hint(missing, extra)}", file=sys.stderr)
+            hint = _hint(missing, (by_package or {}).get(missing, extra))
+            print(f"{prog}: error: {missing} is not installed: {hint}", file=sys.stderr)
             return 2
 
     return main
@@ -40,3 +43,11 @@ index = _main("research-index", "research.retrieval.cli", "index")
 evaluate = _main("research-eval", "research.evaluation.cli", "eval")
 train = _main("research-train", "research.train.cli", "train")
 demo = _main("research-demo", "research.testbed.serve", "testbed")
+_mcp = _main("research mcp", "research.server.mcp_stdio", "index,mcp", {"mcp": "mcp"})  # --url needs only [mcp]
+
+
+def research() -> int:
+    """``research``: the clients (``research ask``, no extra needed), and ``research mcp`` (the [mcp] extra)."""
+    if sys.argv[1:2] == ["mcp"]:
+        return _mcp()
+    return importlib.import_module("research.clients.ask").main()

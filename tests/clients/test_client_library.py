@@ -126,6 +126,18 @@ async def test_the_retriever_takes_the_url_with_or_without_v1(live_transformers)
         assert len(docs) == 2 and docs[0].metadata["title"] == "Freedonia"  # /v1 used to become /v1/v1/search
 
 
+async def test_a_passage_by_id_as_a_search_returned_it(live_transformers):
+    async with AsyncClient(live_transformers.url) as client:
+        [[found, *_]] = await client.search(["capital of Freedonia"], k=2)
+        assert await client.passage(found.id) == found.__class__(found.id, found.contents)  # no score: not searched
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.passage("no/such passage")
+    assert missing.value.body["code"] == "passage_not_found"
+    assert missing.value.body["message"] == "no passage has the id 'no/such passage'"
+    with Client(live_transformers.url) as client:
+        assert (await asyncio.to_thread(client.passage, "fr-2")).title == "Marxville"
+
+
 def test_the_clients_import_none_of_the_server_stack():
     heavy = ("torch", "transformers", "vllm", "lancedb", "pyarrow", "fastapi", "trl", "sentence_transformers")
     code = (
@@ -144,6 +156,7 @@ def test_the_clients_import_none_of_the_server_stack():
         ("evaluate", ["--out", "o", "--dataset", "bamboogle", "--model", "m", "--index", "i"], "eval"),
         ("train", ["--base", "qwen2.5-32b", "--dry-run"], "train"),
         ("demo", [], "testbed"),
+        ("research", ["mcp", "--index", "i"], "index,mcp"),
     ],
 )
 def test_a_server_side_command_in_a_client_only_install_names_the_extra_to_install(
@@ -151,6 +164,24 @@ def test_a_server_side_command_in_a_client_only_install_names_the_extra_to_insta
 ):
     """The client-only install lacks the server stack: importing any of it fails as a missing package does."""
     blocked = ("torch", "transformers", "vllm", "lancedb", "pyarrow", "fastapi", "uvicorn", "trl")
+    out = run_blocking(blocked, args, script, tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and f"pip install 'research-serve[{extra}]'" in out.stderr, out.stderr
+
+
+def test_research_mcp_in_front_of_a_server_needs_the_mcp_sdk_alone(tmp_path):
+    """``research mcp --url`` loads neither engine nor index (its module imports none of them), and without the
+    ``mcp`` SDK names the [mcp] extra."""
+    heavy = ("torch", "transformers", "vllm", "lancedb", "pyarrow", "fastapi", "uvicorn", "trl")
+    out = run_blocking(heavy, ["mcp", "--help"], "research", tmp_path)
+    assert out.returncode == 0 and "--url URL" in out.stdout, out.stderr
+    out = run_blocking(("mcp",), ["mcp", "--url", "http://127.0.0.1:9"], "research", tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "mcp is not installed: pip install 'research-serve[mcp]'" in out.stderr
+
+
+def run_blocking(blocked: tuple[str, ...], args: list[str], script: str, cwd) -> subprocess.CompletedProcess:
+    """``script`` of research.cli.entry with ``args``, as if the ``blocked`` packages were not installed."""
     code = (
         "import importlib.abc, sys\n"
         "class Missing(importlib.abc.MetaPathFinder):\n"
@@ -162,6 +193,4 @@ def test_a_server_side_command_in_a_client_only_install_names_the_extra_to_insta
         f"from research.cli.entry import {script}\n"
         f"sys.exit({script}())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.count("\n") == 1 and f"pip install 'research-serve[{extra}]'" in out.stderr, out.stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)

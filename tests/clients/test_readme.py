@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -52,18 +54,24 @@ async def test_readme_client_example_runs(number, toy_transformers_engine, toy_i
     if language == "bash" and "curl " in code and shutil.which("curl") is None:
         pytest.skip("curl is not installed on this machine")
     assert QUESTION in code
-    config = {"model_name": MODEL_NAME, "template": "base", "search_top_k": toy_recipe.top_k}
-    async with serving(toy_transformers_engine, toy_index, **config) as live:
-        import openai
+    async with demo_server(toy_transformers_engine, toy_index, toy_recipe) as (base, served):
+        output = await asyncio.to_thread(_run, language, code.replace(ADDRESS, base))
+    assert served["answer"] in output
 
+
+@contextlib.asynccontextmanager
+async def demo_server(engine, index, recipe) -> AsyncIterator[tuple[str, dict]]:
+    """The demo's server on a free port: its address and its own chat answer to :data:`QUESTION` (searched for)."""
+    import openai
+
+    config = {"model_name": MODEL_NAME, "template": "base", "search_top_k": recipe.top_k}
+    async with serving(engine, index, **config) as live:
         client = openai.AsyncOpenAI(base_url=live.url, api_key="unused")
         messages = [{"role": "user", "content": QUESTION}]
         reply = await client.chat.completions.create(model=MODEL_NAME, messages=messages, temperature=0)
         served = reply.choices[0].message.model_extra
-        code = code.replace(ADDRESS, live.url.removesuffix("/v1"))
-        output = await asyncio.to_thread(_run, language, code)
-    assert served["searches"] and served["answer"]
-    assert served["answer"] in output
+        assert served["searches"] and served["answer"]
+        yield live.url.removesuffix("/v1"), served
 
 
 def _run(language: str, code: str) -> str:
@@ -78,3 +86,29 @@ def _run(language: str, code: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def mcp_blocks() -> tuple[str, str]:
+    """The Claude Desktop config (JSON) and the Agents SDK example (Python) of "Use it from an MCP client"."""
+    text = README.read_text()
+    section = text[text.index("## Use it from an MCP client") :]
+    section = section[: section.index("\n## ", 1)]
+    [config] = re.findall(r"```json\n(.*?)```", section, re.S)
+    [agents] = re.findall(r"```python\n(.*?)```", section, re.S)
+    return config, agents
+
+
+async def test_readme_mcp_examples_run(toy_transformers_engine, toy_index, toy_recipe):
+    from mcp import Client, StdioServerParameters
+
+    config, agents = mcp_blocks()
+    desktop = json.loads(config)["mcpServers"]["research"]
+    async with demo_server(toy_transformers_engine, toy_index, toy_recipe) as (base, served):
+        # Claude Desktop launches the command it is given; so does the mcp SDK's stdio client.
+        command = str(Path(sys.executable).parent / desktop["command"])
+        args = [arg.replace(ADDRESS, base) for arg in desktop["args"]]
+        async with Client(StdioServerParameters(command=command, args=args)) as mcp:
+            asked = await mcp.call_tool("ask", {"question": QUESTION})
+        output = await asyncio.to_thread(_run, "python", agents.replace(ADDRESS, base))
+    assert not asked.is_error and json.loads(asked.content[0].text)["answer"] == served["answer"]
+    assert output.startswith("['search', 'fetch', 'ask']\n") and served["answer"] in output
