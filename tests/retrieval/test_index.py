@@ -117,7 +117,7 @@ def test_a_large_table_gets_an_ivf_flat_index_that_finds_the_true_nearest_rows(t
     tbl = lancedb.connect(tmp_path).create_table("v", table)
     tbl.create_index("vector", config=IvfSq(distance_type="dot", num_partitions=1))  # another kind
     _ensure_indices(tbl)
-    assert sorted(i.index_type for i in tbl.list_indices()) == ["FTS", "IvfFlat"]
+    assert sorted(i.index_type for i in tbl.list_indices()) == ["BTree", "FTS", "IvfFlat"]
 
     found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, 10, ["id"], nprobes=ann_nprobes(n))]
     truth = np.argsort(-(queries @ rows.T), axis=1)[:, :10]
