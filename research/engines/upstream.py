@@ -10,17 +10,34 @@ so nothing is ever re-tokenised. The vLLM extensions used are
 It speaks through the ``openai`` SDK: connection errors, 408, 409, 429 and 5xx are
 retried with exponential backoff before a stream starts, and failures are the SDK's
 typed errors (``openai.APIConnectionError``, ``openai.BadRequestError``, ...).
+
+A stream that breaks mid-generation (its replica died, a proxy dropped it) is resumed:
+the prompt plus every token generated so far goes out again, through the same URL (a
+load balancer sends it to a live replica), for the tokens still allowed, up to
+``max_resumes`` times. The caller sees one stream without a gap or a repeated token;
+greedy decoding continues exactly as the broken stream would have. A stop string cut
+in two by the break is still found (:class:`_Boundary`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 
 from research.engines.base import GREEDY, Chunk, SamplingOptions, context_full, fit_max_tokens
 from research.protocol.templates import eos_token_ids
+
+log = logging.getLogger("research.engines")
+
+BROKEN = (httpx.TransportError, openai.APIConnectionError)
+"""A stream cut mid-generation: the connection went (httpx's error, as the SDK's stream raises it), or the
+resumed request could not connect even after the SDK's retries."""
 
 
 class UpstreamError(RuntimeError):
@@ -39,12 +56,15 @@ class UpstreamEngine:
         api_key: str | None = None,
         timeout: float = 600.0,
         max_retries: int = 3,
+        max_resumes: int = 3,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.tokenizer = tokenizer
         self.model = model
         self.eos_ids = eos_token_ids(tokenizer)
         self.max_model_len: int | None = None
+        self.max_resumes = max_resumes
+        """Times one generation may be resumed after its stream broke."""
         self._listed = False
         self.client = openai.AsyncOpenAI(
             base_url=self.base_url, api_key=api_key or "none", timeout=timeout, max_retries=max_retries
@@ -76,6 +96,46 @@ class UpstreamEngine:
         if max_tokens == 0:
             yield context_full()
             return
+        generated: list[int] = []
+        text = ""
+        boundary: _Boundary | None = None
+        for attempt in range(self.max_resumes + 1):
+            prompt = [*prompt_ids, *generated]
+            try:
+                async with aclosing(self._stream(model, prompt, max_tokens - len(generated), stop, sampling,
+                                                 request_id)) as stream:  # fmt: skip
+                    async for chunk in stream:
+                        if boundary is not None:
+                            chunk = boundary.check(chunk, self.tokenizer)
+                        generated += chunk.token_ids
+                        text += chunk.text
+                        yield chunk
+                        if chunk.finish_reason is not None:
+                            return
+                raise UpstreamError(f"the upstream {self.base_url} ended a stream without a finish reason")
+            except BROKEN as exc:
+                if attempt == self.max_resumes:
+                    raise
+                log.warning(
+                    "the upstream stream broke after %d tokens (%s); resuming from them (%d of %d)",
+                    len(generated), type(exc).__name__, attempt + 1, self.max_resumes,
+                    extra={"request_id": request_id},
+                )  # fmt: skip
+                if len(generated) == max_tokens:  # the break came after the last allowed token's chunk
+                    yield Chunk([], "", finish_reason="length")
+                    return
+                boundary = _Boundary.after_text(text, stop)
+
+    async def _stream(
+        self,
+        model: str,
+        prompt_ids: list[int],
+        max_tokens: int,
+        stop: Sequence[str],
+        sampling: SamplingOptions,
+        request_id: str | None,
+    ) -> AsyncIterator[Chunk]:
+        """One completions stream from the upstream, as chunks (closing it aborts the request there)."""
         vllm: dict[str, Any] = {
             "include_stop_str_in_output": True,
             "stop_token_ids": self.eos_ids,
@@ -86,7 +146,7 @@ class UpstreamEngine:
         }
         stream = await self.client.completions.create(
             model=model,
-            prompt=list(prompt_ids),
+            prompt=prompt_ids,
             max_tokens=max_tokens,
             stop=list(stop) or openai.omit,
             temperature=sampling.temperature,
@@ -109,6 +169,44 @@ class UpstreamEngine:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+@dataclass(slots=True)
+class _Boundary:
+    """Where a broken stream was resumed: finds a stop string that began before the break and ends after it.
+
+    The resumed request's server matches stop strings in its own output only, so it cannot see
+    one whose first part is in the prompt it was sent. ``before`` is the text before the break
+    such a match could start in; ``after`` what has come since, until it is too long for any
+    stop string to span the break.
+    """
+
+    before: str
+    stop: Sequence[str]
+    reach: int
+    """How far past the break a stop string can end: the longest one's length less one."""
+    after: str = ""
+
+    @classmethod
+    def after_text(cls, text: str, stop: Sequence[str]) -> _Boundary | None:
+        reach = max((len(s) for s in stop), default=0) - 1
+        return cls(text[-reach:], stop, reach) if reach > 0 and text else None
+
+    def check(self, chunk: Chunk, tokenizer: Any) -> Chunk:
+        """``chunk`` cut after its token that completes a stop string spanning the break (finish reason ``stop``),
+        or ``chunk`` as it came."""
+        if len(self.after) >= self.reach:  # no stop string can span the break any more
+            return chunk
+        text = self.before + self.after + chunk.text
+        spanning = [(i + len(s), s) for s in self.stop if 0 <= (i := text.find(s)) < len(self.before)]
+        if not spanning:
+            self.after += chunk.text
+            return chunk
+        end, found = min(spanning)
+        end -= len(self.before) + len(self.after)  # in the chunk's text
+        n = next(n for n in range(1, len(chunk.token_ids) + 1) if len(tokenizer.decode(chunk.token_ids[:n])) >= end)
+        logprobs = chunk.logprobs[:n] if chunk.logprobs else chunk.logprobs
+        return Chunk(chunk.token_ids[:n], chunk.text[:end], logprobs, finish_reason="stop", stop_reason=found)
 
 
 def _chunk(choice: Any, want_logprobs: bool) -> Chunk:
