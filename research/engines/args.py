@@ -47,6 +47,9 @@ class EngineArgs:
     """upstream engine: model name there (default: its first)"""
     upstream_api_key: str | None = None
     """upstream engine: its API key"""
+    upstream_resumes: int = 3
+    """upstream engine: times a generation whose stream broke (a replica died) is resumed from its tokens so far;
+    0: fail it instead"""
     tokenizer: str | None = None
     """upstream engine: tokenizer path or id (default: --model)"""
 
@@ -58,6 +61,8 @@ class EngineArgs:
             raise ValueError(f"--gpu-memory-utilization must be in (0, 1], not {self.gpu_memory_utilization}")
         if self.cpu_kv_cache_gib is not None and self.cpu_kv_cache_gib <= 0:
             raise ValueError(f"--cpu-kv-cache-gib must be positive, not {self.cpu_kv_cache_gib}")
+        if self.upstream_resumes < 0:
+            raise ValueError(f"--upstream-resumes must be at least 0, got {self.upstream_resumes}")
 
     def vllm_args(self, *, cuda: bool) -> dict[str, Any]:
         """Keyword arguments for vLLM's ``AsyncEngineArgs`` / ``LLM`` (CPU: eager mode)."""
@@ -94,7 +99,13 @@ def open_engine(model: str | Path, args: EngineArgs = EngineArgs()) -> Engine:
         from research.engines.upstream import UpstreamEngine
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or model)
-        return UpstreamEngine(args.upstream_url, tokenizer, model=args.upstream_model, api_key=args.upstream_api_key)
+        return UpstreamEngine(
+            args.upstream_url,
+            tokenizer,
+            model=args.upstream_model,
+            api_key=args.upstream_api_key,
+            max_resumes=args.upstream_resumes,
+        )
     if args.engine == "transformers":
         from research.engines.hf import TransformersEngine
 

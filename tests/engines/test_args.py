@@ -28,6 +28,7 @@ def test_the_template_follows_the_checkpoint(tmp_path):
         ({"max_model_len": 0}, "--max-model-len must be at least 1"),
         ({"gpu_memory_utilization": 1.5}, r"--gpu-memory-utilization must be in \(0, 1\]"),
         ({"cpu_kv_cache_gib": -1}, "--cpu-kv-cache-gib must be positive"),
+        ({"upstream_resumes": -1}, "--upstream-resumes must be at least 0, got -1"),
     ],
 )
 def test_bad_engine_arguments_name_their_flag(values, message):
