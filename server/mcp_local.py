@@ -26,7 +26,6 @@ from research.http_errors import APIError
 from research.retrieval import Searcher
 from research.server.chat import ChatCompletionRequest
 from research.server.mcp_tools import mcp_server
-from research.server.render import chat_prompt
 from research.server.requests import Message
 from research.server.routing import failure
 from research.server.serving import Server
@@ -84,10 +83,7 @@ class ServerTools(IndexTools):
                     temperature=0.0,
                     max_searches=max_searches,
                 )
-                ids = await server.tokenise(
-                    len(question.encode()), chat_prompt, body.messages, cfg.template, server.engine.tokenizer
-                )
-                job = server.job(body, ids, "mcp")
+                job = server.job(body, await server.chat_ids(body.messages, len(question.encode())), "mcp")
             try:
                 async with aclosing(server.run(job)) as events:  # closing it aborts generation
                     async for event in events:

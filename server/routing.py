@@ -25,7 +25,6 @@ from pydantic import BaseModel
 from research.http_errors import APIError, error_body, errors
 from research.retrieval import RetrieverUnavailable, SearchTimeout
 from research.server.middleware import TimedStream
-from research.server.render import chat_prompt
 from research.server.requests import Message
 from research.server.serving import Job, Server
 from research.wire import Event
@@ -106,11 +105,8 @@ class Generation:
     server: Server
 
     async def chat_ids(self, request: Request, messages: Sequence[Message]) -> list[int]:
-        """The chat prompt's token ids, rendered and tokenised off the event loop (:meth:`Server.tokenise`)."""
-        server = self.server
-        return await server.tokenise(
-            size(request), chat_prompt, messages, server.config.template, server.engine.tokenizer
-        )
+        """The chat prompt's token ids (:meth:`Server.chat_ids`), the request's size telling how to tokenise."""
+        return await self.server.chat_ids(messages, size(request))
 
     async def reply(self, request: Request, job: Job, work: Awaitable[BaseModel]) -> Response:
         """``job``'s whole reply as ``work`` makes it; 499 if the client left, 503/504 if the loop failed."""

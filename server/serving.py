@@ -36,8 +36,8 @@ from research.protocol import (
 )
 from research.retrieval import BatchingRetriever, ModeRetriever, RetrieverUnavailable, SearchTimeout
 from research.server.metrics import Metrics
-from research.server.render import ReasoningSplitter
-from research.server.requests import EFFORT_SEARCHES, SamplingFields
+from research.server.render import ReasoningSplitter, chat_prompt
+from research.server.requests import EFFORT_SEARCHES, Message, SamplingFields
 from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
 
 log = logging.getLogger("research.server")
@@ -143,6 +143,10 @@ class Server:
         if body_bytes is not None and body_bytes <= LARGE_BODY:
             return await asyncio.to_thread(render, *args)
         return await asyncio.get_running_loop().run_in_executor(self._large_prompts, partial(render, *args))
+
+    async def chat_ids(self, messages: Sequence[Message], body_bytes: int | None) -> list[int]:
+        """The chat prompt's token ids in the model's template, rendered and tokenised off the event loop."""
+        return await self.tokenise(body_bytes, chat_prompt, messages, self.config.template, self.engine.tokenizer)
 
     async def check_health(self) -> dict[str, str]:
         """What cannot serve, and why: ``{"engine": cause, "retriever": cause}``; empty when all can.

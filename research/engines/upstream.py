@@ -204,9 +204,10 @@ class _Boundary:
             return chunk
         end, found = min(spanning)
         end -= len(self.before) + len(self.after)  # in the chunk's text
-        n = next(n for n in range(1, len(chunk.token_ids) + 1) if len(tokenizer.decode(chunk.token_ids[:n])) >= end)
+        ids = chunk.token_ids
+        n = next((n for n in range(1, len(ids)) if len(tokenizer.decode(ids[:n])) >= end), len(ids))
         logprobs = chunk.logprobs[:n] if chunk.logprobs else chunk.logprobs
-        return Chunk(chunk.token_ids[:n], chunk.text[:end], logprobs, finish_reason="stop", stop_reason=found)
+        return Chunk(ids[:n], chunk.text[:end], logprobs, finish_reason="stop", stop_reason=found)
 
 
 def _chunk(choice: Any, want_logprobs: bool) -> Chunk:
