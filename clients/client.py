@@ -162,7 +162,7 @@ def passage_path(passage_id: str) -> str:
 
 
 def passage_of(body: Any) -> Passage:
-    return Passage(body["id"], body["contents"], body.get("score"))
+    return Passage(body["id"], body["contents"], body.get("score"), body.get("url"))
 
 
 # -- the clients ----------------------------------------------------------------------------

@@ -72,10 +72,9 @@ class EvalConfig(ModelArgs, RetrieverArgs):
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if not self.methods:
             raise ValueError("--methods names no method")
-        if (local := self.local_methods) and not (self.model and (self.index or self.retriever)):
-            raise ValueError(
-                f"{', '.join(local)} need --model and --index or --retriever (or use --server-url for research only)"
-            )
+        if (local := self.local_methods) and not (self.model and self.searched):
+            raise ValueError(f"{', '.join(local)} need --model and --index, --retriever or --web-search (or use "
+                             "--server-url for research only)")  # fmt: skip
         check_at_least_one(self, "concurrency", "search_top_k", "max_tokens")
 
     @property
@@ -87,7 +86,7 @@ class EvalConfig(ModelArgs, RetrieverArgs):
         """What a resumed run must share with the run it resumes (``config.json``)."""
         return {
             "model": self.model,
-            "index": self.index or self.retriever,
+            "index": self.searched,
             "server_url": self.server_url,
             "template": self.prompt_template,
             "search_top_k": self.search_top_k,

@@ -6,7 +6,8 @@ first asked for, so importing the package (for :data:`MAX_K`, :class:`Passage`) 
 * :mod:`~research.retrieval.corpus` reads corpora; :mod:`~research.retrieval.build` embeds one into
   an index (:mod:`~research.retrieval.ann` sizes its vector index); :mod:`~research.retrieval.index`
   opens and searches it; :mod:`~research.retrieval.batching` merges concurrent searches;
-  :mod:`~research.retrieval.service` serves them over HTTP.
+  :mod:`~research.retrieval.service` serves them over HTTP; :mod:`~research.retrieval.remote` and
+  :mod:`~research.retrieval.web` search a running retriever or the web instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from research.retrieval.index import IndexMismatchError, PassageIndex, connect
     from research.retrieval.remote import RETRIEVER_APIS, RemoteIndex, RetrieverAPI, RetrieverUnavailable
     from research.retrieval.service import Searcher, dropin_router, v1_search_router
+    from research.retrieval.web import WEB_PROVIDERS, WebCache, WebProvider, WebSearch
 
 _HOME = {
     "batching": ("BatchingRetriever", "FetchUnsupported", "ModeRetriever", "SearchTimeout"),
@@ -35,6 +37,7 @@ _HOME = {
     "index": ("IndexMismatchError", "PassageIndex", "connect"),
     "remote": ("RETRIEVER_APIS", "RemoteIndex", "RetrieverAPI", "RetrieverUnavailable"),
     "service": ("Searcher", "dropin_router", "v1_search_router"),
+    "web": ("WEB_PROVIDERS", "WebCache", "WebProvider", "WebSearch"),
 }
 _MODULE = {name: module for module, names in _HOME.items() for name in names}
 
@@ -51,6 +54,7 @@ __all__ = [
     "REGISTRY",
     "RETRIEVER_APIS",
     "SEARCH_MODES",
+    "WEB_PROVIDERS",
     "BatchingRetriever",
     "Embedder",
     "EmbedderSpec",
@@ -67,6 +71,9 @@ __all__ = [
     "SearchMode",
     "SearchTimeout",
     "Searcher",
+    "WebCache",
+    "WebProvider",
+    "WebSearch",
     "build_index",
     "connect",
     "dropin_router",

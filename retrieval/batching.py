@@ -28,6 +28,7 @@ from research.wire import Passage, SearchMode
 
 if TYPE_CHECKING:
     from research.retrieval.remote import RemoteIndex
+    from research.retrieval.web import WebSearch
 
 
 class SearchTimeout(Exception):
@@ -49,10 +50,12 @@ class _Request:
 
 
 class BatchingRetriever:
-    """Async retriever over a :class:`PassageIndex` (or a running retriever, :class:`RemoteIndex`) that merges
-    concurrent searches."""
+    """Async retriever over a :class:`PassageIndex` (or a running retriever, :class:`RemoteIndex`, or the web,
+    :class:`WebSearch`) that merges concurrent searches."""
 
-    def __init__(self, index: PassageIndex | RemoteIndex, *, max_batch: int = 256, workers: int = 4) -> None:
+    def __init__(
+        self, index: PassageIndex | RemoteIndex | WebSearch, *, max_batch: int = 256, workers: int = 4
+    ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.index = index

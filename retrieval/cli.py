@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 from research.cli import Listen, add_fields, check_at_least_one, from_args, run_command, show_logs
 from research.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
 from research.retrieval.remote import RemoteIndex, RetrieverAPI, infer_api
+from research.retrieval.web import PROVIDERS, WebProvider
 from research.wire import SearchMode
 
 if TYPE_CHECKING:
     from research.retrieval.batching import BatchingRetriever
     from research.retrieval.index import PassageIndex
+    from research.retrieval.web import WebSearch
 
 log = logging.getLogger("research.retrieval")
 
@@ -62,22 +64,62 @@ class RetrieverArgs(IndexArgs):
     (.../batch_search) or a research-serve / research-index serve (.../v1/search)"""
     retriever_api: RetrieverAPI | None = None
     """the API --retriever speaks (default: inferred from the URL's path)"""
+    web_search: WebProvider | None = None
+    """or search the web instead: searxng (self-hosted: --web-search-url), brave ($BRAVE_API_KEY), tavily
+    ($TAVILY_API_KEY) or serper ($SERPER_API_KEY); each result a passage with its URL"""
+    web_search_url: str | None = None
+    """the web search API's endpoint (SearXNG's, e.g. http://localhost:8080/search; default: the provider's own)"""
+    web_fetch_pages: bool = False
+    """read each web result's page for its main text (trafilatura; at most 10 s, 2 MB and 200 words a page)
+    instead of the provider's snippet"""
+    web_cache_ttl: float = 7 * 86400
+    """seconds a query's web results are reused from $RESEARCH_CACHE/web-search.sqlite (default a week; 0: no
+    cache), so a repeated evaluation or epoch makes no provider call"""
+    web_concurrency: int = 4
+    """web search API calls at once"""
     search_workers: int = 4
     """index reads run at once (each a batch of queued searches); one stuck read does not stall the rest"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_at_least_one(self, "search_workers")
-        if self.index and self.retriever:
-            raise ValueError("give --index or --retriever, not both")
+        check_at_least_one(self, "web_concurrency")
+        if sum(map(bool, (self.index, self.retriever, self.web_search))) > 1:
+            raise ValueError("give one of --index, --retriever and --web-search")
         if self.retriever_api and not self.retriever:
             raise ValueError("--retriever-api goes with --retriever")
+        if (self.web_search_url or self.web_fetch_pages) and not self.web_search:
+            raise ValueError("--web-search-url and --web-fetch-pages go with --web-search")
+        if self.web_cache_ttl < 0:
+            raise ValueError(f"--web-cache-ttl must be at least 0, got {self.web_cache_ttl:g}")
+        if self.web_search:  # a missing key or URL is said before any model loads
+            PROVIDERS[self.web_search].resolve(self.web_search_url, None)
+
+    @property
+    def searched(self) -> str | None:
+        """Where searches go, as one value (None: nowhere): the index, the retriever's URL or the web provider."""
+        if self.web_search:
+            return f"web:{self.web_search}" + (":pages" if self.web_fetch_pages else "")
+        return self.index or self.retriever
 
     @property
     def source(self) -> str:
         """What is searched, in words (for logs)."""
+        if self.web_search:
+            return f"the web ({self.web_search})"
         return f"the {self.retriever_api or infer_api(self.retriever)} retriever at {self.retriever}" \
             if self.retriever else f"the index at {self.index}"  # fmt: skip
+
+    def web(self) -> WebSearch:
+        """The web search, its results cached on local disk unless ``web_cache_ttl`` is 0."""
+        from research.retrieval.web import PageReader, WebCache, WebSearch, default_cache_path
+
+        assert self.web_search is not None
+        cache = WebCache(default_cache_path(), self.web_cache_ttl) if self.web_cache_ttl else None
+        pages = PageReader() if self.web_fetch_pages else None
+        return WebSearch(
+            self.web_search, self.web_search_url, pages=pages, cache=cache, concurrency=self.web_concurrency
+        )
 
     def remote(self) -> RemoteIndex:
         """The running retriever, its API named or inferred (and the inference logged)."""
@@ -92,13 +134,21 @@ class RetrieverArgs(IndexArgs):
         requests)."""
         from research.retrieval.batching import BatchingRetriever
 
-        if not (self.index or self.retriever):
-            raise ValueError("searches need a passage index: give --index PATH_OR_URI or --retriever URL")
+        if not (self.index or self.retriever or self.web_search):
+            raise ValueError("searches need passages: give --index PATH_OR_URI, --retriever URL or --web-search "
+                             "PROVIDER")  # fmt: skip
         if self.retriever:
             return BatchingRetriever(self.remote(), workers=self.search_workers)
+        if self.web_search:
+            return BatchingRetriever(self.web(), workers=self.search_workers)
         index = self.open()
         index.warm_up()
         return BatchingRetriever(index, workers=self.search_workers)
+
+
+REMOTE = ("retriever", "retriever_api", "web_search", "web_search_url", "web_fetch_pages", "web_cache_ttl",
+          "web_concurrency")  # fmt: skip
+"""RetrieverArgs' fields for searching elsewhere than a local index (research-index reads its own)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,7 +311,7 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=summary, description=description)
         if command is Search:
             s.add_argument("queries", nargs="+", help="one or more queries")
-        add_fields(s, command, skip={"queries", "retriever", "retriever_api"}, required={"index"})  # a local index
+        add_fields(s, command, skip={"queries", *REMOTE}, required={"index"})  # a local index
     return p
 
 

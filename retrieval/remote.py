@@ -72,7 +72,7 @@ _SCORED_BATCH = TypeAdapter(tuple[list[list[Document]], list[list[float | None]]
 """ReSearch's ``/batch_search`` reply with ``return_score`` (:data:`~research.wire.ReSearchBatchReply`), as asked."""
 
 
-def _retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in (408, 429) or exc.response.status_code >= 500
     return isinstance(exc, httpx.TransportError)
@@ -88,6 +88,21 @@ def _retry_after(state: RetryCallState) -> float | None:
     return None
 
 
+def retrying(service: str, attempts: int) -> Retrying:
+    """Up to ``attempts`` tries of a call to ``service`` (named in the log): connection errors, 408, 429 and 5xx
+    are retried after exponential backoff, or after the reply's ``Retry-After`` (at most :data:`MAX_RETRY_AFTER`)."""
+    backoff = wait_exponential(multiplier=0.5, max=8)
+    return Retrying(
+        retry=retry_if_exception(retryable),
+        stop=stop_after_attempt(attempts),
+        wait=lambda state: _retry_after(state) or backoff(state),
+        before_sleep=lambda state: log.warning(
+            "%s failed (%s); retrying", service, state.outcome and state.outcome.exception()
+        ),
+        reraise=True,
+    )
+
+
 class RemoteIndex:
     """A running retriever at ``url`` speaking ``api`` (inferred from the URL's path when None).
 
@@ -100,16 +115,7 @@ class RemoteIndex:
         self.api: RetrieverAPI = api or infer_api(url)
         self.uri = endpoint(url, self.api)
         self._http = httpx.Client(timeout=timeout)
-        backoff = wait_exponential(multiplier=0.5, max=8)
-        self._retrying = Retrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(attempts),
-            wait=lambda state: _retry_after(state) or backoff(state),
-            before_sleep=lambda state: log.warning(
-                "the retriever at %s failed (%s); retrying", self.uri, state.outcome and state.outcome.exception()
-            ),
-            reraise=True,
-        )
+        self._retrying = retrying(f"the retriever at {self.uri}", attempts)
 
     def __repr__(self) -> str:
         return f"{self.api} retriever at {self.uri}"
@@ -125,7 +131,7 @@ class RemoteIndex:
             body = self._retrying(self._post, self._request(list(queries), k, mode))
         except httpx.HTTPStatusError as exc:
             status = exc.response.status_code
-            if not _retryable(exc):
+            if not retryable(exc):
                 raise ValueError(
                     f"the retriever at {self.uri} refused the search ({status}): {exc.response.text[:200]}"
                 ) from exc

@@ -135,10 +135,35 @@ class ChatCompletionRequest(CompletionFields):
 # -- the reply ----------------------------------------------------------------------------------
 
 
+class URLCitation(BaseModel):
+    url: str
+    title: str
+    start_index: int
+    end_index: int
+
+
+class Annotation(BaseModel):
+    """A web page the answer was given (OpenAI's ``url_citation``), over the whole content."""
+
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: URLCitation
+
+
+def url_citations(out: Reply) -> list[Annotation] | None:
+    """The web pages among the reply's citations (None when it cites an index's passages only)."""
+    pages = [
+        Annotation(url_citation=URLCitation(url=c.url, title=c.title, start_index=0, end_index=len(out.content)))
+        for c in out.citations
+        if c.url
+    ]
+    return pages or None
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
     refusal: None = None
+    annotations: list[Annotation] | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
     # -- extensions --
@@ -173,6 +198,7 @@ class ChatDelta(Delta):
     searches: list[SearchDelta] | None = None
     answer: str | None = None
     citations: list[Citation] | None = None
+    annotations: list[Annotation] | None = None
 
 
 class ChatChunkChoice(BaseModel):
@@ -204,6 +230,7 @@ def chat_completion(job: Job, out: Reply) -> ChatCompletion:
         answer=out.answer,
         searches=out.searches,
         citations=out.citations,
+        annotations=url_citations(out),
     )
     choice = ChatChoice(message=message, finish_reason=out.finish_reason, stop_reason=out.stop_reason)
     return ChatCompletion(id=job.request_id, created=job.created, model=out.model, choices=[choice], usage=out.usage)
@@ -218,7 +245,8 @@ def chat_delta(job: Job, event: Event) -> ChatDelta | None:
     if isinstance(event, SearchIssued | SearchDone):
         return ChatDelta(searches=[SearchDelta.of(event)])
     assert isinstance(event, Done)
-    return ChatDelta(answer=event.reply.answer, citations=event.reply.citations)
+    pages = {"annotations": found} if (found := url_citations(event.reply)) else {}
+    return ChatDelta(answer=event.reply.answer, citations=event.reply.citations, **pages)
 
 
 async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[ChatCompletionChunk]:

@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
         prog="research-serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_fields(p, ServeArgs, required={"model"})
-    add_fields(p.add_argument_group("passages (--index or --retriever)"), RetrieverArgs)
+    add_fields(p.add_argument_group("passages (--index, --retriever or --web-search)"), RetrieverArgs)
     add_fields(p.add_argument_group("engine"), EngineArgs)
     add_fields(p.add_argument_group("limits and access"), ServerConfig, skip={"model_name", "template"})
     return p

@@ -35,7 +35,8 @@ INSTRUCTIONS = (
 
 
 def passage_url(title: str) -> str:
-    """A stable URL for a wiki-18 passage: its Wikipedia article's (the corpus is a 2018 Wikipedia dump).
+    """A stable URL for a wiki-18 passage: its Wikipedia article's (the corpus is a 2018 Wikipedia dump); a web
+    search's passage has its own.
 
     >>> passage_url("Ray Charles (album)")
     'https://en.wikipedia.org/wiki/Ray_Charles_(album)'
@@ -53,7 +54,7 @@ class Result(BaseModel):
 
     @classmethod
     def of(cls, p: Passage) -> Result:
-        return cls(id=p.id, title=p.title, url=passage_url(p.title), text=p.text)
+        return cls(id=p.id, title=p.title, url=p.url or passage_url(p.title), text=p.text)
 
 
 class SearchResults(BaseModel):
@@ -103,7 +104,7 @@ class Answer(BaseModel):
             answer=reply.answer,
             searches=[SearchMade(query=s.query, results=[Result.of(p) for p in s.results]) for s in reply.searches],
             citations=[
-                Cited(id=c.id, title=c.title, url=passage_url(c.title), search_index=c.search_index)
+                Cited(id=c.id, title=c.title, url=c.url or passage_url(c.title), search_index=c.search_index)
                 for c in reply.citations
             ],
             finish_reason=reply.finish_reason,

@@ -1,7 +1,7 @@
 """What the Responses API sends: output items, the response object and the stream events.
 
 Shaped as the ``openai`` SDK types them (``ResponseReasoningItem``, ``ResponseFileSearchToolCall``,
-``ResponseOutputMessage``, the ``Response*Event`` family), so its ``responses.stream()``
+``ResponseFunctionWebSearch``, ``ResponseOutputMessage``, the ``Response*Event`` family), so its ``responses.stream()``
 accumulates our stream; :class:`~research.server.responses.ResponseBuilder` makes them.
 """
 
@@ -51,6 +51,27 @@ class FileSearchCallItem(BaseModel):
     results: list[FileSearchResult] | None = None
 
 
+class SearchSource(BaseModel):
+    type: Literal["url"] = "url"
+    url: str
+
+
+class WebSearchAction(BaseModel):
+    type: Literal["search"] = "search"
+    query: str
+    sources: list[SearchSource] | None = None
+    """The pages found, when the request's ``include`` has ``web_search_call.action.sources``."""
+
+
+class WebSearchCallItem(BaseModel):
+    """One search of the loop on the web (``--web-search``): the query the model wrote and, when asked, the pages."""
+
+    id: str
+    type: Literal["web_search_call"] = "web_search_call"
+    status: Literal["in_progress", "searching", "completed"]
+    action: WebSearchAction
+
+
 class FileCitation(BaseModel):
     type: Literal["file_citation"] = "file_citation"
     file_id: str
@@ -58,10 +79,20 @@ class FileCitation(BaseModel):
     index: int
 
 
+class URLCitation(BaseModel):
+    """A web page the answer was given, over the whole text."""
+
+    type: Literal["url_citation"] = "url_citation"
+    url: str
+    title: str
+    start_index: int
+    end_index: int
+
+
 class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
-    annotations: list[FileCitation] = Field(default_factory=list)
+    annotations: list[FileCitation | URLCitation] = Field(default_factory=list)
     logprobs: list[Any] = Field(default_factory=list)
 
 
@@ -73,7 +104,7 @@ class MessageItem(BaseModel):
     content: list[OutputText]
 
 
-OutputItem = ReasoningItem | FileSearchCallItem | MessageItem
+OutputItem = ReasoningItem | FileSearchCallItem | WebSearchCallItem | MessageItem
 
 
 class ResponseUsage(BaseModel):
@@ -136,7 +167,8 @@ class OutputItemEvent(StreamEvent):
 
 
 class ItemEvent(StreamEvent):
-    """An event about one output item: ``response.file_search_call.in_progress``, ``.searching``, ``.completed``."""
+    """An event about one output item: ``response.file_search_call.in_progress``, ``.searching``, ``.completed``
+    (``response.web_search_call.*`` likewise)."""
 
     item_id: str
     output_index: int

@@ -4,8 +4,11 @@ A run becomes output items in the order they happen: a ``reasoning`` item for th
 model's thinking up to each search (its text as the summary), one ``file_search_call``
 item per search (the query, then the passages as results: ``file_id`` is the passage
 id, ``filename`` its title), and the ``message`` whose ``output_text`` is the answer
-text, with the passages it was given as ``file_citation`` annotations. Result blocks
-fed back to the model are not repeated as reasoning: they are the search items' results.
+text, with the passages it was given as ``file_citation`` annotations. Searching the web
+(``--web-search``), each search is a ``web_search_call`` item instead (the query; the pages'
+URLs as ``action.sources`` when ``include`` asks for ``web_search_call.action.sources``) and
+the pages are ``url_citation`` annotations. Result blocks fed back to the model are not
+repeated as reasoning: they are the search items' results.
 
 :class:`ResponseBuilder` makes both the stream's events (the sequence the ``openai``
 SDK's ``responses.stream()`` accumulates) and the final response object, so a
@@ -51,12 +54,16 @@ from research.server.response_items import (
     ResponseEvent,
     ResponseObject,
     ResponseUsage,
+    SearchSource,
     StreamEvent,
     SummaryPartEvent,
     SummaryText,
     SummaryTextDelta,
     SummaryTextDone,
     Tool,
+    URLCitation,
+    WebSearchAction,
+    WebSearchCallItem,
 )
 from research.server.routing import Generation, generation_responses, sse
 from research.server.serving import Job
@@ -236,9 +243,12 @@ class ResponseBuilder:
     Events carry snapshots (copies) of the items and the response, which keep growing.
     """
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, *, web: bool = False) -> None:
         body = job.body
         assert isinstance(body, ResponsesRequest)
+        self.web = web
+        """Searches are ``web_search_call`` items (else ``file_search_call``)."""
+        self.sources = "web_search_call.action.sources" in (body.include or [])
         self.response = ResponseObject(
             id=job.request_id,
             created_at=job.created,
@@ -288,24 +298,27 @@ class ResponseBuilder:
                 return []
             return self._reasoning(event.text) if isinstance(event, Reasoning) else self._content(event.text)
         if isinstance(event, SearchIssued):
-            item = FileSearchCallItem(id=_id("fs"), status="in_progress", queries=[event.query])
-            out = [
-                *self._close(),
-                *self._add(item),
-                self._about(ItemEvent, "response.file_search_call.in_progress", item),
-            ]
+            item: FileSearchCallItem | WebSearchCallItem = (
+                WebSearchCallItem(id=_id("ws"), status="in_progress", action=WebSearchAction(query=event.query))
+                if self.web
+                else FileSearchCallItem(id=_id("fs"), status="in_progress", queries=[event.query])
+            )
+            out = [*self._close(), *self._add(item), self._about(ItemEvent, f"response.{item.type}.in_progress", item)]
             item.status = "searching"
-            return [*out, self._about(ItemEvent, "response.file_search_call.searching", item)]
+            return [*out, self._about(ItemEvent, f"response.{item.type}.searching", item)]
         if isinstance(event, SearchDone):
             item = self._open  # the loop finishes a search before anything else happens
-            assert isinstance(item, FileSearchCallItem)
+            assert isinstance(item, FileSearchCallItem | WebSearchCallItem)
             item.status = "completed"
-            item.results = [
-                FileSearchResult(file_id=p.id, filename=p.title, score=p.score, text=p.text)
-                for p in event.search.results
-            ]
+            found = event.search.results
+            if isinstance(item, FileSearchCallItem):
+                item.results = [
+                    FileSearchResult(file_id=p.id, filename=p.title, score=p.score, text=p.text) for p in found
+                ]
+            elif self.sources:
+                item.action.sources = [SearchSource(url=p.url or p.id) for p in found]
             self._open = None
-            completed = self._about(ItemEvent, "response.file_search_call.completed", item)
+            completed = self._about(ItemEvent, f"response.{item.type}.completed", item)
             return [completed, self._item("response.output_item.done", item)]
         assert isinstance(event, Done)
         return self._finish(event.reply)
@@ -393,7 +406,10 @@ class ResponseBuilder:
         assert isinstance(message, MessageItem)
         text = message.content[0].text
         message.content[0].annotations = [
-            FileCitation(file_id=c.id, filename=c.title, index=len(text)) for c in out.citations
+            URLCitation(url=c.url, title=c.title, start_index=0, end_index=len(text))
+            if c.url
+            else FileCitation(file_id=c.id, filename=c.title, index=len(text))
+            for c in out.citations
         ]
         complete = out.finish_reason == "stop"
         message.status = "completed" if complete else "incomplete"
@@ -410,9 +426,9 @@ class ResponseBuilder:
         return [*events, self._lifecycle("response.completed" if complete else "response.incomplete")]
 
 
-async def response_events(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[StreamEvent]:
-    """The Responses API stream for one run."""
-    builder = ResponseBuilder(job)
+async def response_events(job: Job, events: AsyncIterator[Event], *, web: bool) -> AsyncIterator[StreamEvent]:
+    """The Responses API stream for one run (``web``: its searches are web searches)."""
+    builder = ResponseBuilder(job, web=web)
     for event in builder.start():
         yield event
     async for event in events:
@@ -420,9 +436,9 @@ async def response_events(job: Job, events: AsyncIterator[Event]) -> AsyncIterat
             yield out
 
 
-async def response_object(job: Job, events: AsyncIterator[Event]) -> ResponseObject:
+async def response_object(job: Job, events: AsyncIterator[Event], *, web: bool) -> ResponseObject:
     """The whole response (non-streaming): the same items, built by the same code."""
-    builder = ResponseBuilder(job)
+    builder = ResponseBuilder(job, web=web)
     builder.start()
     async for event in events:
         builder.feed(event)
@@ -443,8 +459,10 @@ def router(generation: Generation) -> APIRouter:
         job = server.job(body, await generation.chat_ids(request, body.messages()), "resp")
         if body.stream:
             return generation.stream(
-                job, lambda events: (sse(e, e.type) async for e in response_events(job, events)), done=False
+                job,
+                lambda events: (sse(e, e.type) async for e in response_events(job, events, web=server.searches_web)),
+                done=False,
             )
-        return await generation.reply(request, job, response_object(job, server.run(job)))
+        return await generation.reply(request, job, response_object(job, server.run(job), web=server.searches_web))
 
     return routes

@@ -34,7 +34,7 @@ from research.protocol import (
     Trajectory,
     stream_search_loop,
 )
-from research.retrieval import BatchingRetriever, ModeRetriever, RetrieverUnavailable, SearchTimeout
+from research.retrieval import BatchingRetriever, ModeRetriever, RetrieverUnavailable, SearchTimeout, WebSearch
 from research.server.metrics import Metrics
 from research.server.render import ReasoningSplitter, chat_prompt
 from research.server.requests import EFFORT_SEARCHES, Message, SamplingFields
@@ -127,6 +127,11 @@ class Server:
         self.metrics = Metrics()
         self.running = 0
         self._large_prompts = ThreadPoolExecutor(1, thread_name_prefix="large-prompts")
+
+    @property
+    def searches_web(self) -> bool:
+        """Its searches go to a web search provider (``--web-search``): the Responses API shows web search calls."""
+        return isinstance(self.retriever.index, WebSearch)
 
     async def close(self) -> None:
         self._large_prompts.shutdown(wait=False, cancel_futures=True)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from trl import GRPOConfig
 
 from research.cli import field_docs
-from research.retrieval import RetrieverAPI, RetrieverArgs
+from research.retrieval import RetrieverAPI, RetrieverArgs, WebProvider
 
 ALIASES = {
     "qwen2.5-7b": "Qwen/Qwen2.5-7B",
@@ -85,6 +85,9 @@ class TrainConfig(GRPOConfig):
     index: str | None = _ours(None, _RETRIEVER_HELP["index"] + " (the rollouts' searches)")
     retriever: str | None = _ours(None, _RETRIEVER_HELP["retriever"])
     retriever_api: RetrieverAPI | None = _ours(None, _RETRIEVER_HELP["retriever_api"])  # noqa: RUF009 (a field())
+    web_search: WebProvider | None = _ours(None, _RETRIEVER_HELP["web_search"])  # noqa: RUF009 (a field())
+    web_search_url: str | None = _ours(None, _RETRIEVER_HELP["web_search_url"])
+    web_fetch_pages: bool = _ours(False, _RETRIEVER_HELP["web_fetch_pages"])
     search_top_k: int = _ours(5, "passages per search (the paper's 5)")
     max_prompt_tokens: int = _ours(512, "questions whose prompt is longer are left out (the paper's 512)")
     prompts_per_step: int = _ours(
@@ -138,13 +141,16 @@ class TrainConfig(GRPOConfig):
 
     def retriever_args(self) -> RetrieverArgs:
         """Where the rollouts' searches go (:meth:`RetrieverArgs.open_retriever` opens it)."""
-        return RetrieverArgs(index=self.index, retriever=self.retriever, retriever_api=self.retriever_api)
+        return RetrieverArgs(
+            index=self.index, retriever=self.retriever, retriever_api=self.retriever_api, web_search=self.web_search,
+            web_search_url=self.web_search_url, web_fetch_pages=self.web_fetch_pages,
+        )  # fmt: skip
 
     def _check(self) -> None:
         """ReSearch's checks, each naming its field, before TRL's own."""
         if (self.num_generations or 0) < 2:
             raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
-        self.retriever_args()  # --index or --retriever, not both
+        self.retriever_args()  # one of --index, --retriever and --web-search
         if (self.generation == "vllm-server") != bool(self.vllm_server_base_url) and self.generation != "auto":
             raise ValueError("--generation vllm-server and --vllm-server-base-url go together")
         positive = ("learning_rate", "max_prompt_tokens", "max_completion_length", "prompts_per_step", "search_top_k",

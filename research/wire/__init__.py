@@ -27,7 +27,8 @@ MAX_K = 100
 class Passage:
     """A retrieved passage: ``contents`` is wiki-18's ``"Title"\\ntext``, exactly what the model reads.
 
-    ``title`` and ``text`` are derived from it (and sent with it).
+    ``title`` and ``text`` are derived from it (and sent with it); ``url`` is the page a web search found
+    it on (None for an index's passages).
 
     >>> p = Passage("7", '"Paris"\\nParis is the capital of France.', 0.9)
     >>> p.title, p.text
@@ -37,6 +38,7 @@ class Passage:
     id: str
     contents: str
     score: float | None = None
+    url: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -65,6 +67,8 @@ class Citation(BaseModel):
     title: str
     score: float | None = None
     search_index: int
+    url: str | None = None
+    """The web page, for a web search's passage."""
 
 
 def citations(searches: list[Search]) -> list[Citation]:
@@ -72,7 +76,7 @@ def citations(searches: list[Search]) -> list[Citation]:
     seen: dict[str, Citation] = {}
     for search in searches:
         for p in search.results:
-            seen.setdefault(p.id, Citation(id=p.id, title=p.title, score=p.score, search_index=search.index))
+            seen.setdefault(p.id, Citation(id=p.id, title=p.title, score=p.score, search_index=search.index, url=p.url))
     return list(seen.values())
 
 

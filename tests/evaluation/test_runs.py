@@ -201,3 +201,36 @@ def test_a_start_that_cannot_load_its_index_leaves_no_run_folder(tmp_path, datas
     failed = run_main(eval_main, args)
     assert failed.returncode == 2 and "no passage index at" in failed.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+async def test_a_second_identical_run_on_the_web_makes_no_provider_call(
+    tmp_path, model_path, script_index, monkeypatch
+):
+    """``--web-search``: the first run asks the provider (Tavily's API, replayed: no provider can be reached from
+    here), the second finds every query in the on-disk cache."""
+    from research.cli import from_args
+    from research.engines.args import EngineArgs
+    from research.evaluation.cli import EvalConfig, evaluate, parser
+    from tests.support.web_providers import KEY, Replay
+
+    monkeypatch.setenv("RESEARCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TAVILY_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    replay = Replay(script_index)
+    uv, task, replay.base = await start_app(replay.app)
+    dataset = tmp_path / "questions.jsonl"
+    dataset.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS[:2]))
+    summaries, calls = [], []
+    for run in ("first", "second"):
+        args = parser().parse_args([
+            "--out", str(tmp_path / run), "--dataset", f"script={dataset}", "--model", str(model_path),
+            "--web-search", "tavily", "--web-search-url", replay.url("tavily"), "--engine", "transformers",
+            "--template", "instruct", "--max-tokens", "512", "--methods", "research,naive-rag",
+        ])  # fmt: skip
+        summaries.append(await evaluate(from_args(EvalConfig, args), from_args(EngineArgs, args)))
+        calls.append(len(replay.calls))
+    await stop(uv, task)
+    assert calls[0] >= 3 and calls[1] == calls[0]  # research searched at least once a question, naive-rag once
+    assert summaries[0] == summaries[1]
+    fr = json.loads((tmp_path / "second" / "traces/script/research.jsonl").read_text().splitlines()[0])
+    assert fr["id"] == "fr" and fr["answer"] == SCRIPT_ANSWER

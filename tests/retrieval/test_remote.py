@@ -125,7 +125,7 @@ def test_a_retriever_nobody_listens_on_is_unreachable():
     ("args", "message"),
     [
         ({"retriever": "http://h:8000/"}, "cannot tell which API http://h:8000/ speaks"),
-        ({"retriever": "http://h/retrieve", "index": "./wiki18"}, "give --index or --retriever, not both"),
+        ({"retriever": "http://h/retrieve", "index": "./wiki18"}, "give one of --index, --retriever and --web-search"),
         ({"retriever_api": "search-r1"}, "--retriever-api goes with --retriever"),
         ({}, "give --index PATH_OR_URI or --retriever URL"),
     ],

@@ -1,0 +1,366 @@
+"""Search the web: SearXNG, Brave Search, Tavily or Serper as the search loop's retriever.
+
+:class:`WebSearch` has :class:`~research.retrieval.index.PassageIndex`'s shape (a blocking,
+batched ``search``), so :class:`~research.retrieval.batching.BatchingRetriever` fronts it as it
+fronts LanceDB. Each result becomes a :class:`~research.wire.Passage` whose ``id`` and ``url``
+are the page's URL and whose ``contents`` is ``"Title"\\ntext`` (the provider's snippet, or the
+page's main text with ``fetch_pages``): the result block the model reads has wiki-18's shape.
+
+* Provider calls are retried on connection errors, 408, 429 and 5xx with backoff, honouring
+  ``Retry-After`` (the retry policy of :mod:`~research.retrieval.remote`); at most
+  ``concurrency`` run at once. A provider that stays down, refuses the key or answers with a
+  body that is not its API's fails the search with
+  :class:`~research.retrieval.remote.RetrieverUnavailable`, naming the provider.
+* :class:`WebCache` keeps each query's results on local disk (SQLite) for ``ttl`` seconds: a
+  repeated evaluation or training epoch makes no provider call.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from research.retrieval.remote import RetrieverUnavailable, retrying
+from research.wire import Passage, SearchMode
+
+log = logging.getLogger("research.retrieval")
+
+WebProvider = Literal["searxng", "brave", "tavily", "serper"]
+WEB_PROVIDERS: tuple[WebProvider, ...] = get_args(WebProvider)
+PAGE_TIMEOUT = 10.0
+"""Seconds one page fetch may take (``fetch_pages``); then the provider's snippet stands."""
+PAGE_BYTES = 2 * 2**20
+"""Most bytes of a page read (``fetch_pages``); the rest is not downloaded."""
+PAGE_WORDS = 200
+"""Most words of a page's main text kept as its passage (wiki-18 passages are 100 words)."""
+
+
+# -- what each provider sends back (the documented fields we read) ---------------------------------
+
+
+class _Hit(BaseModel):
+    """One result, whatever the provider: its page, title and text."""
+
+    url: str
+    title: str
+    text: str
+    score: float | None = None
+
+
+class _Result(BaseModel):
+    """A SearXNG or Tavily result."""
+
+    url: str
+    title: str = ""
+    content: str = ""
+    score: float | None = None
+
+
+class _Results(BaseModel):
+    """SearXNG's and Tavily's reply."""
+
+    results: list[_Result]
+
+    @classmethod
+    def hits(cls, body: Any) -> list[_Hit]:
+        return [_Hit(url=r.url, title=r.title, text=r.content, score=r.score) for r in cls.model_validate(body).results]
+
+
+class _BraveResult(BaseModel):
+    url: str
+    title: str = ""
+    description: str = ""
+    extra_snippets: list[str] = []
+
+
+class _BraveWeb(BaseModel):
+    results: list[_BraveResult] = []
+
+
+class _BraveReply(BaseModel):
+    web: _BraveWeb | None = None
+    """Absent when nothing was found."""
+
+
+class _SerperResult(BaseModel):
+    link: str
+    title: str = ""
+    snippet: str = ""
+
+
+class _SerperReply(BaseModel):
+    organic: list[_SerperResult] = []
+
+
+def plain(text: str) -> str:
+    """A snippet without markup: tags dropped, entities decoded, whitespace collapsed.
+
+    >>> plain("The <strong>Eiffel</strong> Tower &amp; its  history")
+    'The Eiffel Tower & its history'
+    """
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", text)).split())
+
+
+class Provider:
+    """A web search API: where it is, which key it takes, how to ask it and how to read its reply."""
+
+    name: ClassVar[WebProvider]
+    url: ClassVar[str | None]
+    """Its public endpoint (None: self-hosted, give the URL)."""
+    keys: ClassVar[tuple[str, ...]] = ()
+    """Environment variables its API key is read from, first set wins (none: no key)."""
+    most: ClassVar[int] = 20
+    """Most results one call returns."""
+
+    @classmethod
+    def resolve(cls, url: str | None, key: str | None) -> tuple[str, str | None]:
+        """The endpoint and key to use (defaults: its public endpoint, its environment variables), or a
+        ValueError saying which is missing."""
+        url = url or cls.url
+        if url is None:
+            raise ValueError(f"--web-search {cls.name} is self-hosted: give its URL with --web-search-url "
+                             "(e.g. http://localhost:8080/search, with JSON enabled in its settings.yml)")  # fmt: skip
+        key = key or next((os.environ[v] for v in cls.keys if os.environ.get(v)), None)
+        if cls.keys and not key:
+            raise ValueError(f"--web-search {cls.name} needs an API key in ${' or $'.join(cls.keys)}")
+        return url, key
+
+    def request(self, url: str, key: str | None, query: str, k: int) -> httpx.Request:
+        raise NotImplementedError
+
+    def hits(self, body: Any) -> list[_Hit]:
+        raise NotImplementedError
+
+
+class Searxng(Provider):
+    name, url = "searxng", None
+
+    def request(self, url: str, key: str | None, query: str, k: int) -> httpx.Request:
+        return httpx.Request("GET", url, params={"q": query, "format": "json"})
+
+    def hits(self, body: Any) -> list[_Hit]:
+        return _Results.hits(body)
+
+
+class Brave(Provider):
+    name, url = "brave", "https://api.search.brave.com/res/v1/web/search"
+    keys = ("BRAVE_API_KEY", "BRAVE_SEARCH_API_KEY")
+
+    def request(self, url: str, key: str | None, query: str, k: int) -> httpx.Request:
+        headers = {"Accept": "application/json", "X-Subscription-Token": key or ""}
+        return httpx.Request("GET", url, params={"q": query, "count": min(k, self.most)}, headers=headers)
+
+    def hits(self, body: Any) -> list[_Hit]:
+        web = _BraveReply.model_validate(body).web
+        return [
+            _Hit(url=r.url, title=r.title, text=" ".join([r.description, *r.extra_snippets]))
+            for r in (web.results if web else [])
+        ]
+
+
+class Tavily(Provider):
+    name, url = "tavily", "https://api.tavily.com/search"
+    keys = ("TAVILY_API_KEY",)
+
+    def request(self, url: str, key: str | None, query: str, k: int) -> httpx.Request:
+        body = {"query": query, "max_results": min(k, self.most)}
+        return httpx.Request("POST", url, json=body, headers={"Authorization": f"Bearer {key}"})
+
+    def hits(self, body: Any) -> list[_Hit]:
+        return _Results.hits(body)
+
+
+class Serper(Provider):
+    name, url = "serper", "https://google.serper.dev/search"
+    keys = ("SERPER_API_KEY",)
+    most = 100
+
+    def request(self, url: str, key: str | None, query: str, k: int) -> httpx.Request:
+        return httpx.Request("POST", url, json={"q": query, "num": min(k, self.most)}, headers={"X-API-KEY": key or ""})
+
+    def hits(self, body: Any) -> list[_Hit]:
+        return [_Hit(url=r.link, title=r.title, text=r.snippet) for r in _SerperReply.model_validate(body).organic]
+
+
+PROVIDERS: dict[WebProvider, type[Provider]] = {p.name: p for p in (Searxng, Brave, Tavily, Serper)}
+
+
+def default_cache_path() -> Path:
+    """``$RESEARCH_CACHE/web-search.sqlite`` (default ``~/.cache/research``)."""
+    return Path(os.environ.get("RESEARCH_CACHE", Path.home() / ".cache" / "research")) / "web-search.sqlite"
+
+
+class WebCache:
+    """Each query's passages on local disk (SQLite), reused for ``ttl`` seconds; safe across threads and
+    processes (a server and an evaluation may share one file)."""
+
+    def __init__(self, path: str | Path, ttl: float) -> None:
+        self.path, self.ttl = Path(path), ttl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, stored REAL, passages TEXT)")
+
+    def get(self, key: str) -> list[Passage] | None:
+        with self._lock:
+            row = self._db.execute("SELECT stored, passages FROM results WHERE key = ?", (key,)).fetchone()
+        if row is None or time.time() - row[0] > self.ttl:
+            return None
+        return [Passage(*fields) for fields in json.loads(row[1])]
+
+    def put(self, key: str, passages: list[Passage]) -> None:
+        rows = json.dumps([[p.id, p.contents, p.score, p.url] for p in passages])
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (key, time.time(), rows))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PageReader:
+    """A page's main text (trafilatura): its first ``words`` words, read within ``timeout`` seconds and
+    ``max_bytes`` bytes."""
+
+    def __init__(self, *, timeout: float = PAGE_TIMEOUT, max_bytes: int = PAGE_BYTES, words: int = PAGE_WORDS) -> None:
+        try:
+            import trafilatura
+        except ImportError as exc:
+            raise ValueError("--web-fetch-pages needs trafilatura: pip install 'research-serve[web]'") from exc
+        self._extract = trafilatura.extract
+        self.timeout, self.max_bytes, self.words = timeout, max_bytes, words
+        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        self._reads = ThreadPoolExecutor(8, thread_name_prefix="web-pages")
+
+    def read_all(self, pages: list[tuple[str, str]]) -> list[str | None]:
+        """:meth:`read` of each (url, title), several at once."""
+        return list(self._reads.map(lambda page: self.read(*page), pages))
+
+    def read(self, url: str, title: str = "") -> str | None:
+        """The page's main text (without a first line that is ``title``), None when it cannot be had in time
+        (a page past the deadline or the size bound is read as far as it came)."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            with self._http.stream("GET", url) as response:
+                response.raise_for_status()
+                page = bytearray()
+                for chunk in response.iter_bytes():
+                    page += chunk
+                    if len(page) >= self.max_bytes or time.monotonic() > deadline:
+                        break
+        except httpx.HTTPError as exc:
+            log.info("page %s not read (%s): its snippet stands", url, type(exc).__name__)
+            return None
+        lines = (self._extract(bytes(page[: self.max_bytes]), favor_precision=True) or "").splitlines()
+        if lines and lines[0].strip() == title:
+            lines = lines[1:]  # the page's heading: the passage has its title
+        return " ".join(" ".join(lines).split()[: self.words]) or None
+
+    def close(self) -> None:
+        self._reads.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+
+class WebSearch:
+    """A web search provider as the retriever.
+
+    ``url``: the provider's endpoint (SearXNG's ``http://host:8080/search``; the others default to
+    their public one); ``key``: its API key (default: from its environment variables);
+    ``pages``: reads each result's page for its text instead of the snippet; ``cache``: reuses
+    results; ``concurrency``: provider calls at once; ``timeout`` and ``attempts`` per call.
+    """
+
+    def __init__(
+        self,
+        provider: WebProvider,
+        url: str | None = None,
+        *,
+        key: str | None = None,
+        pages: PageReader | None = None,
+        cache: WebCache | None = None,
+        concurrency: int = 4,
+        timeout: float = 15.0,
+        attempts: int = 4,
+    ) -> None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown web search provider {provider!r}; choose one of {', '.join(WEB_PROVIDERS)}")
+        self.provider = PROVIDERS[provider]()
+        self.url, self.key = self.provider.resolve(url, key)
+        self.cache = cache
+        self.pages = pages
+        self._http = httpx.Client(timeout=timeout)
+        self._calls = ThreadPoolExecutor(concurrency, thread_name_prefix=f"web-{provider}")
+        self._retrying = retrying(repr(self), attempts)
+
+    def __repr__(self) -> str:
+        return f"{self.provider.name} web search at {self.url}"
+
+    def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
+        """Top-``k`` pages for each query, the cached ones without a provider call."""
+        if mode != "vector":
+            raise ValueError(f"the {self!r} ranks its own way: search_mode {mode!r} needs a local index")
+        return list(self._calls.map(lambda q: self._search(q, k), queries))
+
+    def _search(self, query: str, k: int) -> list[Passage]:
+        key = json.dumps([self.provider.name, self.url, query, k, self.pages is not None])
+        if self.cache and (cached := self.cache.get(key)) is not None:
+            return cached
+        passages = self._passages(self._hits(query, k))
+        if self.cache:
+            self.cache.put(key, passages)
+        return passages
+
+    def _hits(self, query: str, k: int) -> list[_Hit]:
+        try:
+            response = self._retrying(self._call, query, k)
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            why = "refused its API key" if status in (401, 403) else f"failed (HTTP {status})"
+            raise RetrieverUnavailable(f"the {self!r} {why}: {exc.response.text[:200]}") from exc
+        except httpx.TransportError as exc:
+            raise RetrieverUnavailable(f"the {self!r} is unreachable ({type(exc).__name__})") from exc
+        try:
+            hits = self.provider.hits(response.json())
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise RetrieverUnavailable(f"the {self!r} answered with a body that is not its API's") from exc
+        pages: dict[str, _Hit] = {}
+        for hit in hits:  # one passage a page, at its first rank
+            pages.setdefault(hit.url, hit)
+        return list(pages.values())[:k]
+
+    def _call(self, query: str, k: int) -> httpx.Response:
+        response = self._http.send(self.provider.request(self.url, self.key, query, k))
+        response.raise_for_status()
+        return response
+
+    def _passages(self, hits: list[_Hit]) -> list[Passage]:
+        titles = [plain(hit.title) or urlsplit(hit.url).netloc for hit in hits]
+        urls = [hit.url for hit in hits]
+        pages = self.pages.read_all(list(zip(urls, titles, strict=True))) if self.pages else [None] * len(hits)
+        passages = []
+        for hit, title, page in zip(hits, titles, pages, strict=True):
+            passages.append(Passage(hit.url, f'"{title}"\n{page or plain(hit.text)}', hit.score, hit.url))
+        return passages
+
+    def close(self) -> None:
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+        if self.pages:
+            self.pages.close()
+        if self.cache:
+            self.cache.close()
