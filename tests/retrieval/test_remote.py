@@ -127,7 +127,7 @@ def test_a_retriever_nobody_listens_on_is_unreachable():
         ({"retriever": "http://h:8000/"}, "cannot tell which API http://h:8000/ speaks"),
         ({"retriever": "http://h/retrieve", "index": "./wiki18"}, "give one of --index, --retriever and --web-search"),
         ({"retriever_api": "search-r1"}, "--retriever-api goes with --retriever"),
-        ({}, "give --index PATH_OR_URI or --retriever URL"),
+        ({}, "give --index PATH_OR_URI, --retriever URL or --web-search PROVIDER"),
     ],
 )
 def test_the_retriever_flags_refuse_what_cannot_work(args, message):
