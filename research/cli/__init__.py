@@ -119,8 +119,10 @@ class Listen:
             raise ValueError(f"--keep-alive must be positive, got {self.keep_alive:g}")
 
     def uvicorn_options(self) -> dict[str, Any]:
-        """Where and how uvicorn listens."""
-        return {"host": self.host, "port": self.port, "timeout_keep_alive": self.keep_alive}
+        """Where and how uvicorn listens: request heads bounded (:mod:`research.http_errors.head`)."""
+        from research.http_errors.head import BoundedHead
+
+        return {"host": self.host, "port": self.port, "timeout_keep_alive": self.keep_alive, "http": BoundedHead}
 
 
 def cli_flags(options: Mapping[str, Any]) -> list[str]:
