@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from research.retrieval.ann import ANN_MIN_ROWS, ann_index
 from research.retrieval.embedders import Embedder
 from research.retrieval.index import META, TABLE, PassageIndex, check_embedder
+from research.retrieval.ledger import LOG_TABLE, Digest, IdHashes, id_hashes
 from research.retrieval.pipeline import embed_chunks
 from research.wire import Passage
 
@@ -80,31 +82,88 @@ class Embedded:
         return embed_chunks(self.embedder, ((batch, [p.contents for p in batch]) for batch in batches))
 
 
-def _unique(batch: list[Passage], seen: set[str]) -> list[Passage]:
-    """``batch``, once its ids are checked against every id before it (``seen``, which it joins)."""
-    for p in batch:
-        if p.id in seen:
-            raise ValueError(f"the passage id {p.id!r} appears twice in the corpus: ids must be unique")
-        seen.add(p.id)
-    return batch
+_LOG_SCHEMA = pa.schema([pa.field("rows", pa.int64()), pa.field("digest", pa.string())])
 
 
-def _committed_prefix(tbl: Any, passages: Iterator[Passage], rows: int, uri: str | Path) -> set[str]:
-    """Skip the ``rows`` passages a previous run committed, checking the table holds those very passages; their ids.
+class Ledger:
+    """What the build has read and committed: the ids' hashes, the batches read but not yet committed, the digest.
 
-    The last committed row must be this corpus's passage ``rows`` in id and text: wiki-18's
-    ids are positions, so another corpus would match on the id alone.
+    The reading side calls :meth:`check` on each batch before it is embedded; the writer thread
+    calls :meth:`committed` after each commit (batches commit in the order they are read).
     """
-    last, seen = None, set()
-    for last in islice(passages, rows):
-        seen.add(last.id)
-    stored = tbl.search().select(["id", "contents"]).offset(rows - 1).limit(1).to_list()
-    if last is None or not stored or (stored[0]["id"], stored[0]["contents"]) != (last.id, last.contents):
-        raise ValueError(
-            f"the index at {uri} holds {rows} rows that are not the first {rows} passages of this corpus; "
-            "rebuild it with overwrite=True (research-index build --overwrite)"
-        )
-    return seen
+
+    def __init__(self, db: Any, resuming: bool) -> None:
+        self.db, self.tbl = db, None
+        self.digest, self.hashes = Digest(), IdHashes()
+        self._pending: deque[set[str]] = deque()
+        self.log = db.open_table(LOG_TABLE) if resuming and LOG_TABLE in db.table_names() else None
+
+    def check(self, batch: list[Passage]) -> list[Passage]:
+        """``batch``, once no id in it is one seen before (a repeat stops the build before the batch is written)."""
+        ids = {p.id for p in batch}
+        for i in self.hashes.add(id_hashes(p.id for p in batch)):
+            p = batch[i]
+            if any(q.id == p.id for q in batch[:i]) or self._read_before(p.id):
+                raise ValueError(f"the passage id {p.id!r} appears twice in the corpus: ids must be unique")
+        self._pending.append(ids)
+        return batch
+
+    def _read_before(self, passage_id: str) -> bool:
+        """Whether an earlier batch has this id (its hash matched one: the id itself decides)."""
+        if any(passage_id in ids for ids in list(self._pending)):
+            return True
+        quoted = passage_id.replace("'", "''")
+        return self.tbl is not None and bool(self.tbl.search().where(f"id = '{quoted}'").limit(1).to_list())
+
+    def committed(self, batch: list[Passage], rows: int) -> None:
+        """``batch`` was committed, the table now holding ``rows`` passages: record the digest."""
+        self.digest.update(batch)
+        self.record(rows)
+        self._pending.popleft()
+
+    def record(self, rows: int) -> None:
+        if self.log is None:
+            self.log = self.db.create_table(LOG_TABLE, schema=_LOG_SCHEMA, mode="overwrite")
+        self.log.add(pa.table({"rows": [rows], "digest": [self.digest.hexdigest()]}, schema=_LOG_SCHEMA))
+
+    def skip_committed(self, passages: Iterator[Passage], rows: int, uri: str | Path) -> None:
+        """Read past the ``rows`` passages a previous run committed, checking they are this corpus's first ``rows``:
+        the digest at every point the log recorded, then the rows after the last one (a kill between a commit and its
+        record) passage by passage. An index from before the log has its last row compared only."""
+        assert self.tbl is not None
+        recorded = dict(zip(*self.log.to_arrow().select(["rows", "digest"]).to_pydict().values(), strict=True)) \
+            if self.log is not None else {}  # fmt: skip
+        checked, since, ids, n = 0, [], [], 0
+        for n, p in enumerate(islice(passages, rows), 1):
+            self.digest.update((p,))
+            ids.append(p.id)
+            if recorded:
+                since.append(p)
+            else:
+                since = [p]
+            if len(ids) == 65536:
+                self.hashes.add(id_hashes(ids))
+                ids.clear()
+            if n in recorded:
+                if recorded[n] != self.digest.hexdigest():
+                    raise _not_this_corpus(uri, rows, f"passages {checked + 1}-{n} differ")
+                checked, since = n, []
+        self.hashes.add(id_hashes(ids))
+        if n < rows:
+            raise _not_this_corpus(uri, rows, f"the corpus holds {n} passages")
+        if not recorded:
+            log.warning("the index at %s was built before content digests: only its last row is compared", uri)
+        if since:
+            rows_after = self.tbl.search().select(["id", "contents"]).offset(rows - len(since)).limit(len(since))
+            if [(r["id"], r["contents"]) for r in rows_after.to_list()] != [(p.id, p.contents) for p in since]:
+                raise _not_this_corpus(uri, rows, f"passages {rows - len(since) + 1}-{rows} differ")
+        if rows not in recorded:
+            self.record(rows)
+
+
+def _not_this_corpus(uri: str | Path, rows: int, why: str) -> ValueError:
+    return ValueError(f"the index at {uri} holds {rows} rows that are not the first {rows} passages of this corpus "
+                      f"({why}); rebuild it with overwrite=True (research-index build --overwrite)")  # fmt: skip
 
 
 def build_index(
@@ -127,8 +186,10 @@ def build_index(
     one atomic LanceDB commit per batch, so a killed build leaves exactly the first
     N passages. Run it again with the same corpus and it checks those N and goes on
     from N + 1: no passage missing, none twice. A finished index is left as it is.
-    Passage ids must be unique: a repeated one stops the build at its batch (every id is
-    kept in a set: about 1.5 GB for wiki-18's 21M).
+    Every commit records a digest of everything committed (:mod:`~research.retrieval.ledger`),
+    which a resumed build checks against the corpus, so an edited corpus is refused, not mixed in.
+    Passage ids must be unique: a repeated one stops the build at its batch (the ids are kept as
+    64-bit hashes: about 170 MB for wiki-18's 21M).
     Then a full-text (BM25) index is built, and from :data:`ANN_MIN_ROWS` rows on
     an ANN vector index (:func:`ann_index`).
     """
@@ -138,23 +199,29 @@ def build_index(
     schema = _schema(embedder, vectors.dim)
     db = lancedb.connect(str(uri))
     passages = iter(passages)
-    done, seen = 0, set()
+    done = 0
     resuming = not overwrite and table in db.table_names()
+    ledger = Ledger(db, resuming)
     if resuming:
-        tbl = db.open_table(table)
+        tbl = ledger.tbl = db.open_table(table)
         check_embedder(tbl, embedder, uri)
         done = tbl.count_rows()
         if done:
-            seen = _committed_prefix(tbl, passages, done, uri)
-    batches = (_unique(batch, seen) for batch in _batches(passages, batch_size))
+            ledger.skip_committed(passages, done, uri)
+    batches = (ledger.check(batch) for batch in _batches(passages, batch_size))
     first = next(batches, None)  # read before an existing table is replaced: a bad or empty corpus changes nothing
     if first is None and not done:
         raise ValueError("the corpus holds no passages")
     if not resuming:
-        tbl = db.create_table(table, schema=schema, mode="overwrite")
+        tbl = ledger.tbl = db.create_table(table, schema=schema, mode="overwrite")
+        ledger.log = None  # a new build, a new log
+    total_rows = done
 
-    def commit(rows: pa.Table) -> int:
+    def commit(batch: list[Passage], rows: pa.Table) -> int:
+        nonlocal total_rows
         tbl.add(rows)
+        total_rows += rows.num_rows
+        ledger.committed(batch, total_rows)
         return rows.num_rows
 
     # One commit in flight while the next batch is embedded; a failure waits for it: the prefix stays whole.
@@ -174,7 +241,7 @@ def build_index(
             )
             if writing is not None:
                 bar.update(writing.result())
-            writing = writer.submit(commit, rows)
+            writing = writer.submit(commit, batch, rows)
         if writing is not None:
             bar.update(writing.result())
     _ensure_indices(tbl)
