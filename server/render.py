@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from research.http_errors import APIError
-from research.protocol import INSTRUCT_SYSTEM, Segment, TagParser, TemplateName, render_prompt
+from research.protocol import INSTRUCT_SYSTEM, Segment, TagParser, TemplateName, render_base_conversation
 from research.server.requests import Message
 
 
@@ -15,10 +15,10 @@ def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: 
 
     Instruct models get the whole conversation through their chat template (earlier
     assistant turns as their ``content``, our extension fields dropped), with the
-    ReSearch system prompt unless the client sent its own. Base models were trained on
-    one question in the base template: they get the last user message, and earlier
-    turns are accepted (so a client can append replies and ask again) but not shown.
-    Either way the conversation must end with the user's question.
+    ReSearch system prompt unless the client sent its own. Base models get it in the base
+    template's own words (:func:`~research.protocol.render_base_conversation`: ``User:`` and
+    ``Assistant:`` turns after its instructions); a lone question is exactly the prompt they
+    were trained on. Either way the conversation must end with the user's question.
     """
     if messages[-1].role != "user":
         raise APIError(
@@ -26,7 +26,8 @@ def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: 
             param=f"messages.{len(messages) - 1}.role", code="invalid_value",
         )  # fmt: skip
     if template == "base":
-        return tokenizer.encode(render_prompt(messages[-1].text, "base"), add_special_tokens=False)
+        text = render_base_conversation([(m.role, m.text) for m in messages])
+        return tokenizer.encode(text, add_special_tokens=False)
     turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in messages]
     if turns[0]["role"] != "system":
         turns.insert(0, {"role": "system", "content": INSTRUCT_SYSTEM})

@@ -24,6 +24,7 @@ from research.protocol.templates import (
     TemplateName,
     eos_token_ids,
     instruct_messages,
+    render_base_conversation,
     render_prompt,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "last_boxed",
     "normalize_answer",
     "parse",
+    "render_base_conversation",
     "render_prompt",
     "response_text",
     "reward",

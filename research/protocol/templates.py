@@ -13,6 +13,7 @@ Generation ends at either Qwen end-of-sequence token, whichever template is used
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 TemplateName = Literal["base", "instruct"]
@@ -83,6 +84,25 @@ def render_prompt(question: str, template: TemplateName, tokenizer: ChatTokenize
             raise ValueError("the instruct template renders through a tokenizer's chat template; pass tokenizer=")
         return tokenizer.apply_chat_template(instruct_messages(question), tokenize=False, add_generation_prompt=True)
     raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+
+
+def render_base_conversation(turns: Sequence[tuple[str, str]]) -> str:
+    """The base template over a whole conversation of ``(role, text)`` turns ending with the user's question.
+
+    The template frames "a conversation between User and Assistant", so earlier turns are
+    written in its own labels: ``User: {text}.`` and ``Assistant: {text}``; a system or
+    developer message goes where it stands, unlabelled, after the template's instructions.
+    One user turn is exactly :func:`render_prompt`'s base prompt.
+
+    >>> render_base_conversation([("user", "Who?")]) == render_prompt("Who?", "base")
+    True
+    >>> render_base_conversation([("user", "Who?"), ("assistant", "Ann."), ("user", "Where?")])[-52:]
+    'User: Who?. Assistant: Ann. User: Where?. Assistant:'
+    """
+    head = BASE_TEMPLATE.removesuffix(" User: {question}. Assistant:")
+    labels = {"user": " User: {}.", "assistant": " Assistant: {}", "system": " {}", "developer": " {}"}
+    body = "".join(labels[role].format(text.strip() if role != "user" else text) for role, text in turns)
+    return head + body + " Assistant:"
 
 
 def eos_token_ids(tokenizer: ChatTokenizer) -> list[int]:

@@ -15,6 +15,7 @@ import openai
 import pytest
 import pytest_asyncio
 
+from research.protocol import render_base_conversation
 from research.testbed.acceptance import held_out
 from tests.conftest import serving
 
@@ -95,15 +96,20 @@ async def test_models_retrieve_and_an_unknown_model(client):
         await client.models.retrieve("gpt-4o")
 
 
-async def test_a_three_turn_conversation_appending_each_reply(client, questions):
-    """The loop everyone writes: append the SDK's reply object, ask the next question."""
+async def test_a_three_turn_conversation_appending_each_reply(client, questions, toy_model_path):
+    """The loop everyone writes: append the SDK's reply object, ask the next question. The base model sees every
+    turn in its template's words (what it answers to turns it never trained on is not asserted)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_model_path)
     messages: list = []
     for question in questions:
         messages.append({"role": "user", "content": question})
-        reply = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0)
+        reply = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=256)
         message = reply.choices[0].message
-        assert message.model_extra["searches"]
-        assert message.model_extra["answer"] == (await chat(client, question))["answer"]  # the base model: one question
+        turns = [(m["role"], m["content"]) if isinstance(m, dict) else (m.role, m.content or "") for m in messages]
+        rendered = tokenizer.encode(render_base_conversation(turns), add_special_tokens=False)
+        assert reply.usage.prompt_tokens == len(rendered)  # every earlier turn is in the prompt
         messages.append(message)  # answer, reasoning, searches, citations, refusal=None travel back
     assert len(messages) == 6
 

@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from research.protocol import render_base_conversation, render_prompt
 from tests.conftest import serving
 
 MODEL = "scripted"
@@ -83,17 +84,20 @@ async def test_the_sdk_raises_its_own_typed_errors(live_transformers):
     await client.close()
 
 
-async def test_a_base_model_answers_the_last_question_of_a_conversation(transformers_engine, script_index):
-
+async def test_a_base_model_sees_the_whole_conversation_in_its_template(transformers_engine, script_index, tokenizer):
     async with serving(transformers_engine, script_index) as live:
         live.server.config.template = "base"
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as http:
-            turns = [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hi."}, *GOOD["messages"]]
+            turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"},
+                     {"role": "assistant", "content": "Hi."}, *GOOD["messages"]]  # fmt: skip
             response = await http.post("/chat/completions", json={**GOOD, "messages": turns, "max_tokens": 8})
             alone = await http.post("/chat/completions", json={**GOOD, "max_tokens": 8})
     assert response.status_code == alone.status_code == 200
-    # Earlier turns are accepted but not shown: the model sees the one question it was trained on.
-    assert response.json()["usage"]["prompt_tokens"] == alone.json()["usage"]["prompt_tokens"]
+    rendered = render_base_conversation([(t["role"], t["content"]) for t in turns])
+    assert "Be brief. User: Hello?. Assistant: Hi. User: " in rendered  # every turn, none dropped
+    assert response.json()["usage"]["prompt_tokens"] == len(tokenizer.encode(rendered, add_special_tokens=False))
+    question = GOOD["messages"][-1]["content"]  # a lone question: the prompt the checkpoints were trained on
+    assert alone.json()["usage"]["prompt_tokens"] == len(tokenizer.encode(render_prompt(question, "base")))
 
 
 @pytest.mark.parametrize("route", ["/search", "/batch_search", "/retrieve", "/v1/search"])
