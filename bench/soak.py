@@ -195,14 +195,16 @@ async def soak(base: str, pid: int, questions: list[str], args: argparse.Namespa
     for kind in KINDS:
         print(f"{kind:<14}{run.counts[kind]:>8}{run.unexpected[kind]:>12}")
     print(f"{'total':<14}{sum(run.counts.values()):>8}{sum(run.unexpected.values()):>12}\n")
-    print(f"{'probe GET /v1/models':<26}{'samples':>8}{'p50 ms':>10}{'max ms':>10}{'max/idle max':>14}")
+    print(f"{'probe GET /v1/models':<26}{'samples':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'max/idle max':>14}")
     idle_max = max(latency["idle"])
     for phase, seconds in latency.items():
         p50, top = 1000 * statistics.median(seconds), 1000 * max(seconds)
-        print(f"{phase:<26}{len(seconds):>8}{p50:>10.1f}{top:>10.1f}{max(seconds) / idle_max:>14.1f}")
+        p99 = 1000 * statistics.quantiles(seconds, n=100)[98] if len(seconds) > 1 else top
+        print(f"{phase:<26}{len(seconds):>8}{p50:>10.1f}{p99:>10.1f}{top:>10.1f}{max(seconds) / idle_max:>14.1f}")
     print()
     growth = 100 * (end - warm) / warm
     print(f"memory (server + engine): {warm:.0f} MB after {args.warmup:g} s, {end:.0f} MB at the end: {growth:+.1f}%")
+    print("memory samples (minute: MB): " + ", ".join(f"{t / 60:.0f}: {m:.0f}" for t, m in memory[::30]))
     print(f"requests running once the clients stopped: {running:g}")
     for kind, example in run.examples.items():
         print(f"  first unexpected {kind}: {example}")
