@@ -82,8 +82,7 @@ class RetrieverArgs(IndexArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_at_least_one(self, "search_workers")
-        check_at_least_one(self, "web_concurrency")
+        check_at_least_one(self, "search_workers", "web_concurrency")
         if sum(map(bool, (self.index, self.retriever, self.web_search))) > 1:
             raise ValueError("give one of --index, --retriever and --web-search")
         if self.retriever_api and not self.retriever:

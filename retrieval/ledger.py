@@ -67,11 +67,10 @@ class IdHashes:
         bounds = np.searchsorted(buckets[order], np.arange(_BUCKETS + 1))
         for b in np.flatnonzero(np.diff(bounds)):
             where = order[bounds[b] : bounds[b + 1]]
-            part = np.sort(hashes[where])
+            part = hashes[where]
             for run in self._runs[b]:
-                at = np.minimum(np.searchsorted(run, hashes[where]), len(run) - 1)
-                seen[where] |= run[at] == hashes[where]
-            self._push(self._runs[b], part)
+                seen[where] |= run[np.minimum(np.searchsorted(run, part), len(run) - 1)] == part
+            self._push(self._runs[b], np.sort(part))
         return np.flatnonzero(seen)
 
     @staticmethod

@@ -110,9 +110,8 @@ class BoundedHead(HttpToolsProtocol):
         self._refusal = refusal
         self.logger.warning("refused a request: %s", refusal.message)
         body = json.dumps(error_body(refusal.status, refusal.message, code=refusal.code)).encode()
-        status = STATUS_LINE.get(refusal.status) or f"HTTP/1.1 {refusal.status} \r\n".encode()
-        head = [status, b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
-                b"connection: close\r\n\r\n"]  # fmt: skip
+        head = [STATUS_LINE[refusal.status], b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n"]  # fmt: skip
         self.transport.write(b"".join(head) + body)
         self._in_head = False
         if self.transport.can_write_eof():
