@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from lancedb.index import IvfFlat
+
+log = logging.getLogger("research.retrieval")
 
 ANN_MIN_ROWS = 100_000
 """Below this many rows exact search is fast enough and an ANN index is not built."""
@@ -31,6 +37,48 @@ def ann_index(rows: int) -> IvfFlat:
     the build took 0.82x the time at the same recall (``bench/ivf_build.py``).
     """
     return IvfFlat(distance_type="dot", num_partitions=ann_partitions(rows), sample_rate=KMEANS_SAMPLE_RATE)
+
+
+def build_ann_index(table: Any, rows: int, device: str | None = None) -> None:
+    """Build (or replace) :func:`ann_index` on ``table``'s vectors.
+
+    ``device`` None: LanceDB trains the k-means and assigns the rows on the CPU. A torch
+    device (``cuda``, ``cuda:1``, ``cpu``): Lance's torch k-means trains the centroids on the same
+    sample and assigns every row to its partition there, and LanceDB writes the index from
+    those precomputed partitions (its IVF-PQ-only ``accelerator`` path does this for IVF-Flat).
+    The same index either way (same recall on 1M vectors, ``bench/ivf_build.py``); on a
+    GPU the two steps that grow fastest with the corpus leave the CPU.
+    """
+    config = ann_index(rows)
+    if device is None:
+        table.create_index("vector", config=config, replace=True)
+        return
+    import torch
+    from lance.vector import compute_partitions, train_ivf_centroids_on_accelerator
+
+    dataset = table.to_lance()
+    with _stage("k-means", device):
+        centroids, kmeans = train_ivf_centroids_on_accelerator(
+            dataset, "vector", config.num_partitions, "dot", torch.device(device), sample_rate=config.sample_rate
+        )
+    with tempfile.TemporaryDirectory(prefix="ivf-partitions-") as tmp:
+        with _stage("assignment", device):
+            partitions = compute_partitions(dataset, "vector", kmeans, dst_dataset_uri=tmp)
+        with _stage("write", "cpu"):
+            dataset.create_index(
+                "vector", "IVF_FLAT", metric="dot", num_partitions=config.num_partitions, ivf_centroids=centroids,
+                precomputed_partition_dataset=partitions, replace=True,
+            )  # fmt: skip
+    table.checkout_latest()
+
+
+@contextmanager
+def _stage(stage: str, device: str) -> Iterator[None]:
+    """Log a stage of the torch IVF build with its seconds (``extra``: ``ivf_stage``, ``seconds``)."""
+    start = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - start
+    log.info("IVF %s on %s: %.1f s", stage, device, seconds, extra={"ivf_stage": stage, "seconds": seconds})
 
 
 def ann_nprobes(rows: int) -> int:

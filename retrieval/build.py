@@ -23,7 +23,7 @@ import pyarrow as pa
 from lancedb.index import FTS, BTree
 from tqdm import tqdm
 
-from research.retrieval.ann import ANN_MIN_ROWS, ann_index
+from research.retrieval.ann import ANN_MIN_ROWS, ann_index, build_ann_index
 from research.retrieval.embedders import Embedder
 from research.retrieval.index import META, TABLE, PassageIndex, check_embedder
 from research.retrieval.ledger import LOG_TABLE, Digest, IdHashes, id_hashes
@@ -176,6 +176,7 @@ def build_index(
     total: int | None = None,
     overwrite: bool = False,
     vectors: VectorSource | None = None,
+    ivf_device: str | None = None,
 ) -> PassageIndex:
     """Embed ``passages`` into table ``table`` at ``uri``, then index it for search.
 
@@ -191,7 +192,8 @@ def build_index(
     Passage ids must be unique: a repeated one stops the build at its batch (the ids are kept as
     64-bit hashes: about 170 MB for wiki-18's 21M).
     Then a full-text (BM25) index is built, and from :data:`ANN_MIN_ROWS` rows on
-    an ANN vector index (:func:`ann_index`).
+    an ANN vector index (:func:`ann_index`), its k-means and row assignment on torch's ``ivf_device``
+    when given (:func:`~research.retrieval.ann.build_ann_index`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -244,13 +246,14 @@ def build_index(
             writing = writer.submit(commit, batch, rows)
         if writing is not None:
             bar.update(writing.result())
-    _ensure_indices(tbl)
+    _ensure_indices(tbl, ivf_device)
     return PassageIndex(uri, tbl, embedder)
 
 
-def _ensure_indices(tbl: Any) -> None:
+def _ensure_indices(tbl: Any, ivf_device: str | None = None) -> None:
     """Build the full-text index, the id index (for fetching a passage by id) and (for large tables) the ANN
-    index, unless current.
+    index, unless current; the ANN index's k-means and row assignment on torch's ``ivf_device`` when given
+    (:func:`build_ann_index`).
 
     An index of another kind (an IVF-HNSW-SQ from an earlier version) is rebuilt. The two
     are built side by side: LanceDB builds each mostly on one core (on 500k rows, two
@@ -273,8 +276,15 @@ def _ensure_indices(tbl: Any) -> None:
         return
     names = " and ".join(f"{type(config).__name__} on {column!r}" for column, config in todo)
     log.info("building the %s index%s (%d rows)", names, "es" if len(todo) > 1 else "", rows)
+
+    def build(column: str, config: Any) -> None:
+        if column == "vector":
+            build_ann_index(tbl, rows, ivf_device)
+        else:
+            tbl.create_index(column, config=config, replace=True)
+
     with _elapsed(f"indexing ({names})"), ThreadPoolExecutor(len(todo), thread_name_prefix="index") as pool:
-        for built in [pool.submit(tbl.create_index, column, config=config, replace=True) for column, config in todo]:
+        for built in [pool.submit(build, column, config) for column, config in todo]:
             built.result()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,9 +164,26 @@ class Target:
     """start over instead of resuming an existing index"""
     commit_every: int = 8192
     """passages per LanceDB commit (resume granularity)"""
+    ivf_device: str | None = None
+    """where the IVF vector index's k-means and partition assignment run (from 100k passages): a torch device
+    (cuda, cuda:1, cpu) or lancedb (LanceDB's own build); default: the GPU when there is one (build: the first of
+    --device), else the CPU with torch (on 1M vectors, two cores: 58 s against LanceDB's 86 s, same recall)"""
 
     def __post_init__(self) -> None:
         check_at_least_one(self, "commit_every")
+        if self.ivf_device is not None and not re.fullmatch(r"lancedb|cpu|mps|cuda(:\d+)?", self.ivf_device):
+            raise ValueError(f"--ivf-device must be lancedb, cpu, mps, cuda or cuda:N, got {self.ivf_device!r}")
+
+    def ivf_torch_device(self, device: str | None = None) -> str | None:
+        """The torch device of the IVF build (None: LanceDB's own), ``device`` the one the build embeds on."""
+        if self.ivf_device is not None:
+            return None if self.ivf_device == "lancedb" else self.ivf_device
+        if device is not None:
+            first = device.split(",")[0]
+            return first if first.startswith("cuda") else "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def check(self, embedder: str | None) -> str | None:
         """Check the index can be written before any work; the embedder of an index being resumed."""
@@ -216,7 +234,7 @@ class Build(Target):
         embedder = Embedder(name, device=self.device, batch_size=self.batch_size, workers=self.workers)
         index = build_index(
             self.index, read_corpus(self.corpus), embedder=embedder, batch_size=self.commit_every,
-            total=count_lines(self.corpus), overwrite=self.overwrite,
+            total=count_lines(self.corpus), overwrite=self.overwrite, ivf_device=self.ivf_torch_device(self.device),
         )  # fmt: skip
         print(f"{self.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
 
@@ -240,7 +258,7 @@ class Import(Target):
         embedder = Embedder(self.embedder)
         index = import_flat(
             self.index, self.faiss, self.corpus, embedder=embedder, batch_size=self.commit_every,
-            overwrite=self.overwrite,
+            overwrite=self.overwrite, ivf_device=self.ivf_torch_device(),
         )  # fmt: skip
         print(f"{self.index}: {len(index)} passages, vectors of {embedder.spec.name} from {self.faiss}")
 

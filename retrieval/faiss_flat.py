@@ -107,6 +107,7 @@ def import_flat(
     embedder: Embedder,
     batch_size: int = 65536,
     overwrite: bool = False,
+    ivf_device: str | None = None,
 ) -> PassageIndex:
     """Write ``corpus``'s passages with the vectors of ``faiss_index`` (same order) to an index at ``uri``.
 
@@ -127,7 +128,7 @@ def import_flat(
     source = FlatSource(flat)
     index = build_index(
         uri, read_corpus(corpus), embedder=embedder, batch_size=batch_size, total=total, overwrite=overwrite,
-        vectors=source,
+        vectors=source, ivf_device=ivf_device,
     )  # fmt: skip
     if source.off_unit:
         log.warning(

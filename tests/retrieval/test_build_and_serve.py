@@ -16,6 +16,7 @@ import lancedb
 import pytest
 
 from research.retrieval import BatchingRetriever, Passage, build_index
+from research.retrieval.cli import Build
 from research.retrieval.cli import main as index_main
 from research.retrieval.service import create_app
 from research.testbed.processes import free_port
@@ -100,6 +101,12 @@ BAD_BUILDS = [
     pytest.param(GOOD_PASSAGE * 2, [], "the passage id '1' appears twice in the corpus", id="duplicate-ids"),
     pytest.param(GOOD_PASSAGE, ["--commit-every", "0"], "--commit-every must be at least 1, got 0", id="commit-0"),
     pytest.param(GOOD_PASSAGE, ["--index", "FILE"], "is a file; give a folder", id="index-is-a-file"),
+    pytest.param(
+        GOOD_PASSAGE,
+        ["--ivf-device", "gpu"],
+        "--ivf-device must be lancedb, cpu, mps, cuda or cuda:N, got 'gpu'",
+        id="ivf-device",
+    ),
 ]
 
 
@@ -123,6 +130,15 @@ def test_every_bad_build_input_is_a_one_line_error_that_changes_nothing(
     fixed = args[: len(args) - len(extra)]
     assert run_main(index_main, fixed).returncode == 0
     assert lancedb.connect(str(index)).open_table("passages").to_arrow().column("id").to_pylist() == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("ivf_device", "device", "torch_device"),
+    [(None, "cuda:1,cuda:2", "cuda:1"), (None, "cpu", "cpu"), ("lancedb", "cuda", None), ("cuda:3", "cpu", "cuda:3")],
+)
+def test_the_ivf_index_is_built_with_torch_on_the_builds_first_gpu_else_the_cpu(ivf_device, device, torch_device):
+    build = Build(corpus="c.jsonl", index="i", device=device, ivf_device=ivf_device)
+    assert build.ivf_torch_device(build.device) == torch_device
 
 
 def test_a_bad_build_input_ends_the_real_command_with_its_one_line(tmp_path):

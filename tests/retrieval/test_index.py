@@ -104,9 +104,10 @@ def test_nprobes_below_one_is_refused(script_index):
         connect(script_index.uri, nprobes=0)
 
 
-def test_a_large_table_gets_an_ivf_flat_index_that_finds_the_true_nearest_rows(tmp_path):
+@pytest.mark.parametrize("ivf_device", [None, "cpu"], ids=["lancedb", "torch"])
+def test_a_large_table_gets_an_ivf_flat_index_that_finds_the_true_nearest_rows(tmp_path, ivf_device):
     """The indices build_index makes from ANN_MIN_ROWS rows on, replacing an older kind, searched as
-    PassageIndex searches."""
+    PassageIndex searches; the IVF k-means and row assignment by LanceDB or by torch (as on a GPU)."""
     n, dim, rng = ANN_MIN_ROWS, 32, np.random.default_rng(0)
     centers = rng.standard_normal((500, dim), dtype=np.float32)
     data = centers[rng.integers(0, len(centers), n + 100)] + 0.5 * rng.standard_normal((n + 100, dim), dtype=np.float32)
@@ -116,7 +117,7 @@ def test_a_large_table_gets_an_ivf_flat_index_that_finds_the_true_nearest_rows(t
     table = pa.table({"id": np.arange(n), "contents": [f"passage {i}" for i in range(n)], "vector": vectors})
     tbl = lancedb.connect(tmp_path).create_table("v", table)
     tbl.create_index("vector", config=IvfSq(distance_type="dot", num_partitions=1))  # another kind
-    _ensure_indices(tbl)
+    _ensure_indices(tbl, ivf_device)
     assert sorted(i.index_type for i in tbl.list_indices()) == ["BTree", "FTS", "IvfFlat"]
 
     found = [[r["id"] for r in hits] for hits in nearest(tbl, queries, 10, ["id"], nprobes=ann_nprobes(n))]
