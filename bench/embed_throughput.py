@@ -60,6 +60,20 @@ def shaped(name: str, vocab: str, out: Path) -> Path:
     return out / name / "st"
 
 
+def shaped_embedder(
+    label: str, vocab: str | None, out: Path, device: str | None, batch_size: int, workers: int | None = None
+):
+    """research-index's :class:`Embedder` for the model ``label`` names (its prefixes), on a random-weight model of
+    its shape built under ``out`` (``vocab``: bert-base-uncased's tokenizer; default the MiniLM package's)."""
+    from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, model_path
+    from research.testbed.embedder import EMBEDDER
+
+    spec = REGISTRY[{"all-MiniLM-L6-v2": EMBEDDER, "e5-base-v2": DEFAULT_EMBEDDER}[label]]
+    embedder = Embedder(spec.name, device=device, batch_size=batch_size, workers=workers)
+    embedder.spec = replace(spec, name=str(shaped(label, vocab or model_path(EMBEDDER), out)))
+    return embedder
+
+
 def rates(embedder, texts: list[str], chunk: int) -> dict[str, float]:
     """Passages/s of each way to embed ``texts`` (chunks of ``chunk``) with ``embedder``."""
     import torch
@@ -93,8 +107,6 @@ def main() -> None:
     import torch
 
     from research.retrieval.demo_corpus import read_passages
-    from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, model_path
-    from research.testbed.embedder import EMBEDDER
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--passages", type=int, default=10_000, help="passages per measurement (default 10,000)")
@@ -109,12 +121,8 @@ def main() -> None:
     words = sum(len(c.split()) for c in passages) / len(passages)
     rows = []
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
-        vocab = args.vocab or model_path(EMBEDDER)
-        registered = {"all-MiniLM-L6-v2": EMBEDDER, "e5-base-v2": DEFAULT_EMBEDDER}
         for label in args.shapes:
-            spec = REGISTRY[registered[label]]
-            embedder = Embedder(spec.name, device=args.device, batch_size=args.batch_size, workers=args.workers)
-            embedder.spec = replace(spec, name=str(shaped(label, vocab, Path(tmp))))
+            embedder = shaped_embedder(label, args.vocab, Path(tmp), args.device, args.batch_size, args.workers)
             embedder.encode_passages(passages[: args.batch_size])  # warm-up: load, kernels
             dtype = str(next(embedder.model.parameters()).dtype).removeprefix("torch.")
             rows.append((label, dtype, embedder.workers, rates(embedder, passages, args.chunk)))

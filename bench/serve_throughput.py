@@ -50,10 +50,20 @@ BIN = Path(sys.executable).parent
 MODEL_NAME = "bench"
 
 
-def vllm_flags(max_model_len: int) -> list[str]:
+def vllm_serve_command(model: str, port: int, max_model_len: int) -> list[str]:
+    """Plain ``vllm serve`` of ``model`` as :data:`MODEL_NAME` (the test bed's CPU settings without a GPU)."""
     cuda = _has_gpu()
     args = engine_args(max_model_len=max_model_len) if not cuda else EngineArgs(max_model_len=max_model_len)
-    return cli_flags(args.vllm_args(cuda=cuda))
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port)]
+    return [*command, "--served-model-name", MODEL_NAME, *cli_flags(args.vllm_args(cuda=cuda))]
+
+
+def research_serve_command(model: str, index: str, port: int, template: str, max_model_len: int) -> list[str]:
+    """``research-serve`` of ``model`` as :data:`MODEL_NAME`, vLLM in-process, no admission limit in the way."""
+    command = [str(BIN / "research-serve"), "--model", model, "--index", index, "--port", str(port)]
+    command += ["--engine", "vllm", "--template", template, "--served-model-name", MODEL_NAME]
+    command += ["--max-concurrent-requests", "1024", "--max-model-len", str(max_model_len)]
+    return command + ([] if _has_gpu() else ["--dtype", "float32", "--gpu-memory-utilization", "0.1"])
 
 
 def _has_gpu() -> bool:
@@ -113,6 +123,42 @@ async def run_clients(n_clients: int, questions: list[dict], ask: Callable[[dict
     await asyncio.gather(*(worker() for _ in range(n_clients)))
     run.wall = time.perf_counter() - started
     return run
+
+
+def server_asker(http: httpx.AsyncClient, max_tokens: int) -> Callable[[dict], Awaitable[tuple[str, int]]]:
+    """One chat request per question to research-serve at ``http``'s base URL: (answer, model tokens)."""
+
+    async def ask(q: dict) -> tuple[str, int]:
+        body = {
+            "model": MODEL_NAME,
+            "messages": [{"role": "user", "content": q["question"]}],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+        }
+        reply = (await http.post("/v1/chat/completions", json=body)).raise_for_status().json()
+        return reply["choices"][0]["message"]["answer"] or "", reply["usage"]["completion_tokens"]
+
+    return ask
+
+
+def raw_asker(
+    http: httpx.AsyncClient, gen: str, template: str, tokenizer: object = None
+) -> Callable[[dict, int], Awaitable[tuple[str, int]]]:
+    """Plain ``vllm serve`` at ``gen`` (.../v1) on the question's prompt, exactly ``max_tokens`` generated (no
+    search, ``ignore_eos``): ("", tokens)."""
+
+    async def raw(q: dict, max_tokens: int) -> tuple[str, int]:
+        body = {
+            "model": MODEL_NAME,
+            "prompt": render_prompt(q["question"], template, tokenizer),
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+        }
+        reply = (await http.post(f"{gen}/completions", json=body)).raise_for_status().json()
+        return "", reply["usage"]["completion_tokens"]
+
+    return raw
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -195,28 +241,14 @@ def main() -> None:
 
     # (a) this server
     port = free_port()
-    serve = [str(BIN / "research-serve"), "--model", model, "--index", index, "--port", str(port)]
-    serve += ["--engine", "vllm", "--template", args.template, "--served-model-name", MODEL_NAME]
-    serve += ["--search-top-k", str(args.search_top_k), "--max-concurrent-requests", "1024"]
-    serve += ["--max-model-len", str(args.max_model_len), "--search-workers", str(args.search_workers)]
-    if not _has_gpu():
-        serve += ["--dtype", "float32", "--gpu-memory-utilization", "0.1"]
+    serve = research_serve_command(model, index, port, args.template, args.max_model_len)
+    serve += ["--search-top-k", str(args.search_top_k), "--search-workers", str(args.search_workers)]
     base = f"http://127.0.0.1:{port}"
     with launched(serve, f"{base}/health", logs / "bench-research-serve.log", timeout=900, env=KV_CACHE):
 
         async def run_server() -> str:
             async with httpx.AsyncClient(base_url=base, timeout=600, limits=httpx.Limits(max_connections=256)) as http:
-
-                async def ask(q: dict) -> tuple[str, int]:
-                    body = {
-                        "model": MODEL_NAME,
-                        "messages": [{"role": "user", "content": q["question"]}],
-                        "temperature": 0,
-                        "max_tokens": args.max_tokens,
-                    }
-                    reply = (await http.post("/v1/chat/completions", json=body)).raise_for_status().json()
-                    return reply["choices"][0]["message"]["answer"] or "", reply["usage"]["completion_tokens"]
-
+                ask = server_asker(http, args.max_tokens)
                 await warm_up("server", ask, questions)
                 for c in levels:
                     results["server"][c] = [await run_clients(c, questions, ask) for _ in range(args.repeats)]
@@ -226,8 +258,7 @@ def main() -> None:
 
     # (b) the reference pattern: plain vllm serve + the retriever service + a client-side loop
     gen_port, ret_port = free_port(), free_port()
-    vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(gen_port)]
-    vllm += ["--served-model-name", MODEL_NAME, *vllm_flags(args.max_model_len)]
+    vllm = vllm_serve_command(model, gen_port, args.max_model_len)
     retriever = [str(BIN / "research-index"), "serve", "--index", index, "--port", str(ret_port)]
     gen, ret = f"http://127.0.0.1:{gen_port}/v1", f"http://127.0.0.1:{ret_port}"
     with (
@@ -270,16 +301,7 @@ def main() -> None:
                         )
                         response += format_result([d["contents"] for d in docs.raise_for_status().json()[0]])
 
-                async def raw(q: dict, max_tokens: int) -> tuple[str, int]:
-                    body = {
-                        "model": MODEL_NAME,
-                        "prompt": render_prompt(q["question"], args.template, tokenizer),
-                        "max_tokens": max_tokens,
-                        "temperature": 0,
-                        "ignore_eos": True,
-                    }
-                    reply = (await http.post(f"{gen}/completions", json=body)).raise_for_status().json()
-                    return "", reply["usage"]["completion_tokens"]
+                raw = raw_asker(http, gen, args.template, tokenizer)
 
                 await warm_up("reference", ask, questions)
                 for c in levels:

@@ -37,6 +37,9 @@ class EngineArgs:
     """vLLM: share of GPU memory to use (vLLM's default 0.9)"""
     max_model_len: int | None = None
     """vLLM: context window (default: the model's)"""
+    load_format: str | None = None
+    """vLLM: how the weights load (default: vLLM's, auto; dummy: random weights in the shape of the model's
+    config.json, no checkpoint needed: for benchmarks)"""
     cpu_kv_cache_gib: float | None = None
     """vLLM on a machine without CUDA: KV cache size in GiB (default: $VLLM_CPU_KVCACHE_SPACE, else 4)"""
     device: str = "cpu"
@@ -71,6 +74,7 @@ class EngineArgs:
             "tensor_parallel_size": self.tensor_parallel_size,
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "max_model_len": self.max_model_len,
+            "load_format": self.load_format,
         }
         if not cuda:
             out["enforce_eager"] = True

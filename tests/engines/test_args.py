@@ -54,3 +54,9 @@ def test_vllm_gets_eager_mode_only_without_cuda():
     args = EngineArgs(dtype="float32", max_model_len=2048)
     assert args.vllm_args(cuda=False) == {"dtype": "float32", "max_model_len": 2048, "enforce_eager": True}
     assert args.vllm_args(cuda=True) == {"dtype": "float32", "max_model_len": 2048}
+
+
+def test_load_format_reaches_vllm_only_when_given():
+    """``--load-format dummy``: random weights from config.json alone (the GPU acceptance script serves a 7B so)."""
+    assert "load_format" not in EngineArgs().vllm_args(cuda=True)
+    assert EngineArgs(load_format="dummy").vllm_args(cuda=True)["load_format"] == "dummy"
