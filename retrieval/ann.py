@@ -6,6 +6,7 @@ import logging
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -53,10 +54,18 @@ def build_ann_index(table: Any, rows: int, device: str | None = None) -> None:
     if device is None:
         table.create_index("vector", config=config, replace=True)
         return
+    dataset = table.to_lance()
+    with warnings.catch_warnings():  # Lance's torch reader on a CPU: read-only arrays, pin_memory without a GPU
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        warnings.filterwarnings("ignore", "'pin_memory' argument is set as true", UserWarning)
+        _torch_ivf(dataset, config, device)
+    table.checkout_latest()
+
+
+def _torch_ivf(dataset: Any, config: IvfFlat, device: str) -> None:
     import torch
     from lance.vector import compute_partitions, train_ivf_centroids_on_accelerator
 
-    dataset = table.to_lance()
     with _stage("k-means", device):
         centroids, kmeans = train_ivf_centroids_on_accelerator(
             dataset, "vector", config.num_partitions, "dot", torch.device(device), sample_rate=config.sample_rate
@@ -69,7 +78,6 @@ def build_ann_index(table: Any, rows: int, device: str | None = None) -> None:
                 "vector", "IVF_FLAT", metric="dot", num_partitions=config.num_partitions, ivf_centroids=centroids,
                 precomputed_partition_dataset=partitions, replace=True,
             )  # fmt: skip
-    table.checkout_latest()
 
 
 @contextmanager
