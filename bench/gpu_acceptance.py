@@ -26,9 +26,9 @@ row and the run goes on.
 
 On the GPU machine: ``pip install -e '.[index,train,testbed]'`` (and ``[gpu]`` for step 4), or,
 where only torch and transformers are there and nothing can be downloaded, wheels carried
-over: sentence-transformers, trl, accelerate and peft are under 1 MB each; lancedb (75 MB),
-pylance (85 MB) and pyarrow (55 MB) are each over a 64 MiB carry limit together, so steps
-2 and 4 need them installed there; the MiniLM package (84 MB) can be replaced by
+over: sentence-transformers, trl, accelerate and peft are under 1 MB each; lancedb (75 MB)
+and pylance (85 MB) each exceed a 64 MiB carry limit alone and pyarrow (55 MB) nearly, so
+steps 2 and 4 need them installed there; the MiniLM package (84 MB) can be replaced by
 ``--vocab`` and bert-base-uncased's tokenizer files (under 1 MB).
 """
 
