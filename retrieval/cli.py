@@ -175,14 +175,19 @@ class Target:
             raise ValueError(f"--ivf-device must be lancedb, cpu, mps, cuda or cuda:N, got {self.ivf_device!r}")
 
     def ivf_torch_device(self, device: str | None = None) -> str | None:
-        """The torch device of the IVF build (None: LanceDB's own), ``device`` the one the build embeds on."""
+        """The torch device of the IVF build (None: LanceDB's own), ``device`` the one the build embeds on;
+        checked before any work (the IVF index is built last)."""
+        import torch
+
+        if self.ivf_device == "lancedb":
+            return None
         if self.ivf_device is not None:
-            return None if self.ivf_device == "lancedb" else self.ivf_device
+            if self.ivf_device.startswith("cuda") and not torch.cuda.is_available():
+                raise ValueError(f"--ivf-device {self.ivf_device}: no CUDA device here (use cpu or lancedb)")
+            return self.ivf_device
         if device is not None:
             first = device.split(",")[0]
             return first if first.startswith("cuda") else "cpu"
-        import torch
-
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def check(self, embedder: str | None) -> str | None:
@@ -229,12 +234,13 @@ class Build(Target):
         from research.retrieval.build import build_index
         from research.retrieval.corpus import count_lines, read_corpus
 
+        ivf_device = self.ivf_torch_device(self.device)
         existing = self.check(self.embedder)
         name = self.embedder or existing or DEFAULT_EMBEDDER
         embedder = Embedder(name, device=self.device, batch_size=self.batch_size, workers=self.workers)
         index = build_index(
             self.index, read_corpus(self.corpus), embedder=embedder, batch_size=self.commit_every,
-            total=count_lines(self.corpus), overwrite=self.overwrite, ivf_device=self.ivf_torch_device(self.device),
+            total=count_lines(self.corpus), overwrite=self.overwrite, ivf_device=ivf_device,
         )  # fmt: skip
         print(f"{self.index}: {len(index)} passages, embedder {embedder.spec.name} (dim {embedder.dim})")
 
@@ -254,11 +260,12 @@ class Import(Target):
     def run(self) -> None:
         from research.retrieval.faiss_flat import import_flat
 
+        ivf_device = self.ivf_torch_device()
         self.check(self.embedder)  # an existing index built with another embedder is refused here
         embedder = Embedder(self.embedder)
         index = import_flat(
             self.index, self.faiss, self.corpus, embedder=embedder, batch_size=self.commit_every,
-            overwrite=self.overwrite, ivf_device=self.ivf_torch_device(),
+            overwrite=self.overwrite, ivf_device=ivf_device,
         )  # fmt: skip
         print(f"{self.index}: {len(index)} passages, vectors of {embedder.spec.name} from {self.faiss}")
 

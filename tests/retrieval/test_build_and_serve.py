@@ -136,9 +136,24 @@ def test_every_bad_build_input_is_a_one_line_error_that_changes_nothing(
     ("ivf_device", "device", "torch_device"),
     [(None, "cuda:1,cuda:2", "cuda:1"), (None, "cpu", "cpu"), ("lancedb", "cuda", None), ("cuda:3", "cpu", "cuda:3")],
 )
-def test_the_ivf_index_is_built_with_torch_on_the_builds_first_gpu_else_the_cpu(ivf_device, device, torch_device):
+def test_the_ivf_index_is_built_with_torch_on_the_builds_first_gpu_else_the_cpu(
+    ivf_device, device, torch_device, monkeypatch
+):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the rule as on a GPU machine
     build = Build(corpus="c.jsonl", index="i", device=device, ivf_device=ivf_device)
     assert build.ivf_torch_device(build.device) == torch_device
+
+
+def test_an_ivf_device_that_is_not_here_is_refused_before_any_work(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(GOOD_PASSAGE)
+    args = ["build", "--corpus", str(corpus), "--index", str(tmp_path / "i"), "--embedder", MINILM]
+    done = run_main(index_main, [*args, "--device", "cpu", "--ivf-device", "cuda:1"])
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1].endswith("--ivf-device cuda:1: no CUDA device here (use cpu or lancedb)")
+    )
+    assert not (tmp_path / "i").exists()  # refused before the index was looked at
 
 
 def test_a_bad_build_input_ends_the_real_command_with_its_one_line(tmp_path):
