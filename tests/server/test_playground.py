@@ -1,7 +1,8 @@
 """The playground page in a real headless browser (Debian's chromium + chromedriver, via Selenium).
 
 The page is served by a live ``research-serve`` on the toy ReSearch model (a subprocess,
-so that it can be killed mid-stream) and asked a held-out toy-world question. Without
+so that it can be killed mid-stream, its search held open by a frozen retriever) and asked a
+held-out toy-world question. Without
 a browser on the machine these tests skip, saying what to install; CI installs one.
 Set ``PLAYGROUND_SCREENSHOTS=DIR`` to keep the screenshots (the README's come from here).
 """
@@ -18,7 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from research.testbed.acceptance import held_out
 from research.testbed.processes import free_port, launched
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,16 +32,37 @@ KEY = "playground-secret"
 QUESTION = "In which city was the founder of Zuxkoth Labs born?"  # held out: the model never saw these entities
 
 
+def serve_args(model: Path, recipe, port: int, *searched: str) -> list[str]:
+    """``research-serve`` on the toy model (transformers engine) with an API key, searching ``searched``."""
+    args = [sys.executable, "-m", "research.server.cli", "--model", str(model), *searched, "--template", "base"]
+    args += ["--search-top-k", str(recipe.top_k), "--served-model-name", "research", "--engine", "transformers"]
+    return [*args, "--port", str(port), "--api-key", KEY, "--max-tokens", "1024"]
+
+
 @pytest.fixture
-def toy_server(toy_model_path, toy_index, toy_recipe, tmp_path_factory) -> Iterator[tuple[str, object]]:
-    """``research-serve`` on the toy model (transformers engine) with an API key; (base URL, process)."""
+def toy_server(toy_model_path, toy_index, toy_recipe, tmp_path) -> Iterator[str]:
+    """``research-serve`` on the toy model and index; its base URL."""
     port = free_port()
-    args = [sys.executable, "-m", "research.server.cli", "--model", str(toy_model_path), "--index", toy_index.uri]
-    args += ["--template", "base", "--search-top-k", str(toy_recipe.top_k), "--served-model-name", "research"]
-    args += ["--engine", "transformers", "--port", str(port), "--api-key", KEY, "--max-tokens", "1024"]
-    log = tmp_path_factory.mktemp("playground") / "server.log"
-    with launched(args, f"http://127.0.0.1:{port}/health", log) as proc:
-        yield f"http://127.0.0.1:{port}", proc
+    args = serve_args(toy_model_path, toy_recipe, port, "--index", toy_index.uri)
+    with launched(args, f"http://127.0.0.1:{port}/health", tmp_path / "server.log"):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def stalled_search_server(toy_model_path, toy_index, toy_recipe, tmp_path) -> Iterator[tuple[str, object, object]]:
+    """``research-serve`` searching a ``research-index serve`` of the toy index (both subprocesses); (base URL,
+    server, retriever). Freezing the retriever (SIGSTOP) holds the model's first search open: a stream that
+    cannot finish before the test kills the server, however loaded the machine."""
+    ports = free_port(), free_port()
+    index = [sys.executable, "-m", "research.retrieval.cli", "serve", "--index", toy_index.uri, "--port", str(ports[0])]
+    remote = ("--retriever", f"http://127.0.0.1:{ports[0]}/v1/search", "--search-timeout", "600")
+    with launched(index, f"http://127.0.0.1:{ports[0]}/health", tmp_path / "retriever.log") as retriever:
+        serve = serve_args(toy_model_path, toy_recipe, ports[1], *remote)
+        with launched(serve, f"http://127.0.0.1:{ports[1]}/health", tmp_path / "server.log") as server:
+            try:
+                yield f"http://127.0.0.1:{ports[1]}", server, retriever
+            finally:
+                os.killpg(retriever.pid, signal.SIGCONT)  # so that it can stop on SIGTERM
 
 
 @pytest.fixture
@@ -89,7 +110,7 @@ def wait(browser, seconds: float):
 def test_the_page_shows_searches_passages_reasoning_and_the_answer(browser, toy_server, toy_world, tmp_path):
     from selenium.webdriver.common.by import By
 
-    url, _ = toy_server
+    url = toy_server
     assert QUESTION in [q.question for q in toy_world.questions("test")]
     served = httpx.post(
         f"{url}/v1/chat/completions",
@@ -126,11 +147,10 @@ def test_the_page_shows_searches_passages_reasoning_and_the_answer(browser, toy_
     screenshot(browser, "playground.png", tmp_path)
 
 
-def test_the_page_shows_a_wrong_key_and_a_stream_that_breaks_off(browser, toy_server, toy_world, tmp_path):
+def test_the_page_shows_a_wrong_key_and_a_stream_that_breaks_off(browser, stalled_search_server, tmp_path):
     from selenium.webdriver.common.by import By
 
-    url, proc = toy_server
-    question = held_out(toy_world, 1)[0].question
+    url, server, retriever = stalled_search_server
     browser.get(f"{url}/")
     browser.find_element(By.ID, "key").send_keys("wrong-key")
     browser.execute_script("loadModels()")
@@ -138,10 +158,12 @@ def test_the_page_shows_a_wrong_key_and_a_stream_that_breaks_off(browser, toy_se
     error = browser.find_element(By.ID, "error").text
     assert "401" in error and "API key" in error
 
-    # Temperature 2: the toy model rambles until its token budget, so the stream is long.
-    ask(browser, url, question, key=KEY, temperature="2")
-    wait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#timeline .thought"))
-    os.killpg(proc.pid, signal.SIGKILL)  # the server dies mid-stream
+    browser.find_element(By.ID, "key").clear()
+    os.killpg(retriever.pid, signal.SIGSTOP)  # the model's first search waits on the frozen retriever
+    ask(browser, url, QUESTION, key=KEY)
+    wait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#timeline .search .status"))
+    assert browser.find_element(By.CSS_SELECTOR, "#timeline .search .status").text == "searching…"
+    os.killpg(server.pid, signal.SIGKILL)  # the server dies mid-stream
     wait(browser, 30).until(lambda b: b.find_element(By.ID, "error").is_displayed())
     assert "broke off" in browser.find_element(By.ID, "error").text
     screenshot(browser, "playground-error.png", tmp_path)
