@@ -38,12 +38,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def toy_server(n_questions: int = 3) -> tuple[list[str], list[str]]:
-    """``research-serve`` flags for the toy model and its world's index (built once, cached); held-out questions."""
+def toy_server(n_questions: int = 3, retriever: str | None = None) -> tuple[list[str], list[str]]:
+    """``research-serve`` flags for the toy model and its world's index (built once, cached), or ``retriever``
+    (a running retriever's URL) instead of the index; held-out questions."""
     recipe = ToyRecipe()
     model = toy_model(recipe)
     world = make_world(recipe.seed, chains=recipe.chains)
-    flags = ["--model", str(model), "--index", world_index(world).uri, "--served-model-name", MODEL_NAME]
+    searched = ["--retriever", retriever] if retriever else ["--index", world_index(world).uri]
+    flags = ["--model", str(model), *searched, "--served-model-name", MODEL_NAME]
     flags += ["--template", "base", "--search-top-k", str(recipe.top_k), "--max-tokens", "1024"]
     flags += engine_args(max_model_len=2048).cli_flags()
     return flags, [q.question for q in held_out(world, n_questions)]

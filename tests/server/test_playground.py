@@ -1,9 +1,9 @@
 """The playground page in a real headless browser (Debian's chromium + chromedriver, via Selenium).
 
-The page is served by a live ``research-serve`` on the toy ReSearch model (a subprocess,
-so that it can be killed mid-stream, its search held open by a frozen retriever) and asked a
-held-out toy-world question. Without
-a browser on the machine these tests skip, saying what to install; CI installs one.
+The page is served by a live ``research-serve`` on the toy ReSearch model (a subprocess, so
+that it can be killed mid-stream, its search held open by a frozen retriever) and asked a
+held-out toy-world question. Without a browser on the machine these tests skip, saying what
+to install; CI installs one.
 Set ``PLAYGROUND_SCREENSHOTS=DIR`` to keep the screenshots (the README's come from here).
 """
 
@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from research.testbed.processes import free_port, launched
+from research.testbed.serve import toy_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -32,37 +33,37 @@ KEY = "playground-secret"
 QUESTION = "In which city was the founder of Zuxkoth Labs born?"  # held out: the model never saw these entities
 
 
-def serve_args(model: Path, recipe, port: int, *searched: str) -> list[str]:
-    """``research-serve`` on the toy model (transformers engine) with an API key, searching ``searched``."""
-    args = [sys.executable, "-m", "research.server.cli", "--model", str(model), *searched, "--template", "base"]
-    args += ["--search-top-k", str(recipe.top_k), "--served-model-name", "research", "--engine", "transformers"]
-    return [*args, "--port", str(port), "--api-key", KEY, "--max-tokens", "1024"]
+def serve_args(port: int, retriever: str | None = None) -> list[str]:
+    """``research-serve`` on the toy model (transformers engine) with an API key, as ``research-demo`` serves it."""
+    flags, _ = toy_server(retriever=retriever)
+    args = [sys.executable, "-m", "research.server.cli", *flags, "--engine", "transformers"]
+    return [*args, "--port", str(port), "--api-key", KEY]
 
 
 @pytest.fixture
-def toy_server(toy_model_path, toy_index, toy_recipe, tmp_path) -> Iterator[str]:
+def toy_server_url(tmp_path) -> Iterator[str]:
     """``research-serve`` on the toy model and index; its base URL."""
     port = free_port()
-    args = serve_args(toy_model_path, toy_recipe, port, "--index", toy_index.uri)
-    with launched(args, f"http://127.0.0.1:{port}/health", tmp_path / "server.log"):
+    with launched(serve_args(port), f"http://127.0.0.1:{port}/health", tmp_path / "server.log"):
         yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
-def stalled_search_server(toy_model_path, toy_index, toy_recipe, tmp_path) -> Iterator[tuple[str, object, object]]:
+def stalled_search_server(toy_index, tmp_path) -> Iterator[tuple[str, object, object]]:
     """``research-serve`` searching a ``research-index serve`` of the toy index (both subprocesses); (base URL,
     server, retriever). Freezing the retriever (SIGSTOP) holds the model's first search open: a stream that
     cannot finish before the test kills the server, however loaded the machine."""
     ports = free_port(), free_port()
     index = [sys.executable, "-m", "research.retrieval.cli", "serve", "--index", toy_index.uri, "--port", str(ports[0])]
-    remote = ("--retriever", f"http://127.0.0.1:{ports[0]}/v1/search", "--search-timeout", "600")
-    with launched(index, f"http://127.0.0.1:{ports[0]}/health", tmp_path / "retriever.log") as retriever:
-        serve = serve_args(toy_model_path, toy_recipe, ports[1], *remote)
-        with launched(serve, f"http://127.0.0.1:{ports[1]}/health", tmp_path / "server.log") as server:
-            try:
-                yield f"http://127.0.0.1:{ports[1]}", server, retriever
-            finally:
-                os.killpg(retriever.pid, signal.SIGCONT)  # so that it can stop on SIGTERM
+    serve = [*serve_args(ports[1], f"http://127.0.0.1:{ports[0]}/v1/search"), "--search-timeout", "600"]
+    with (
+        launched(index, f"http://127.0.0.1:{ports[0]}/health", tmp_path / "retriever.log") as retriever,
+        launched(serve, f"http://127.0.0.1:{ports[1]}/health", tmp_path / "server.log") as server,
+    ):
+        try:
+            yield f"http://127.0.0.1:{ports[1]}", server, retriever
+        finally:
+            os.killpg(retriever.pid, signal.SIGCONT)  # so that it can stop on SIGTERM
 
 
 @pytest.fixture
@@ -107,10 +108,10 @@ def wait(browser, seconds: float):
     return WebDriverWait(browser, seconds, poll_frequency=0.1)
 
 
-def test_the_page_shows_searches_passages_reasoning_and_the_answer(browser, toy_server, toy_world, tmp_path):
+def test_the_page_shows_searches_passages_reasoning_and_the_answer(browser, toy_server_url, toy_world, tmp_path):
     from selenium.webdriver.common.by import By
 
-    url = toy_server
+    url = toy_server_url
     assert QUESTION in [q.question for q in toy_world.questions("test")]
     served = httpx.post(
         f"{url}/v1/chat/completions",
