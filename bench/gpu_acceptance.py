@@ -22,7 +22,8 @@ row and the run goes on.
 4. serve: ``research-serve`` (vLLM in-process) against plain ``vllm serve``, a random-weight
    Qwen2.5-7B (small: a tiny Qwen2) through vLLM's ``--load-format dummy``, the same
    prompts and as many tokens: model tokens/s of each and the ratio, per concurrency
-   (``bench/serve_throughput.py`` arms (a) and (c)). Only where vLLM is installed.
+   (``bench/serve_throughput.py`` arms (a) and (c)); one server at a time, except that on a
+   CPU both start together. Only where vLLM is installed.
 
 On the GPU machine: ``pip install -e '.[index,train,testbed]'`` (and ``[gpu]`` for step 4), or,
 where only torch and transformers are there and nothing can be downloaded, wheels carried
@@ -41,6 +42,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -158,7 +160,7 @@ def serve_step(sizes: Sizes, args: argparse.Namespace, work: Path) -> tuple[str,
     from research.retrieval.build import build_index
     from research.retrieval.demo_corpus import read_passages
     from research.testbed.models import eos_token_ids, load_tokenizer
-    from research.testbed.processes import free_port, launched
+    from research.testbed.processes import ServerProcess, free_port
 
     model = work / sizes.server_model
     tokenizer = load_tokenizer()
@@ -194,23 +196,36 @@ def serve_step(sizes: Sizes, args: argparse.Namespace, work: Path) -> tuple[str,
         if arm == "server":
             mean[c] = max(1, round(sum(done.tokens) / len(done.tokens)))
 
-    port = free_port()
-    serve = [*research_serve_command(str(model), str(index), port, "base", max_model_len), *flags]
-    with launched(serve, f"http://127.0.0.1:{port}/health", work / "research-serve.log", timeout=900, env=KV_CACHE):
+    with ExitStack() as stack:
+
+        def start(command: list[str], port: int, name: str) -> ServerProcess:
+            server = ServerProcess(command, f"http://127.0.0.1:{port}/health", work / f"{name}.log", env=KV_CACHE)
+            stack.callback(server.stop)
+            return server
+
+        ours_port, raw_port = free_port(), free_port()
+        servers = [start([*research_serve_command(str(model), str(index), ours_port, "base", max_model_len), *flags],
+                         ours_port, "research-serve")]  # fmt: skip
+        raw_command = [*vllm_serve_command(str(model), raw_port, max_model_len), *flags]
+        if not args.device.startswith("cuda"):  # on a CPU both start at once; on a GPU vLLM's profiling needs it alone
+            servers.append(start(raw_command, raw_port, "vllm"))
+        for server in servers:  # both up before either is measured: a start-up beside a measurement skews it
+            server.wait_healthy(900)
 
         async def ours() -> None:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ours_port}", timeout=600) as http:
                 for c in sizes.concurrency:
                     await measure("server", c, server_asker(http, sizes.serve_tokens))
 
         asyncio.run(ours())
-    port = free_port()
-    vllm = [*vllm_serve_command(str(model), port, max_model_len), *flags]
-    with launched(vllm, f"http://127.0.0.1:{port}/health", work / "vllm.log", timeout=900, env=KV_CACHE):
+        servers[0].stop()
+        if len(servers) == 1:
+            servers.append(start(raw_command, raw_port, "vllm"))
+            servers[1].wait_healthy(900)
 
         async def raw() -> None:
             async with httpx.AsyncClient(timeout=600) as http:
-                ask = raw_asker(http, f"http://127.0.0.1:{port}/v1", "base")
+                ask = raw_asker(http, f"http://127.0.0.1:{raw_port}/v1", "base")
                 for c in sizes.concurrency:  # as many tokens as research-serve's questions had at this level
                     await measure("raw", c, lambda q, n=mean[c]: ask(q, n))
 

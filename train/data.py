@@ -26,11 +26,9 @@ def to_dataset(examples: list[Example], tokenizer: Any, template: str, max_promp
 
     from research.protocol import render_prompt
 
-    keep = [
-        e
-        for e in examples
-        if len(tokenizer.encode(render_prompt(e.question, template, tokenizer))) <= max_prompt_tokens
-    ]
+    prompts = [render_prompt(e.question, template, tokenizer) for e in examples]
+    lengths = map(len, tokenizer(prompts)["input_ids"])  # one batch: the tokenizer spreads it over the cores
+    keep = [e for e, n in zip(examples, lengths, strict=True) if n <= max_prompt_tokens]
     if dropped := len(examples) - len(keep):
         log.warning("dropped %d question(s) whose prompt is over %d tokens", dropped, max_prompt_tokens)
     if not keep:

@@ -18,14 +18,19 @@ import pytest
 import torch
 
 from research.protocol import response_text, reward
+from research.train.config import TrainConfig
 from research.train.trainer import build_trainer
 from tests.support.rollouts import record_rollouts
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
+from tests.support.training import values_in
 
 
-@pytest.fixture
-def trainer_and_inputs(train_config):
-    trainer, rollouts = build_trainer(train_config)
+@pytest.fixture(scope="module")
+def trainer_and_inputs(tmp_path_factory, model_path, script_index):
+    """One trainer and one batch of real rollouts for the module: neither test changes the inputs."""
+    trainer, rollouts = build_trainer(
+        TrainConfig(**values_in(tmp_path_factory.mktemp("masking"), model_path, script_index))
+    )
     recorded = record_rollouts(trainer)
     batch = [{"prompt": SCRIPT_QUESTION, "answers": [SCRIPT_ANSWER]}] * 2
     trainer.model.train()
