@@ -134,7 +134,7 @@ def token_roles(recipe: ToyRecipe, tokenizer: Any) -> dict[str, list[int]]:
     }
 
 
-def index_world(world: World, split: str, uri: Path, *, embedder: Embedder | None = None) -> PassageIndex:
+def index_world(world: World, split: str, uri: str | Path, *, embedder: Embedder | None = None) -> PassageIndex:
     """A LanceDB index of the world's ``split`` passages (``"train"``, ``"test"`` or ``"all"``)."""
     passages = [Passage(p["id"], p["contents"]) for p in world.passages(split)]  # type: ignore[arg-type]
     return build_index(uri, passages, embedder=embedder or Embedder(EMBEDDER, device="cpu"))

@@ -1,0 +1,271 @@
+"""The scale-out topology on one machine: vLLM replicas and research-serve fronts, each set behind nginx.
+
+    python deploy/topology.py                  # the toy model: 2 replicas, 2 fronts, the index on S3 (moto)
+    python deploy/topology.py --replicas 3 --fronts 1 --port 8000
+
+What runs, every process on loopback::
+
+    clients ─> nginx ─> research-serve --engine upstream (x fronts) ─> nginx ─> vllm serve (x replicas)
+                               └─> the LanceDB index at s3://research/toy-world (moto's S3 server)
+
+The fronts are stateless: each runs the search loop, sends token ids to the replicas through
+their balancer, and resumes a generation whose replica died on another one (``--upstream-resumes``).
+The index is read through LanceDB's own ``s3://`` support, configured the way the AWS tools are
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), with no code path of ours. The S3 server is moto's
+(``moto[server]``, a dev dependency): no S3-compatible server installs here without a download.
+nginx is Debian's (``apt-get install nginx-light``). ``tests/deploy/test_topology.py`` and
+``bench/failover.py`` bring it up through this module; the README's "Scaling out" shows the same
+topology across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from research.testbed.processes import ServerProcess, free_port
+
+NGINX = """\
+worker_processes 1;
+pid {folder}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream backends {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_body_temp_path {folder};
+        location / {{
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;          # server-sent events pass as they come
+            proxy_request_buffering off;
+            proxy_read_timeout 600s;
+            # A replica that refuses or drops a request before answering is skipped. Generation requests
+            # are safe to send again (a dropped one was aborted where it ran), hence non_idempotent.
+            proxy_next_upstream error timeout http_502 http_503 non_idempotent;
+        }}
+    }}
+}}
+"""
+
+
+def nginx(backends: list[int], folder: Path) -> ServerProcess:
+    """nginx balancing loopback ``backends`` (ports), started in ``folder``; its health URL is a backend's."""
+    if shutil.which("nginx") is None:
+        raise RuntimeError("nginx is not installed: apt-get install nginx-light")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    servers = "\n".join(f"        server 127.0.0.1:{b} max_fails=1 fail_timeout=2s;" for b in backends)
+    conf = folder / "nginx.conf"
+    conf.write_text(NGINX.format(folder=folder, servers=servers, port=port))
+    command = ["nginx", "-p", str(folder), "-c", str(conf), "-e", str(folder / "error.log"), "-g", "daemon off;"]
+    return ServerProcess(command, f"http://127.0.0.1:{port}/health", folder / "nginx.log")
+
+
+def object_store(folder: Path) -> tuple[ServerProcess, dict[str, str]]:
+    """moto's S3 server on loopback, and the environment that points LanceDB (and boto3) at it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = ServerProcess([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                           f"http://127.0.0.1:{port}/moto-api/", folder / "moto.log")  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ALLOW_HTTP": "true",  # LanceDB's object store refuses plain HTTP otherwise
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    return server, env
+
+
+def create_bucket(name: str, env: Mapping[str, str]) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                 aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=name)  # fmt: skip
+
+
+@dataclass
+class Topology:
+    """The running topology: the fronts' balancer URL (clients' ``/v1``), the replicas' and every process."""
+
+    url: str
+    upstream: str
+    replicas: list[ServerProcess]
+    fronts: list[ServerProcess]
+    replica_command: Callable[[int], list[str]]
+    stack: ExitStack
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def kill(self, server: ServerProcess) -> None:
+        """kill -9 a replica or a front, with everything it started."""
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+
+    def restart(self, i: int) -> ServerProcess:
+        """Start replica ``i`` again on its port (not waited for)."""
+        old = self.replicas[i]
+        port = int(old.health.rsplit(":", 1)[1].split("/")[0])
+        self.replicas[i] = _start(self.stack, self.replica_command(port), old.health, old.log, self.env)
+        return self.replicas[i]
+
+
+def _start(stack: ExitStack, command: list[str], health: str, log: Path, env: Mapping[str, str]) -> ServerProcess:
+    server = ServerProcess(command, health, log, env=env)
+    stack.callback(server.stop)
+    return server
+
+
+@contextmanager
+def scaled_out(
+    replica_command: Callable[[int], list[str]],
+    front_command: Callable[[int, str], list[str]],
+    work: Path,
+    *,
+    replicas: int | list[ServerProcess] = 2,
+    fronts: int = 2,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Topology]:
+    """Bring the topology up in ``work``, wait until every process answers, and stop it all when the block ends.
+
+    ``replica_command(port)`` and ``front_command(port, upstream_url)`` are the two commands; ``replicas``
+    may be servers already running (the fronts' balancer goes to them, :meth:`Topology.restart` included)."""
+    env = dict(env or {})
+    with ExitStack() as stack:
+        if isinstance(replicas, int):
+            ports = [free_port() for _ in range(replicas)]
+            logs = [work / f"replica-{i}.log" for i in range(replicas)]
+            running = [
+                _start(stack, replica_command(p), f"http://127.0.0.1:{p}/health", log, env)
+                for p, log in zip(ports, logs, strict=True)
+            ]
+        else:
+            running = list(replicas)
+        backends = [int(r.health.rsplit(":", 1)[1].split("/")[0]) for r in running]
+        upstream = stack.enter_context(_waited(nginx(backends, work / "nginx-replicas")))
+        upstream_url = upstream.health.removesuffix("/health") + "/v1"
+        front_ports = [free_port() for _ in range(fronts)]
+        front_servers = [
+            _start(stack, front_command(p, upstream_url), f"http://127.0.0.1:{p}/health", work / f"front-{i}.log", env)
+            for i, p in enumerate(front_ports)
+        ]
+        for server in [*running, *front_servers]:
+            server.wait_healthy(900)
+        front = stack.enter_context(_waited(nginx(front_ports, work / "nginx-fronts")))
+        yield Topology(
+            front.health.removesuffix("/health") + "/v1", upstream_url, running, front_servers, replica_command,
+            stack, env,
+        )  # fmt: skip
+
+
+@contextmanager
+def _waited(server: ServerProcess) -> Iterator[ServerProcess]:
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    """The sum of a Prometheus metric's samples on ``server``'s ``/metrics`` (vLLM's and research-serve's)."""
+    text = httpx.get(server.health.removesuffix("/health") + "/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if re.match(rf"{name}(\{{| )", line))
+
+
+async def ask(client: Any, model: str, question: str) -> str:
+    """One streamed chat completion at temperature 0, through the ``openai`` SDK's ``client``: the reasoning
+    and content deltas joined, everything the stream showed."""
+    shown = []
+    stream = await client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], temperature=0, stream=True
+    )
+    async for chunk in stream:
+        for choice in chunk.choices:
+            shown += [choice.delta.model_extra.get("reasoning_content") or "", choice.delta.content or ""]
+    return "".join(shown)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--replicas", type=int, default=2, help="vllm serve replicas (default: 2)")
+    p.add_argument("--fronts", type=int, default=2, help="research-serve --engine upstream fronts (default: 2)")
+    p.add_argument("--work", type=Path, help="logs and nginx configs (default: a temporary folder)")
+    args = p.parse_args()
+    if args.replicas < 1 or args.fronts < 1:
+        p.error("--replicas and --fronts must be at least 1")
+    import tempfile
+    import time
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop everything on SIGTERM as on Ctrl-C
+    with ExitStack() as outer:
+        work = args.work or Path(outer.enter_context(tempfile.TemporaryDirectory(prefix="topology-")))
+        work.mkdir(parents=True, exist_ok=True)
+        with toy_topology(work, replicas=args.replicas, fronts=args.fronts) as (topology, questions):
+            print(f"\nThe front: {topology.url} (model 'research'); the replicas' balancer: {topology.upstream}")
+            print("Held-out questions to ask:", *questions, sep="\n  ")
+            print(f"Logs in {work}. Stop with Ctrl-C.", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                return 0
+    return 0
+
+
+@contextmanager
+def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[tuple[Topology, list[str]]]:
+    """The toy model's topology, its world's index on moto's S3; (topology, held-out questions)."""
+    from research.cli import cli_flags
+    from research.testbed.models import engine_args
+    from research.testbed.serve import MODEL_NAME, toy_server
+    from research.testbed.toy_model import ToyRecipe, index_world
+    from research.testbed.world import make_world
+
+    flags, questions = toy_server()
+    model = flags[flags.index("--model") + 1]
+    engine = cli_flags(engine_args(max_model_len=2048).vllm_args(cuda=False))
+    with ExitStack() as stack:
+        store, env = object_store(work / "s3")
+        stack.callback(store.stop)
+        store.wait_healthy(60)
+        create_bucket("research", env)
+        os.environ.update(env)  # this process writes the index there
+        recipe = ToyRecipe()
+        index = index_world(make_world(recipe.seed, chains=recipe.chains), "all", "s3://research/toy-world").uri
+        at = flags.index("--index")
+        flags[at + 1] = index
+        serve = [sys.executable, "-m", "research.server.cli", *flags, "--engine", "upstream"]
+
+        def replica(port: int) -> list[str]:
+            command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+            return [*command, "--host", "127.0.0.1", "--port", str(port), "--served-model-name", MODEL_NAME, *engine]
+
+        def front(port: int, upstream: str) -> list[str]:
+            return [*serve, "--upstream-url", upstream, "--host", "127.0.0.1", "--port", str(port)]
+
+        cpu = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # 1 GiB KV cache, one process
+        topology = stack.enter_context(
+            scaled_out(replica, front, work, replicas=replicas, fronts=fronts, env={**env, **cpu})
+        )
+        yield topology, questions
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
