@@ -28,75 +28,33 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
 import openai
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "deploy"))
-from topology import Topology, ask, metric, toy_topology
-
-from research.testbed.processes import ServerProcess
+from topology import Topology, ask, kill_when, metric, streams, toy_topology
 
 MODEL = "research"
-HUNG = 120.0
-
-
-async def phase(
-    client: openai.AsyncOpenAI,
-    reference: dict[str, str],
-    requests: int,
-    clients: int,
-    kill: Callable[[], Awaitable[None]] | None = None,
-) -> Counter[str]:
-    """``requests`` questions by ``clients`` concurrent streams (and ``kill`` beside them); outcome counts."""
-    slots = asyncio.Semaphore(clients)
-    questions = list(reference)
-
-    async def one(question: str) -> str:
-        async with slots:
-            try:
-                shown = await asyncio.wait_for(ask(client, MODEL, question), HUNG)
-            except TimeoutError:
-                return "hung"
-            except (openai.APIError, httpx.TransportError):  # the stream's connection went: a clear error
-                return "failed"
-            return "completed" if shown == reference[question] else "different"
-
-    asked = [one(questions[i % len(questions)]) for i in range(requests)]
-    outcomes = await asyncio.gather(*asked, *([kill()] if kill else []))
-    return Counter(o for o in outcomes if o is not None)
-
-
-def killer(topology: Topology, server: ServerProcess, gauge: str, at_least: int) -> Callable[[], Awaitable[None]]:
-    """kill -9 ``server`` once its ``gauge`` reads ``at_least``."""
-
-    async def kill() -> None:
-        while metric(server, gauge) < at_least:
-            await asyncio.sleep(0.05)
-        topology.kill(server)
-
-    return kill
 
 
 async def run(topology: Topology, questions: list[str], requests: int, clients: int) -> dict[str, Counter[str]]:
-    async with openai.AsyncOpenAI(base_url=topology.url, api_key="none", timeout=HUNG) as client:
+    async with openai.AsyncOpenAI(base_url=topology.url, api_key="none", timeout=120) as client:
         reference = {q: await ask(client, MODEL, q) for q in questions}
         rows = {}
         running = "vllm:num_requests_running"
-        rows["replica kill"] = await phase(client, reference, requests, clients,
-                                           killer(topology, topology.replicas[1], running, 4))  # fmt: skip
+        replica = kill_when(topology, topology.replicas[1], running, 4)
+        rows["replica kill"] = await streams(client, MODEL, reference, requests, clients, replica)
         replica = topology.restart(1)
         await asyncio.to_thread(replica.wait_healthy, 900)
         await asyncio.sleep(3)  # nginx's fail_timeout: the balancer tries the replica again
         before = [metric(r, "vllm:request_success_total") for r in topology.replicas]
-        rows["replica back"] = await phase(client, reference, requests, clients)
+        rows["replica back"] = await streams(client, MODEL, reference, requests, clients)
         after = [metric(r, "vllm:request_success_total") for r in topology.replicas]
         rows["replica back"]["served by both"] = int(all(a > b for a, b in zip(after, before, strict=True)))
-        front = killer(topology, topology.fronts[0], "research_requests_running", 2)
-        rows["front kill"] = await phase(client, reference, requests, clients, front)
-        rows["after"] = await phase(client, reference, requests, clients)
+        front = kill_when(topology, topology.fronts[0], "research_requests_running", 2)
+        rows["front kill"] = await streams(client, MODEL, reference, requests, clients, front)
+        rows["after"] = await streams(client, MODEL, reference, requests, clients)
     return rows
 
 

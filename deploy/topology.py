@@ -21,18 +21,21 @@ topology across machines.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 
 from research.testbed.processes import ServerProcess, free_port
 
@@ -104,15 +107,13 @@ def create_bucket(name: str, env: Mapping[str, str]) -> None:
 
 @dataclass
 class Topology:
-    """The running topology: the fronts' balancer URL (clients' ``/v1``), the replicas' and every process."""
+    """The running topology: the fronts' balancer URL (the clients' ``/v1``), the replicas', every process."""
 
     url: str
     upstream: str
     replicas: list[ServerProcess]
     fronts: list[ServerProcess]
-    replica_command: Callable[[int], list[str]]
     stack: ExitStack
-    env: Mapping[str, str] = field(default_factory=dict)
 
     def kill(self, server: ServerProcess) -> None:
         """kill -9 a replica or a front, with everything it started."""
@@ -120,59 +121,48 @@ class Topology:
         server.proc.wait()
 
     def restart(self, i: int) -> ServerProcess:
-        """Start replica ``i`` again on its port (not waited for)."""
+        """Start replica ``i`` again, as before and on its port (not waited for)."""
         old = self.replicas[i]
-        port = int(old.health.rsplit(":", 1)[1].split("/")[0])
-        self.replicas[i] = _start(self.stack, self.replica_command(port), old.health, old.log, self.env)
+        self.replicas[i] = _start(self.stack, old.args, old.port, old.log.with_suffix(".restarted.log"), old.env)
         return self.replicas[i]
 
 
-def _start(stack: ExitStack, command: list[str], health: str, log: Path, env: Mapping[str, str]) -> ServerProcess:
-    server = ServerProcess(command, health, log, env=env)
+def _start(stack: ExitStack, command: list[str], port: int, log: Path, env: Mapping[str, str] | None) -> ServerProcess:
+    server = ServerProcess(command, f"http://127.0.0.1:{port}/health", log, env=env)
     stack.callback(server.stop)
     return server
 
 
+def start_replicas(
+    command: Callable[[int], list[str]], n: int, work: Path, stack: ExitStack, env: Mapping[str, str]
+) -> list[ServerProcess]:
+    """``n`` replicas, ``command(port)`` each (not waited for), stopped with ``stack``."""
+    return [_start(stack, command(port := free_port()), port, work / f"replica-{i}.log", env) for i in range(n)]
+
+
 @contextmanager
 def scaled_out(
-    replica_command: Callable[[int], list[str]],
+    replicas: list[ServerProcess],
     front_command: Callable[[int, str], list[str]],
     work: Path,
     *,
-    replicas: int | list[ServerProcess] = 2,
     fronts: int = 2,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Topology]:
-    """Bring the topology up in ``work``, wait until every process answers, and stop it all when the block ends.
-
-    ``replica_command(port)`` and ``front_command(port, upstream_url)`` are the two commands; ``replicas``
-    may be servers already running (the fronts' balancer goes to them, :meth:`Topology.restart` included)."""
-    env = dict(env or {})
+    """``replicas`` (running or starting) behind nginx, ``fronts`` of ``front_command(port, upstream_url)``
+    behind another; yields once every process answers, stops what it started when the block ends."""
     with ExitStack() as stack:
-        if isinstance(replicas, int):
-            ports = [free_port() for _ in range(replicas)]
-            logs = [work / f"replica-{i}.log" for i in range(replicas)]
-            running = [
-                _start(stack, replica_command(p), f"http://127.0.0.1:{p}/health", log, env)
-                for p, log in zip(ports, logs, strict=True)
-            ]
-        else:
-            running = list(replicas)
-        backends = [int(r.health.rsplit(":", 1)[1].split("/")[0]) for r in running]
-        upstream = stack.enter_context(_waited(nginx(backends, work / "nginx-replicas")))
+        upstream = stack.enter_context(_waited(nginx([r.port for r in replicas], work / "nginx-replicas")))
         upstream_url = upstream.health.removesuffix("/health") + "/v1"
-        front_ports = [free_port() for _ in range(fronts)]
-        front_servers = [
-            _start(stack, front_command(p, upstream_url), f"http://127.0.0.1:{p}/health", work / f"front-{i}.log", env)
-            for i, p in enumerate(front_ports)
+        ports = [free_port() for _ in range(fronts)]
+        started = [
+            _start(stack, front_command(port, upstream_url), port, work / f"front-{i}.log", env)
+            for i, port in enumerate(ports)
         ]
-        for server in [*running, *front_servers]:
+        for server in [*replicas, *started]:
             server.wait_healthy(900)
-        front = stack.enter_context(_waited(nginx(front_ports, work / "nginx-fronts")))
-        yield Topology(
-            front.health.removesuffix("/health") + "/v1", upstream_url, running, front_servers, replica_command,
-            stack, env,
-        )  # fmt: skip
+        front = stack.enter_context(_waited(nginx(ports, work / "nginx-fronts")))
+        yield Topology(front.health.removesuffix("/health") + "/v1", upstream_url, list(replicas), started, stack)
 
 
 @contextmanager
@@ -200,6 +190,43 @@ async def ask(client: Any, model: str, question: str) -> str:
         for choice in chunk.choices:
             shown += [choice.delta.model_extra.get("reasoning_content") or "", choice.delta.content or ""]
     return "".join(shown)
+
+
+HUNG = 120.0
+"""Seconds after which a stream that has not ended counts as hung."""
+
+
+async def streams(
+    client: Any, model: str, reference: dict[str, str], requests: int, clients: int,
+    beside: Awaitable[None] | None = None,
+) -> Counter[str]:  # fmt: skip
+    """``requests`` streamed questions from ``reference`` (question: what it showed before) by ``clients``
+    concurrent streams, ``beside`` running alongside; counts of ``completed`` (as before), ``different``,
+    ``failed`` (the connection went: a clear error) and ``hung``."""
+    slots = asyncio.Semaphore(clients)
+    questions = list(reference)
+
+    async def one(question: str) -> str:
+        async with slots:
+            try:
+                shown = await asyncio.wait_for(ask(client, model, question), HUNG)
+            except TimeoutError:
+                return "hung"
+            except (openai.APIError, httpx.TransportError):
+                return "failed"
+            return "completed" if shown == reference[question] else "different"
+
+    asked = [one(questions[i % len(questions)]) for i in range(requests)]
+    outcomes = await asyncio.gather(*asked, *([beside] if beside else []))
+    return Counter(o for o in outcomes if o is not None)
+
+
+async def kill_when(topology: Topology, server: ServerProcess, gauge: str, at_least: float) -> None:
+    """kill -9 ``server`` once its metric ``gauge`` reads ``at_least`` (requests running, say)."""
+    async with asyncio.timeout(HUNG):
+        while await asyncio.to_thread(metric, server, gauge) < at_least:
+            await asyncio.sleep(0.05)
+    topology.kill(server)
 
 
 def main() -> int:
@@ -261,9 +288,8 @@ def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[
             return [*serve, "--upstream-url", upstream, "--host", "127.0.0.1", "--port", str(port)]
 
         cpu = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # 1 GiB KV cache, one process
-        topology = stack.enter_context(
-            scaled_out(replica, front, work, replicas=replicas, fronts=fronts, env={**env, **cpu})
-        )
+        started = start_replicas(replica, replicas, work, stack, {**env, **cpu})
+        topology = stack.enter_context(scaled_out(started, front, work, fronts=fronts, env=env))
         yield topology, questions
 
 

@@ -25,11 +25,16 @@ class ServerProcess:
     """A server subprocess in its own process group: started at once, waited for when needed, stopped as a group."""
 
     def __init__(self, args: list[str], health: str, log: Path, *, env: Mapping[str, str] | None = None) -> None:
-        self.args, self.health, self.log = args, health, log
+        self.args, self.health, self.log, self.env = args, health, log, env
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
             )
+
+    @property
+    def port(self) -> int:
+        """The loopback port its health URL names."""
+        return int(self.health.split(":")[2].split("/")[0])
 
     def wait_healthy(self, timeout: float = 600) -> None:
         """Return once the ``health`` URL answers 200; raise with the log's tail if the server exits or times out."""

@@ -80,35 +80,67 @@ def start_vllm_serve(log_dir: Path) -> ServerProcess:
     return ServerProcess(args, health, log_dir / "vllm-serve.log", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
 
 
-def _needs_vllm_serve(item: pytest.Item) -> bool:
+def _needs(item: pytest.Item, fixture: str) -> bool:
+    """Whether ``item`` uses ``fixture`` (the upstream engine's tests use ``vllm_serve``)."""
     callspec = getattr(item, "callspec", None)
-    return "vllm_server" in item.fixturenames or (callspec is not None and "upstream" in callspec.params.values())
+    upstream = fixture == "vllm_serve" and callspec is not None and "upstream" in callspec.params.values()
+    return fixture in item.fixturenames or upstream
+
+
+VLLM_SERVES = ("vllm_serve", "vllm_replica")
+"""The ``vllm serve`` processes a session may need: the upstream engine's, and a second replica beside it (the
+scale-out topology's, which its test kills)."""
 
 
 @pytest.fixture(scope="session", autouse=True)
 def early_vllm_serve(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess | None]:
-    """When a selected test will need ``vllm serve``, start it with the session's first test: its
-    ~40 s start-up (imports, mostly one core) overlaps the tests before the first one that uses it."""
-    if not any(_needs_vllm_serve(item) for item in request.session.items):
-        yield None
-        return
-    server = start_vllm_serve(tmp_path_factory.mktemp("vllm-serve"))
-    yield server
-    server.stop()
+) -> Iterator[dict[str, ServerProcess]]:
+    """Each ``vllm serve`` a selected test will need, started with the session's first test: its ~40 s start-up
+    (imports, mostly one core) overlaps the tests before the first one that uses it."""
+    started = {
+        name: start_vllm_serve(tmp_path_factory.mktemp(name))
+        for name in VLLM_SERVES
+        if any(_needs(item, name) for item in request.session.items)
+    }
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+def _vllm_serve(
+    name: str, early: dict[str, ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The early ``vllm serve`` called ``name`` (or one started now), once it answers."""
+    server = early.get(name) or start_vllm_serve(tmp_path_factory.mktemp(name))
+    try:
+        server.wait_healthy()
+        yield server
+    finally:
+        if server is not early.get(name):
+            server.stop()
 
 
 @pytest.fixture(scope="session")
-def vllm_server(early_vllm_serve: ServerProcess | None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The early ``vllm serve`` (or one started now); yields its ``/v1`` base URL once it answers."""
-    server = early_vllm_serve or start_vllm_serve(tmp_path_factory.mktemp("vllm-serve"))
-    try:
-        server.wait_healthy()
-        yield server.health.removesuffix("/health") + "/v1"
-    finally:
-        if server is not early_vllm_serve:
-            server.stop()
+def vllm_serve(
+    early_vllm_serve: dict[str, ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The upstream engine's ``vllm serve``."""
+    yield from _vllm_serve("vllm_serve", early_vllm_serve, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_serve: ServerProcess) -> str:
+    """Its ``/v1`` base URL."""
+    return vllm_serve.health.removesuffix("/health") + "/v1"
+
+
+@pytest.fixture(scope="module")
+def vllm_replica(
+    early_vllm_serve: dict[str, ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A second ``vllm serve`` on the scripted model, for a test that may kill it."""
+    yield from _vllm_serve("vllm_replica", early_vllm_serve, tmp_path_factory)
 
 
 @pytest_asyncio.fixture(scope="session")
