@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import openai
 
+from research.testbed.object_store import s3_server
 from research.testbed.processes import ServerProcess, free_port
 
 NGINX = """\
@@ -79,30 +80,6 @@ def nginx(backends: list[int], folder: Path) -> ServerProcess:
     conf.write_text(NGINX.format(folder=folder, servers=servers, port=port))
     command = ["nginx", "-p", str(folder), "-c", str(conf), "-e", str(folder / "error.log"), "-g", "daemon off;"]
     return ServerProcess(command, f"http://127.0.0.1:{port}/health", folder / "nginx.log")
-
-
-def object_store(folder: Path) -> tuple[ServerProcess, dict[str, str]]:
-    """moto's S3 server on loopback, and the environment that points LanceDB (and boto3) at it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = ServerProcess([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                           f"http://127.0.0.1:{port}/moto-api/", folder / "moto.log")  # fmt: skip
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ALLOW_HTTP": "true",  # LanceDB's object store refuses plain HTTP otherwise
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }
-    return server, env
-
-
-def create_bucket(name: str, env: Mapping[str, str]) -> None:
-    import boto3
-
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                 aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=name)  # fmt: skip
 
 
 @dataclass
@@ -269,10 +246,7 @@ def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[
     model = flags[flags.index("--model") + 1]
     engine = cli_flags(engine_args(max_model_len=2048).vllm_args(cuda=False))
     with ExitStack() as stack:
-        store, env = object_store(work / "s3")
-        stack.callback(store.stop)
-        store.wait_healthy(60)
-        create_bucket("research", env)
+        env = stack.enter_context(s3_server(work / "s3", "research"))
         os.environ.update(env)  # this process writes the index there
         recipe = ToyRecipe()
         index = index_world(make_world(recipe.seed, chains=recipe.chains), "all", "s3://research/toy-world").uri

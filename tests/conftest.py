@@ -34,6 +34,7 @@ from research.engines.base import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.server.app import Server, ServerConfig, create_app
 from research.testbed.models import engine_args, load_tokenizer
+from research.testbed.object_store import s3_server
 from research.testbed.processes import ServerProcess, free_port
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import World, make_world
@@ -200,6 +201,13 @@ def script_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -
     """A real LanceDB table on disk over the scripted model's fictional corpus."""
     passages = [Passage(p["id"], p["contents"]) for p in SCRIPT_CORPUS]
     return build_index(tmp_path_factory.mktemp("lance") / "index", passages, embedder=embedder, batch_size=3)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """An S3 server on loopback (moto's) with the bucket ``research``; the environment that points LanceDB at it."""
+    with s3_server(tmp_path_factory.mktemp("s3"), "research") as env:
+        yield env
 
 
 @pytest_asyncio.fixture

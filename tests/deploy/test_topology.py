@@ -24,7 +24,7 @@ from tests.conftest import MODEL
 from tests.support.scripted import SCRIPT_CORPUS, SCRIPT_QUESTION
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "deploy"))
-from topology import ask, create_bucket, kill_when, object_store, scaled_out, streams
+from topology import ask, kill_when, scaled_out, streams
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="no nginx here: apt-get install nginx-light to run the topology's tests"
@@ -32,27 +32,21 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def topology(vllm_serve, vllm_replica, model_path, embedder, tmp_path_factory):
+def topology(vllm_serve, vllm_replica, model_path, embedder, s3, tmp_path_factory):
     work = tmp_path_factory.mktemp("topology")
-    store, env = object_store(work / "s3")
-    try:
-        store.wait_healthy(60)
-        create_bucket("research", env)
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in env.items():
-                patch.setenv(name, value)  # LanceDB in this process reads them as the fronts will
-            passages = [Passage(p["id"], p["contents"]) for p in SCRIPT_CORPUS]
-            index = build_index("s3://research/script", passages, embedder=embedder).uri
-        serve = [sys.executable, "-m", "research.server.cli", "--model", str(model_path), "--index", index]
-        serve += ["--engine", "upstream", "--served-model-name", MODEL, "--template", "instruct"]
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in s3.items():
+            patch.setenv(name, value)  # LanceDB in this process reads them as the fronts will
+        passages = [Passage(p["id"], p["contents"]) for p in SCRIPT_CORPUS]
+        index = build_index("s3://research/script", passages, embedder=embedder).uri
+    serve = [sys.executable, "-m", "research.server.cli", "--model", str(model_path), "--index", index]
+    serve += ["--engine", "upstream", "--served-model-name", MODEL, "--template", "instruct"]
 
-        def front(port: int, upstream: str) -> list[str]:
-            return [*serve, "--upstream-url", upstream, "--port", str(port)]
+    def front(port: int, upstream: str) -> list[str]:
+        return [*serve, "--upstream-url", upstream, "--port", str(port)]
 
-        with scaled_out([vllm_serve, vllm_replica], front, work, fronts=2, env=env) as running:
-            yield running, work
-    finally:
-        store.stop()
+    with scaled_out([vllm_serve, vllm_replica], front, work, fronts=2, env=s3) as running:
+        yield running, work
 
 
 async def test_the_front_answers_as_one_in_process_server(topology, live_upstream):

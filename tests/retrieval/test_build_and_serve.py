@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import lancedb
@@ -46,9 +47,15 @@ def _rows(uri) -> int:
         return 0
 
 
-def test_a_build_killed_midway_resumes_without_duplicates_or_gaps(corpus, tmp_path):
+@pytest.mark.parametrize("store", ["disk", "s3"])
+def test_a_build_killed_midway_resumes_without_duplicates_or_gaps(store, corpus, tmp_path, request, monkeypatch):
+    """On disk, and on an S3 server through LanceDB's own ``s3://`` support (the AWS tools' environment)."""
     path, ids = corpus
-    uri = tmp_path / "index"
+    uri: str | Path = tmp_path / "index"
+    if store == "s3":
+        for name, value in request.getfixturevalue("s3").items():
+            monkeypatch.setenv(name, value)  # for this process and the build's
+        uri = f"s3://research/{tmp_path.name}"
     build = _cli("build", "--corpus", path, "--index", str(uri), "--embedder", MINILM, "--device", "cpu")
     build += ["--commit-every", "128", "--batch-size", "64", "--workers", "2"]  # the tokenisers are killed too
     proc = subprocess.Popen(build, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
