@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,22 @@ from research.train.data import to_dataset, train_examples
 from research.train.rollout import SearchRollouts, research_reward
 
 log = logging.getLogger("research.train")
+
+
+def load_onto_indexed_cpus() -> None:
+    """Let ``torch.load`` map a checkpoint onto ``cpu:0`` (or ``cpu:N``), not only ``cpu``.
+
+    In a multi-process CPU run (``accelerate launch``, gloo) accelerate gives each process the
+    device ``cpu:0``, and transformers resumes the optimizer with that as ``map_location``, which
+    torch's own CPU deserializer refuses ("don't know how to restore data location"); a
+    deserializer registered through torch's public ``register_package`` accepts it.
+    """
+    import torch
+
+    def cpu_indexed(obj: Any, location: str) -> Any:
+        return obj if re.fullmatch(r"cpu:\d+", location) else None
+
+    torch.serialization.register_package(30, lambda obj: None, cpu_indexed)
 
 
 def keep_vllm_cpu_weights_loadable() -> None:
@@ -45,8 +62,9 @@ def keep_vllm_cpu_weights_loadable() -> None:
     utils.dispatch_cpu_unquantized_gemm = plain
 
 
-def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
-    """TRL's ``GRPOTrainer`` for ``cfg`` and the rollouts it generates with (close them when done)."""
+def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any, SearchRollouts]:
+    """TRL's ``GRPOTrainer`` for ``cfg`` (with ``callbacks``, transformers ``TrainerCallback``s, beside ours) and the
+    rollouts it generates with (close them when done)."""
     import torch
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
@@ -88,19 +106,21 @@ def build_trainer(cfg: TrainConfig) -> tuple[Any, SearchRollouts]:
         processing_class=tokenizer,
         rollout_func=rollouts,
         peft_config=peft_config,
-        callbacks=[StepLog(out / "metrics.jsonl"), TensorBoardLog(), CardOnSave(template)],
+        callbacks=[StepLog(out / "metrics.jsonl"), TensorBoardLog(), CardOnSave(template), *callbacks],
     )
     return trainer, rollouts
 
 
-def train(cfg: TrainConfig, *, resume: bool = True) -> Path:
+def train(cfg: TrainConfig, *, resume: bool = True, callbacks: Sequence[Any] = ()) -> Path:
     """Run GRPO, resuming from the last whole checkpoint in ``cfg.output``; returns the servable output folder."""
     from accelerate import PartialState
 
     out = Path(cfg.output_dir)
     with PartialState().main_process_first():  # the main process sets incomplete checkpoints aside first
         last = resumable_checkpoint(out) if resume else None
-    trainer, rollouts = build_trainer(cfg)
+    if last and PartialState().num_processes > 1 and PartialState().device.type == "cpu":
+        load_onto_indexed_cpus()
+    trainer, rollouts = build_trainer(cfg, callbacks)
     try:
         if last:
             log.info("resuming from %s", last)
