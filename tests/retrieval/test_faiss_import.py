@@ -118,8 +118,11 @@ def test_vectors_that_are_not_unit_length_are_reported(direct, corpus, embedder,
     assert f"100 of the {PASSAGES} vectors imported now are not unit-length" in caplog.text
 
 
-def test_research_index_import_on_the_command_line(flat_file, corpus, tmp_path):
-    index = tmp_path / "index"
+def test_research_index_import_on_the_command_line_to_s3(flat_file, corpus, s3, monkeypatch):
+    """Straight to an S3 server (LanceDB's ``s3://``, the AWS tools' environment); the direct build's test is on disk."""
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    index = "s3://research/imported"
     cmd = [sys.executable, "-m", "research.retrieval.cli", "import", "--faiss", str(flat_file), "--corpus", str(corpus),
            "--index", str(index), "--embedder", "sentence-transformers/all-MiniLM-L6-v2"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
