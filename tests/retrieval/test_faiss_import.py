@@ -119,7 +119,7 @@ def test_vectors_that_are_not_unit_length_are_reported(direct, corpus, embedder,
 
 
 def test_research_index_import_on_the_command_line_to_s3(flat_file, corpus, s3, monkeypatch):
-    """Straight to an S3 server (LanceDB's ``s3://``, the AWS tools' environment); the direct build's test is on disk."""
+    """Straight to an S3 server (LanceDB's ``s3://``, the AWS environment); the direct build's test is on disk."""
     for name, value in s3.items():
         monkeypatch.setenv(name, value)
     index = "s3://research/imported"
