@@ -17,14 +17,16 @@ import sys
 from pathlib import Path
 
 import openai
+import psutil
 import pytest
 
 from research.retrieval import Passage, build_index
+from research.testbed.processes import ServerProcess
 from tests.conftest import MODEL
 from tests.support.scripted import SCRIPT_CORPUS, SCRIPT_QUESTION
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "deploy"))
-from topology import ask, kill_when, scaled_out, streams
+from topology import ask, metric, scaled_out, streams
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="no nginx here: apt-get install nginx-light to run the topology's tests"
@@ -60,27 +62,69 @@ async def test_the_front_answers_as_one_in_process_server(topology, live_upstrea
         assert "</search> <result>" in through_front and "Marxville" in through_front  # searched S3, answered
 
 
+def engine_core(replica: ServerProcess) -> psutil.Process:
+    """The replica's vLLM engine core: suspended, it generates nothing while its API server still answers."""
+    (core,) = [c for c in psutil.Process(replica.proc.pid).children(recursive=True) if c.name() == "VLLM::EngineCore"]
+    return core
+
+
+async def until(condition) -> None:
+    async with asyncio.timeout(120):
+        while not await asyncio.to_thread(condition):
+            await asyncio.sleep(0.05)
+
+
+async def held(running, client, reference) -> asyncio.Task:
+    """32 streams by 16 clients (the task), started with every engine suspended: returns once the first 16 are all
+    held in the fronts."""
+    asked = asyncio.create_task(streams(client, MODEL, reference, 32, 16))
+    await until(lambda: sum(metric(f, "research_requests_running") for f in running.fronts) == 16)
+    return asked
+
+
 async def test_a_replica_killed_mid_stream_loses_no_request(topology):
+    """The replica is killed while it holds generations that have streamed tokens and not finished: with every
+    engine suspended the first 16 streams wait in the fronts; the replica's engine runs until it has generated
+    a few tokens and is suspended again, having finished none of its requests; then it is killed."""
     running, work = topology
+    replica = running.replicas[1]
+    cores = [engine_core(r) for r in running.replicas]
     async with openai.AsyncOpenAI(base_url=running.url, api_key="none") as client:
         reference = {SCRIPT_QUESTION: await ask(client, MODEL, SCRIPT_QUESTION)}
-        replica = running.replicas[1]
-        kill = kill_when(running, replica, "vllm:num_requests_running", 4)
-        outcomes = await streams(client, MODEL, reference, 32, 16, kill)
-        assert replica.proc.poll() is not None  # it was killed
+        finished = metric(replica, "vllm:request_success_total")
+        generated = metric(replica, "vllm:generation_tokens_total")
+        for core in cores:
+            core.suspend()
+        asked = await held(running, client, reference)
+        cores[1].resume()
+        await until(lambda: metric(replica, "vllm:generation_tokens_total") > generated)
+        cores[1].suspend()
+        await asyncio.sleep(0.5)  # outputs already sent reach the API server's counters
+        assert metric(replica, "vllm:request_success_total") == finished  # mid-generation, every one of them
+        running.kill(replica)
+        cores[0].resume()
+        outcomes = await asked
         assert outcomes == {"completed": 32}, outcomes  # every stream as before: no gap, no repeated token
         resumed = sum(log.read_text().count("resuming from them") for log in work.glob("front-*.log"))
-        assert resumed >= 1  # some generations were on the killed replica, mid-stream
+        assert resumed >= 1
         assert await streams(client, MODEL, reference, 4, 4) == {"completed": 4}  # the survivor serves on
 
 
 async def test_a_front_killed_ends_only_its_own_streams(topology):
+    """With every engine suspended, the first 16 streams are all held in the fronts; one front is killed."""
     running, _ = topology
+    cores = [engine_core(r) for r in running.replicas if r.proc.poll() is None]
     async with openai.AsyncOpenAI(base_url=running.url, api_key="none") as client:
         reference = {SCRIPT_QUESTION: await ask(client, MODEL, SCRIPT_QUESTION)}
-        kill = kill_when(running, running.fronts[0], "research_requests_running", 2)
-        outcomes = await streams(client, MODEL, reference, 32, 16, kill)
-        assert set(outcomes) <= {"completed", "failed"} and outcomes["failed"] >= 1, outcomes  # none hung
-        assert sum(outcomes.values()) == 32
+        for core in cores:
+            core.suspend()
+        asked = await held(running, client, reference)
+        on_it = metric(running.fronts[0], "research_requests_running")
+        assert on_it >= 1  # the balancer spread them
+        running.kill(running.fronts[0])
+        for core in cores:
+            core.resume()
+        outcomes = await asked
+        assert outcomes == {"completed": 32 - on_it, "failed": on_it}, outcomes  # its own streams, an error each
         await asyncio.sleep(2.5)  # nginx's fail_timeout
         assert await streams(client, MODEL, reference, 8, 4) == {"completed": 8}  # the other front serves
