@@ -199,9 +199,8 @@ def serve_step(sizes: Sizes, args: argparse.Namespace, work: Path) -> tuple[str,
     with ExitStack() as stack:
 
         def start(command: list[str], port: int, name: str) -> ServerProcess:
-            server = ServerProcess(command, f"http://127.0.0.1:{port}/health", work / f"{name}.log", env=KV_CACHE)
-            stack.callback(server.stop)
-            return server
+            health = f"http://127.0.0.1:{port}/health"
+            return stack.enter_context(ServerProcess(command, health, work / f"{name}.log", env=KV_CACHE))
 
         ours_port, raw_port = free_port(), free_port()
         servers = [start([*research_serve_command(str(model), str(index), ours_port, "base", max_model_len), *flags],

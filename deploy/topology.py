@@ -1,7 +1,7 @@
 """The scale-out topology on one machine: vLLM replicas and research-serve fronts, each set behind nginx.
 
     python deploy/topology.py                  # the toy model: 2 replicas, 2 fronts, the index on S3 (moto)
-    python deploy/topology.py --replicas 3 --fronts 1 --port 8000
+    python deploy/topology.py --replicas 3 --fronts 1 --work runs/topology   # keep the logs
 
 What runs, every process on loopback::
 
@@ -105,9 +105,7 @@ class Topology:
 
 
 def _start(stack: ExitStack, command: list[str], port: int, log: Path, env: Mapping[str, str] | None) -> ServerProcess:
-    server = ServerProcess(command, f"http://127.0.0.1:{port}/health", log, env=env)
-    stack.callback(server.stop)
-    return server
+    return stack.enter_context(ServerProcess(command, f"http://127.0.0.1:{port}/health", log, env=env))
 
 
 def start_replicas(
@@ -129,25 +127,17 @@ def scaled_out(
     """``replicas`` (running or starting) behind nginx, ``fronts`` of ``front_command(port, upstream_url)``
     behind another; yields once every process answers, stops what it started when the block ends."""
     with ExitStack() as stack:
-        upstream = stack.enter_context(_waited(nginx([r.port for r in replicas], work / "nginx-replicas")))
+        upstream = stack.enter_context(nginx([r.port for r in replicas], work / "nginx-replicas"))
         upstream_url = upstream.health.removesuffix("/health") + "/v1"
         ports = [free_port() for _ in range(fronts)]
         started = [
             _start(stack, front_command(port, upstream_url), port, work / f"front-{i}.log", env)
             for i, port in enumerate(ports)
         ]
-        for server in [*replicas, *started]:
+        front = stack.enter_context(nginx(ports, work / "nginx-fronts"))
+        for server in [*replicas, *started, upstream, front]:  # a balancer answers once a backend does
             server.wait_healthy(900)
-        front = stack.enter_context(_waited(nginx(ports, work / "nginx-fronts")))
         yield Topology(front.health.removesuffix("/health") + "/v1", upstream_url, list(replicas), started, stack)
-
-
-@contextmanager
-def _waited(server: ServerProcess) -> Iterator[ServerProcess]:
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def metric(server: ServerProcess, name: str) -> float:

@@ -25,7 +25,6 @@ def s3_server(folder: Path, bucket: str) -> Iterator[dict[str, str]]:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     moto = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
-    server = ServerProcess(moto, f"http://127.0.0.1:{port}/moto-api/", folder / "moto.log")
     env = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ALLOW_HTTP": "true",
@@ -33,11 +32,9 @@ def s3_server(folder: Path, bucket: str) -> Iterator[dict[str, str]]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
     }
-    try:
+    with ServerProcess(moto, f"http://127.0.0.1:{port}/moto-api/", folder / "moto.log") as server:
         server.wait_healthy(60)
         keys = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
         s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"], **keys)
         s3.create_bucket(Bucket=bucket)
         yield env
-    finally:
-        server.stop()

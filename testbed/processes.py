@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A server subprocess in its own process group: started at once, waited for when needed, stopped as a group."""
+    """A server subprocess in its own process group: started at once, waited for when needed, stopped as a group
+    (by :meth:`stop`, or on leaving a ``with`` block)."""
 
     def __init__(self, args: list[str], health: str, log: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.args, self.health, self.log, self.env = args, health, log, env
@@ -53,6 +54,12 @@ class ServerProcess:
                 raise RuntimeError(f"{self.args[:3]} did not come up:\n{self.log.read_text()[-4000:]}")
             time.sleep(0.5)
 
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """SIGTERM the whole process group (engines run in child processes), SIGKILL after 60 s."""
         with suppress(ProcessLookupError):
@@ -69,9 +76,6 @@ def launched(
     args: list[str], health: str, log: Path, *, timeout: float = 600, env: Mapping[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server until the block ends, once its ``health`` URL answers 200; output goes to ``log``."""
-    server = ServerProcess(args, health, log, env=env)
-    try:
+    with ServerProcess(args, health, log, env=env) as server:
         server.wait_healthy(timeout)
         yield server.proc
-    finally:
-        server.stop()
