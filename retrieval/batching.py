@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from research.protocol import Retrieved
 from research.retrieval.index import PassageIndex, check_search
@@ -37,6 +37,13 @@ class SearchTimeout(Exception):
 
 class FetchUnsupported(Exception):
     """The retriever cannot look passages up by id (a running retriever's APIs search only)."""
+
+
+def _read_out(answers: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a search's gathered answers as seen: once its caller is cancelled or times out, the
+    gather holds a CancelledError nobody awaits, which asyncio would log as an error of its own."""
+    if not answers.cancelled():
+        answers.exception()
 
 
 @dataclass(slots=True)
@@ -98,6 +105,7 @@ class BatchingRetriever:
 
     async def _results(self, requests: list[_Request], timeout: float | None) -> list[tuple[list[Passage], float]]:
         answers = asyncio.gather(*(r.future for r in requests))
+        answers.add_done_callback(_read_out)
         if timeout is None:
             return await answers
         try:

@@ -126,8 +126,8 @@ class Embedder:
         return int(self.model.get_embedding_dimension())
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        return self.model.encode(  # no progress bar per call: a server's log would get one per search
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         ).astype(np.float32)
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:

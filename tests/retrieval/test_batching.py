@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import threading
 import time
 
@@ -23,12 +25,13 @@ class SlowIndex:
 
 
 class StuckIndex:
-    """The real index, each read hanging until ``released`` is set (a stuck mount)."""
+    """The real index, each read hanging until ``released`` is set (a stuck mount); ``reading`` once one has begun."""
 
     def __init__(self, index: PassageIndex) -> None:
-        self.index, self.released = index, threading.Event()
+        self.index, self.released, self.reading = index, threading.Event(), threading.Event()
 
     def search(self, queries, **kwargs):
+        self.reading.set()
         self.released.wait()
         return self.index.search(queries, **kwargs)
 
@@ -58,3 +61,27 @@ async def test_when_every_reader_is_stuck_the_waiting_searches_time_out_too(scri
     finally:
         index.released.set()
         await retriever.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0], ids=["no-timeout", "timeout"])
+async def test_a_search_whose_caller_leaves_logs_no_error(script_index, caplog, timeout):
+    """A client that leaves cancels its search, in line or on the index: nothing is logged as an error (asyncio
+    used to report the search's gathered answers as "exception was never retrieved", once per dropped client)."""
+    index = StuckIndex(script_index)
+    retriever = BatchingRetriever(index, workers=1)
+    try:
+        on_the_index = asyncio.create_task(retriever.search(["capital of Freedonia"], k=1, timeout=timeout))
+        in_line = asyncio.create_task(retriever.search(["capital of Freedonia"], k=2, timeout=timeout))
+        # the first search's read is under way, the second waits for the reader
+        assert await asyncio.to_thread(index.reading.wait, 30)
+        for task in (on_the_index, in_line):
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        del on_the_index, in_line, task
+        gc.collect()
+        await asyncio.sleep(0.1)
+    finally:
+        index.released.set()
+        await retriever.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
