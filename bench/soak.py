@@ -49,7 +49,9 @@ BAD = [
     (json.dumps({**ASK, "model": "gpt-4", "messages": [{"role": "user", "content": "q"}]}).encode(), 404),
     (json.dumps({**ASK, "messages": []}).encode(), 400),
 ]
-KINDS = ("reply", "stream", "dropped", "slow", "bad", "huge-body", "huge-prompt")
+WEIGHTS = {"reply": 30, "stream": 30, "dropped": 15, "slow": 3, "bad": 15, "huge-body": 3, "huge-prompt": 4}
+"""Each request kind's share of the traffic."""
+KINDS = tuple(WEIGHTS)
 
 
 class Soak:
@@ -136,11 +138,10 @@ class Soak:
         finally:
             writer.close()
 
-    async def client(self, until: float) -> None:
-        weights = (30, 30, 15, 3, 15, 3, 4)
+    async def client(self, until: float, weights: dict[str, int] = WEIGHTS) -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=30)) as http:
             while time.monotonic() < until:
-                kind = random.choices(KINDS, weights)[0]
+                kind = random.choices(list(weights), list(weights.values()))[0]
                 try:
                     await asyncio.wait_for(self.one(http, kind), 300)
                 except (TimeoutError, httpx.HTTPError, OSError, ValueError) as exc:
@@ -159,6 +160,28 @@ async def probe(base: str, until: float, out: dict[str, list[float]], run: Soak 
             phase = "idle" if run is None else "loaded, huge prompt in" if huge or run.huge_in_flight else "loaded"
             out.setdefault(phase, []).append(time.perf_counter() - started)
             await asyncio.sleep(0.5)
+
+
+def traffic(base: str, questions: list[str], clients: int, write_timeout: float, weights: dict[str, int]) -> None:
+    """The soak's clients with these ``weights`` until the process is stopped (``bench/prompt_stall.py`` runs
+    them in a process of their own, so that they do not share its event loop with its probes)."""
+    run = Soak(base, questions, write_timeout)
+
+    async def clients_forever() -> None:
+        await asyncio.gather(*(run.client(float("inf"), weights) for _ in range(clients)))
+
+    asyncio.run(clients_forever())
+
+
+def serve_command(
+    port: int, engine: str, write_timeout: float, search_timeout: float, slots: int = 48
+) -> tuple[list[str], list[str]]:
+    """``research-serve`` on the toy model as the soak runs it (``slots`` concurrent requests); held-out questions."""
+    flags, questions = toy_server(200)
+    serve = [str(BIN / "research-serve"), *flags, "--port", str(port), "--engine", engine]
+    serve += ["--max-concurrent-requests", str(slots), "--stream-write-timeout", str(write_timeout)]
+    serve += ["--search-timeout", str(search_timeout)]
+    return serve, questions
 
 
 def rss_mb(pid: int) -> float:
@@ -222,12 +245,9 @@ def main() -> int:
     parser.add_argument("--search-timeout", type=float, default=10, help="the server's --search-timeout")
     parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     args = parser.parse_args()
-    flags, questions = toy_server(200)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    serve = [str(BIN / "research-serve"), *flags, "--port", str(port), "--engine", args.engine]
-    serve += ["--max-concurrent-requests", "48", "--stream-write-timeout", str(args.write_timeout)]
-    serve += ["--search-timeout", str(args.search_timeout)]
+    serve, questions = serve_command(port, args.engine, args.write_timeout, args.search_timeout)
     log = Path(tempfile.mkdtemp(prefix="soak-")) / "research-serve.log"
     print(f"server log: {log}", flush=True)
     with launched(serve, f"{base}/health", log, timeout=900, env={"VLLM_CPU_KVCACHE_SPACE": "2"}) as proc:
