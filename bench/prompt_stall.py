@@ -101,7 +101,7 @@ def p99(seconds: list[float]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64, help="the soak's clients beside the probes (0: none)")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds of the three phases")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of the three phases")
     parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     args = parser.parse_args()
     port = free_port()
