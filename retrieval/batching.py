@@ -111,12 +111,14 @@ class BatchingRetriever:
         try:
             for r in requests:
                 while not r.started.is_set():  # in line: load, unless the readers are all stuck
-                    try:
-                        await asyncio.wait_for(r.started.wait(), timeout)
+                    try:  # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that meets the event
+                        async with asyncio.timeout(timeout):
+                            await r.started.wait()
                     except TimeoutError:
                         if self._stalled(timeout):
                             raise
-            return await asyncio.wait_for(answers, timeout)
+            async with asyncio.timeout(timeout):
+                return await answers
         except TimeoutError as exc:
             raise SearchTimeout(f"the passage index did not answer within {timeout:g} s") from exc
         finally:
