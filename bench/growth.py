@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import multiprocessing
 import os
 import signal
 import time
 import tracemalloc
 from pathlib import Path
 
-from soak import WEIGHTS, serve_command, traffic
+from soak import serve_command, traffic
 
 from research.server import cli as server_cli
 from research.testbed.processes import free_port
@@ -54,19 +53,14 @@ async def measure(args: argparse.Namespace) -> None:
     await asyncio.wait([serving, asyncio.create_task(listening.wait())], return_when=asyncio.FIRST_COMPLETED)
     if serving.done():
         serving.result()  # it failed to start: raise its error
-    load = multiprocessing.get_context("spawn").Process(
-        target=traffic, args=(f"http://127.0.0.1:{port}", questions, args.clients, WRITE_TIMEOUT, WEIGHTS), daemon=True
-    )
-    load.start()
-    await asyncio.sleep(args.warmup)
-    tracemalloc.start(args.frames)
-    started = time.monotonic()
-    warm = snapshot()
-    await asyncio.sleep(30 * args.minutes)
-    half = snapshot()
-    await asyncio.sleep(max(0.0, started + 60 * args.minutes - time.monotonic()))
-    load.terminate()
-    load.join()
+    with traffic(f"http://127.0.0.1:{port}", questions, args.clients, WRITE_TIMEOUT):
+        await asyncio.sleep(args.warmup)
+        tracemalloc.start(args.frames)
+        started = time.monotonic()
+        warm = snapshot()
+        await asyncio.sleep(30 * args.minutes)
+        half = snapshot()
+        await asyncio.sleep(max(0.0, started + 60 * args.minutes - time.monotonic()))
     await asyncio.sleep(4 * WRITE_TIMEOUT + 5)  # dropped clients and slow readers are let go
     end = snapshot()
     tracemalloc.stop()

@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from soak import WEIGHTS, serve_command, traffic
+from soak import WEIGHTS, p99, serve_command, traffic
 
 from research.testbed.processes import free_port, launched
 from research.testbed.serve import MODEL_NAME
@@ -94,10 +93,6 @@ async def measure(base: str, question: str, rounds: int) -> tuple[Probes, list[i
     return probes, huge
 
 
-def p99(seconds: list[float]) -> float:
-    return statistics.quantiles(seconds, n=100, method="inclusive")[98] if len(seconds) > 1 else seconds[0]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64, help="the soak's clients beside the probes (0: none)")
@@ -110,19 +105,13 @@ def main() -> int:
     log = Path(tempfile.mkdtemp(prefix="prompt-stall-")) / "research-serve.log"
     print(f"server log: {log}", flush=True)
     weights = {kind: weight for kind, weight in WEIGHTS.items() if kind != "huge-prompt"}
-    load = multiprocessing.get_context("spawn").Process(
-        target=traffic, args=(base, questions, args.clients, 5.0, weights), daemon=True
-    )
-    with launched(serve, f"{base}/health", log, timeout=900, env={"VLLM_CPU_KVCACHE_SPACE": "2"}):
+    with (
+        launched(serve, f"{base}/health", log, timeout=900, env={"VLLM_CPU_KVCACHE_SPACE": "2"}),
+        traffic(base, questions, args.clients, 5.0, weights),
+    ):
         if args.clients:
-            load.start()
             time.sleep(30)  # the traffic reaches its steady state
-        try:
-            probes, huge = asyncio.run(measure(base, questions[0], args.rounds))
-        finally:
-            if args.clients:
-                load.terminate()
-                load.join()
+        probes, huge = asyncio.run(measure(base, questions[0], args.rounds))
 
     load_name = f"under the soak's {args.clients} clients" if args.clients else "otherwise idle"
     print(f"\nprompt stall: {args.rounds} rounds, research-serve ({args.engine}, toy model) {load_name}")

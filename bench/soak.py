@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import socket
 import statistics
@@ -29,6 +30,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -162,15 +165,40 @@ async def probe(base: str, until: float, out: dict[str, list[float]], run: Soak 
             await asyncio.sleep(0.5)
 
 
-def traffic(base: str, questions: list[str], clients: int, write_timeout: float, weights: dict[str, int]) -> None:
-    """The soak's clients with these ``weights`` until the process is stopped (``bench/prompt_stall.py`` runs
-    them in a process of their own, so that they do not share its event loop with its probes)."""
+def _clients_forever(
+    base: str, questions: list[str], clients: int, write_timeout: float, weights: dict[str, int]
+) -> None:
     run = Soak(base, questions, write_timeout)
 
     async def clients_forever() -> None:
         await asyncio.gather(*(run.client(float("inf"), weights) for _ in range(clients)))
 
     asyncio.run(clients_forever())
+
+
+@contextmanager
+def traffic(
+    base: str, questions: list[str], clients: int, write_timeout: float, weights: dict[str, int] = WEIGHTS
+) -> Iterator[None]:
+    """The soak's ``clients`` (none: nothing) with these ``weights`` in a process of their own until the block ends,
+    so that they do not share an event loop with a bench's probes or server (``bench/prompt_stall.py``,
+    ``bench/growth.py``)."""
+    if not clients:
+        yield
+        return
+    load = multiprocessing.get_context("spawn").Process(
+        target=_clients_forever, args=(base, questions, clients, write_timeout, weights), daemon=True
+    )
+    load.start()
+    try:
+        yield
+    finally:
+        load.terminate()
+        load.join()
+
+
+def p99(seconds: list[float]) -> float:
+    return statistics.quantiles(seconds, n=100, method="inclusive")[98] if len(seconds) > 1 else seconds[0]
 
 
 def serve_command(
@@ -221,9 +249,8 @@ async def soak(base: str, pid: int, questions: list[str], args: argparse.Namespa
     print(f"{'probe GET /v1/models':<26}{'samples':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'max/idle max':>14}")
     idle_max = max(latency["idle"])
     for phase, seconds in latency.items():
-        p50, top = 1000 * statistics.median(seconds), 1000 * max(seconds)
-        p99 = 1000 * statistics.quantiles(seconds, n=100)[98] if len(seconds) > 1 else top
-        print(f"{phase:<26}{len(seconds):>8}{p50:>10.1f}{p99:>10.1f}{top:>10.1f}{max(seconds) / idle_max:>14.1f}")
+        p50, tail, top = (1000 * f(seconds) for f in (statistics.median, p99, max))
+        print(f"{phase:<26}{len(seconds):>8}{p50:>10.1f}{tail:>10.1f}{top:>10.1f}{max(seconds) / idle_max:>14.1f}")
     print()
     growth = 100 * (end - warm) / warm
     print(f"memory (server + engine): {warm:.0f} MB after {args.warmup:g} s, {end:.0f} MB at the end: {growth:+.1f}%")
