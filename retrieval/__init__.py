@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from research.retrieval.embedders import DEFAULT_EMBEDDER, REGISTRY, Embedder, EmbedderSpec, model_path
     from research.retrieval.index import IndexMismatchError, PassageIndex, connect
     from research.retrieval.remote import RETRIEVER_APIS, RemoteIndex, RetrieverAPI, RetrieverUnavailable
-    from research.retrieval.service import Searcher, dropin_router, v1_search_router
+    from research.retrieval.service import Searcher, dropin_router, search_error, v1_search_router
     from research.retrieval.web import WEB_PROVIDERS, WebCache, WebProvider, WebSearch
 
 _HOME = {
@@ -36,7 +36,7 @@ _HOME = {
     "embedders": ("DEFAULT_EMBEDDER", "REGISTRY", "Embedder", "EmbedderSpec", "model_path"),
     "index": ("IndexMismatchError", "PassageIndex", "connect"),
     "remote": ("RETRIEVER_APIS", "RemoteIndex", "RetrieverAPI", "RetrieverUnavailable"),
-    "service": ("Searcher", "dropin_router", "v1_search_router"),
+    "service": ("Searcher", "dropin_router", "search_error", "v1_search_router"),
     "web": ("WEB_PROVIDERS", "WebCache", "WebProvider", "WebSearch"),
 }
 _MODULE = {name: module for module, names in _HOME.items() for name in names}
@@ -80,5 +80,6 @@ __all__ = [
     "model_path",
     "read_corpus",
     "read_jsonl",
+    "search_error",
     "v1_search_router",
 ]

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from research.cli import Listen, add_fields, check_at_least_one, from_args, run_command, show_logs
 from research.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
-from research.retrieval.remote import RemoteIndex, RetrieverAPI, infer_api
-from research.retrieval.web import PROVIDERS, WebProvider
+from research.retrieval.remote import MAX_REPLY_BYTES, RemoteIndex, RetrieverAPI, infer_api
+from research.retrieval.web import CACHE_MAX_BYTES, PROVIDERS, WebProvider
 from research.wire import SearchMode
 
 if TYPE_CHECKING:
@@ -65,6 +65,9 @@ class RetrieverArgs(IndexArgs):
     (.../batch_search) or a research-serve / research-index serve (.../v1/search)"""
     retriever_api: RetrieverAPI | None = None
     """the API --retriever speaks (default: inferred from the URL's path)"""
+    retriever_max_bytes: int = MAX_REPLY_BYTES
+    """most bytes of a --retriever's or web search's reply read per query it answers (default 2 MiB; a hundred
+    wiki-18 passages are ~70 KB): a larger reply is dropped and its search fails, naming the size"""
     web_search: WebProvider | None = None
     """or search the web instead: searxng (self-hosted: --web-search-url), brave ($BRAVE_API_KEY), tavily
     ($TAVILY_API_KEY) or serper ($SERPER_API_KEY); each result a passage with its URL"""
@@ -76,6 +79,8 @@ class RetrieverArgs(IndexArgs):
     web_cache_ttl: float = 7 * 86400
     """seconds a query's web results are reused from $RESEARCH_CACHE/web-search.sqlite (default a week; 0: no
     cache), so a repeated evaluation or epoch makes no provider call"""
+    web_cache_max_mb: float = CACHE_MAX_BYTES / 2**20
+    """most MB of results the web cache keeps: past it the least recently used go (expired ones first)"""
     web_concurrency: int = 4
     """web search API calls at once"""
     search_workers: int = 4
@@ -83,7 +88,7 @@ class RetrieverArgs(IndexArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_at_least_one(self, "search_workers", "web_concurrency")
+        check_at_least_one(self, "search_workers", "web_concurrency", "retriever_max_bytes")
         if sum(map(bool, (self.index, self.retriever, self.web_search))) > 1:
             raise ValueError("give one of --index, --retriever and --web-search")
         if self.retriever_api and not self.retriever:
@@ -92,6 +97,8 @@ class RetrieverArgs(IndexArgs):
             raise ValueError("--web-search-url and --web-fetch-pages go with --web-search")
         if self.web_cache_ttl < 0:
             raise ValueError(f"--web-cache-ttl must be at least 0, got {self.web_cache_ttl:g}")
+        if self.web_cache_max_mb <= 0:
+            raise ValueError(f"--web-cache-max-mb must be above 0, got {self.web_cache_max_mb:g}")
         if self.web_search:  # a missing key or URL is said before any model loads
             PROVIDERS[self.web_search].resolve(self.web_search_url, None)
 
@@ -115,16 +122,19 @@ class RetrieverArgs(IndexArgs):
         from research.retrieval.web import PageReader, WebCache, WebSearch, default_cache_path
 
         assert self.web_search is not None
-        cache = WebCache(default_cache_path(), self.web_cache_ttl) if self.web_cache_ttl else None
+        cache = None
+        if self.web_cache_ttl:
+            cache = WebCache(default_cache_path(), self.web_cache_ttl, max_bytes=int(self.web_cache_max_mb * 2**20))
         pages = PageReader() if self.web_fetch_pages else None
         return WebSearch(
-            self.web_search, self.web_search_url, pages=pages, cache=cache, concurrency=self.web_concurrency
-        )
+            self.web_search, self.web_search_url, pages=pages, cache=cache, concurrency=self.web_concurrency,
+            max_bytes=self.retriever_max_bytes,
+        )  # fmt: skip
 
     def remote(self) -> RemoteIndex:
         """The running retriever, its API named or inferred (and the inference logged)."""
         assert self.retriever is not None
-        remote = RemoteIndex(self.retriever, self.retriever_api)
+        remote = RemoteIndex(self.retriever, self.retriever_api, max_bytes=self.retriever_max_bytes)
         if self.retriever_api is None:
             log.info("searching the %r: the API inferred from the URL's path (--retriever-api to say)", remote)
         return remote
@@ -146,8 +156,8 @@ class RetrieverArgs(IndexArgs):
         return BatchingRetriever(index, workers=self.search_workers)
 
 
-REMOTE = ("retriever", "retriever_api", "web_search", "web_search_url", "web_fetch_pages", "web_cache_ttl",
-          "web_concurrency")  # fmt: skip
+REMOTE = ("retriever", "retriever_api", "retriever_max_bytes", "web_search", "web_search_url", "web_fetch_pages",
+          "web_cache_ttl", "web_cache_max_mb", "web_concurrency")  # fmt: skip
 """RetrieverArgs' fields for searching elsewhere than a local index (research-index reads its own)."""
 
 

@@ -18,6 +18,8 @@ mounted by ``research-index serve`` and by the chat server alike.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -25,9 +27,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from research.http_errors import APIError, Text, errors, install_error_handlers
 from research.retrieval.batching import BatchingRetriever, FetchUnsupported, SearchTimeout
+from research.retrieval.index import PassageIndex
 from research.retrieval.remote import RetrieverUnavailable
 from research.wire import (
     MAX_K,
@@ -46,6 +50,25 @@ log = logging.getLogger("research.retrieval")
 
 MAX_QUERIES = 1024
 """Most queries one request may carry."""
+MAX_ID_CHARS = 4096
+"""Longest passage id looked up (wiki-18's are numbers; a web passage's is its URL)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class AnyText(Convertor[str]):
+    """A path parameter that matches anything, line breaks included (Starlette's ``path`` stops at one, so a
+    request for ``/v1/passages/a%0Ab`` would never reach its route)."""
+
+    regex = "[\\s\\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", AnyText())
 
 
 def _not_empty(query: str) -> str:
@@ -113,29 +136,48 @@ class Searcher:
         return retrieved.passages
 
     async def fetch(self, request_id: str | None, passage_id: str) -> Passage:
-        """The passage with this id; a 404 naming it when the index has none."""
-        with self._failures(request_id):
-            found = await self.retriever.fetch([passage_id], timeout=self.timeout)
+        """The passage with this id; the same 404 for an id the index lacks and one no passage can have (control
+        characters, over :data:`MAX_ID_CHARS`), which is never looked up."""
+        found = {}
+        if len(passage_id) <= MAX_ID_CHARS and not _CONTROL.search(passage_id):
+            with self._failures(request_id):
+                found = await self.retriever.fetch([passage_id], timeout=self.timeout)
         if passage_id not in found:
-            raise APIError(404, f"no passage has the id {passage_id!r}", param="id", code="passage_not_found")
+            shown = passage_id if len(passage_id) <= 80 else passage_id[:80] + "..."
+            raise APIError(404, f"no passage has the id {shown!r}", param="id", code="passage_not_found")
         return found[passage_id]
 
     @contextmanager
     def _failures(self, request_id: str | None) -> Iterator[None]:
         try:
             yield
-        except SearchTimeout as exc:
-            log.warning("search timed out", extra={"request_id": request_id})
-            raise APIError(504, str(exc), code="search_timeout") from exc
-        except RetrieverUnavailable as exc:
-            log.warning("%s", exc, extra={"request_id": request_id})
-            raise APIError(503, str(exc), code="retriever_unavailable") from exc
-        except FetchUnsupported as exc:
-            raise APIError(501, str(exc), code="fetch_unsupported") from exc
-        except Exception as exc:  # the cause (paths, library internals) goes to the log, not to the client
-            log.exception("retrieval failed", extra={"request_id": request_id})
-            raise APIError(503, "the passage index is unavailable; the server log has the cause",
-                           code="retriever_unavailable") from exc  # fmt: skip
+        except Exception as exc:
+            raise search_error(exc, request_id, self.retriever) from exc
+
+
+def search_error(exc: Exception, request_id: str | None, retriever: BatchingRetriever) -> APIError:
+    """The error a client gets for a search of ``retriever`` that failed with ``exc``: 504 past the search
+    timeout, 503 ``retriever_unavailable`` naming a running retriever that is down or misbehaved (with its
+    ``Retry-After``), 501 for a lookup by id it cannot do, else 503 naming the index, its cause in the log only
+    (paths, library internals). Every route that searches (chat, completions, Responses, ``/v1/search``, the
+    drop-in routes, MCP, ``/health``) answers with this."""
+    extra = {"request_id": request_id}
+    suffix = f" (request {request_id})" if request_id else ""
+    headers = {"x-request-id": request_id} if request_id else {}
+    if isinstance(exc, SearchTimeout):
+        log.warning("search timed out", extra=extra)
+        return APIError(504, f"{exc}{suffix}", code="search_timeout", headers=headers or None)
+    if isinstance(exc, RetrieverUnavailable):
+        log.warning("%s", exc, extra=extra)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(math.ceil(exc.retry_after))
+        return APIError(503, f"{exc}{suffix}", code="retriever_unavailable", headers=headers or None)
+    if isinstance(exc, FetchUnsupported):
+        return APIError(501, str(exc), code="fetch_unsupported")
+    searched = "passage index" if isinstance(retriever.index, PassageIndex) else repr(retriever.index)
+    log.error("a search of the %s failed", searched, exc_info=exc, extra=extra)
+    message = f"the search of the {searched} failed ({type(exc).__name__}){suffix}; the server log has the cause"
+    return APIError(503, message, code="retriever_unavailable", headers=headers or None)
 
 
 def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_timeout: float = 10.0) -> APIRouter:
@@ -181,7 +223,7 @@ def v1_search_router(retriever: BatchingRetriever, *, search_timeout: float = 10
             data=[QueryResult(query=q, passages=hits) for q, hits in zip(body.queries, results, strict=True)]
         )
 
-    @router.get("/v1/passages/{passage_id:path}", responses=errors(404, 501))
+    @router.get("/v1/passages/{passage_id:anytext}", responses=errors(404, 501))
     async def v1_passage(passage_id: str, request: Request) -> Passage:
         """One passage by its id (what a search returned); 501 when the server searches a running retriever."""
         return await search.fetch(_request_id(request), passage_id)

@@ -34,7 +34,15 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from research.retrieval.remote import RetrieverUnavailable, retrying
+from research.retrieval.remote import (
+    MAX_REPLY_BYTES,
+    RetrieverUnavailable,
+    public_url,
+    read_json,
+    retrying,
+    shape_error,
+    unavailable,
+)
 from research.wire import Passage, SearchMode
 
 log = logging.getLogger("research.retrieval")
@@ -204,30 +212,90 @@ def default_cache_path() -> Path:
     return Path(os.environ.get("RESEARCH_CACHE", Path.home() / ".cache" / "research")) / "web-search.sqlite"
 
 
+CACHE_MAX_BYTES = 512 * 2**20
+"""Default bound of the web cache's stored results (``--web-cache-max-mb``)."""
+WAL_BYTES = 16 * 2**20
+"""Size the web cache's write-ahead log is cut back to after each checkpoint."""
+PRUNE_EVERY = 256
+"""Writes between two prunes of the web cache (expired rows, then the least recently used past its bound)."""
+
+
 class WebCache:
     """Each query's passages on local disk (SQLite), reused for ``ttl`` seconds; safe across threads and
-    processes (a server and an evaluation may share one file)."""
+    processes (a server and an evaluation may share one file).
 
-    def __init__(self, path: str | Path, ttl: float) -> None:
-        self.path, self.ttl = Path(path), ttl
+    Bounded: every :data:`PRUNE_EVERY` writes (and on opening) the expired rows are deleted, then the least
+    recently used ones until the stored results take at most ``max_bytes``, and the freed pages go back to
+    the file system (``auto_vacuum=INCREMENTAL``), so a public server's cache does not grow with every query.
+    """
+
+    def __init__(self, path: str | Path, ttl: float, *, max_bytes: int = CACHE_MAX_BYTES) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"the web cache's bound must be at least 1 byte, got {max_bytes}")
+        self.path, self.ttl, self.max_bytes = Path(path), ttl, max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         self._lock = threading.Lock()
-        with self._lock, self._db:
+        self._writes = 0
+        with self._lock:
+            if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # new, or made before it was bounded
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                self._db.execute("VACUUM")  # the setting takes effect on an existing file only through VACUUM
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_BYTES}")  # the log is cut back after a checkpoint
             self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, stored REAL, passages TEXT)")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            if "used" not in columns:  # a cache file of an older version: when each row was last read, its size
+                self._db.execute("ALTER TABLE results ADD COLUMN used REAL")
+                self._db.execute("ALTER TABLE results ADD COLUMN size INTEGER")
+                self._db.execute("UPDATE results SET used = stored, size = length(key) + length(passages)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS results_used ON results (used)")
+        self.prune()
 
     def get(self, key: str) -> list[Passage] | None:
+        now = time.time()
         with self._lock:
             row = self._db.execute("SELECT stored, passages FROM results WHERE key = ?", (key,)).fetchone()
-        if row is None or time.time() - row[0] > self.ttl:
-            return None
+            if row is None or now - row[0] > self.ttl:
+                return None
+            self._db.execute("UPDATE results SET used = ? WHERE key = ?", (now, key))
         return [Passage(*fields) for fields in json.loads(row[1])]
 
     def put(self, key: str, passages: list[Passage]) -> None:
         rows = json.dumps([[p.id, p.contents, p.score, p.url] for p in passages])
-        with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (key, time.time(), rows))
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO results (key, stored, passages, used, size) VALUES (?, ?, ?, ?, ?)",
+                (key, now, rows, now, len(key) + len(rows)),
+            )
+            self._writes += 1
+            due = self._writes % PRUNE_EVERY == 0
+        if due:
+            self.prune()
+
+    def stored_bytes(self) -> int:
+        """The bytes of keys and results stored (what ``max_bytes`` bounds)."""
+        with self._lock:
+            return self._db.execute("SELECT coalesce(sum(size), 0) FROM results").fetchone()[0]
+
+    def prune(self) -> None:
+        """Delete the expired rows, then the least recently used ones past ``max_bytes``; give the pages back."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM results WHERE stored < ?", (time.time() - self.ttl,))
+                self._db.execute(
+                    "DELETE FROM results WHERE key IN (SELECT key FROM (SELECT key, sum(size) OVER "
+                    "(ORDER BY used DESC, key ROWS UNBOUNDED PRECEDING) AS kept FROM results) WHERE kept > ?)",
+                    (self.max_bytes,),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page only
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the file shrinks when the log is written back
 
     def close(self) -> None:
         self._db.close()
@@ -282,7 +350,8 @@ class WebSearch:
     ``url``: the provider's endpoint (SearXNG's ``http://host:8080/search``; the others default to
     their public one); ``key``: its API key (default: from its environment variables);
     ``pages``: reads each result's page for its text instead of the snippet; ``cache``: reuses
-    results; ``concurrency``: provider calls at once; ``timeout`` and ``attempts`` per call.
+    results; ``concurrency``: provider calls at once; ``timeout`` and ``attempts`` per call;
+    ``max_bytes``: most bytes of a reply read (a larger one fails the search).
     """
 
     def __init__(
@@ -296,6 +365,7 @@ class WebSearch:
         concurrency: int = 4,
         timeout: float = 15.0,
         attempts: int = 4,
+        max_bytes: int = MAX_REPLY_BYTES,
     ) -> None:
         if provider not in PROVIDERS:
             raise ValueError(f"unknown web search provider {provider!r}; choose one of {', '.join(WEB_PROVIDERS)}")
@@ -303,12 +373,13 @@ class WebSearch:
         self.url, self.key = self.provider.resolve(url, key)
         self.cache = cache
         self.pages = pages
+        self.max_bytes = max_bytes
         self._http = httpx.Client(timeout=timeout)
         self._calls = ThreadPoolExecutor(concurrency, thread_name_prefix=f"web-{provider}")
         self._retrying = retrying(repr(self), attempts)
 
     def __repr__(self) -> str:
-        return f"{self.provider.name} web search at {self.url}"
+        return f"{self.provider.name} web search at {public_url(self.url)}"
 
     def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
         """Top-``k`` pages for each query, the cached ones without a provider call."""
@@ -326,27 +397,21 @@ class WebSearch:
         return passages
 
     def _hits(self, query: str, k: int) -> list[_Hit]:
+        who = f"the {self!r}"
+        request = self.provider.request(self.url, self.key, query, k)
         try:
-            response = self._retrying(self._call, query, k)
-        except httpx.HTTPStatusError as exc:
-            status = exc.response.status_code
-            why = "refused its API key" if status in (401, 403) else f"failed (HTTP {status})"
-            raise RetrieverUnavailable(f"the {self!r} {why}: {exc.response.text[:200]}") from exc
-        except httpx.TransportError as exc:
-            raise RetrieverUnavailable(f"the {self!r} is unreachable ({type(exc).__name__})") from exc
+            body = self._retrying(read_json, self._http, request, max_bytes=self.max_bytes, who=who)
+        except httpx.HTTPError as exc:
+            raise unavailable(who, exc) from exc
         try:
-            hits = self.provider.hits(response.json())
-        except (ValidationError, ValueError, TypeError) as exc:
-            raise RetrieverUnavailable(f"the {self!r} answered with a body that is not its API's") from exc
+            hits = self.provider.hits(body)
+        except ValidationError as exc:
+            why = shape_error(exc)
+            raise RetrieverUnavailable(f"{who} answered with a body that is not its API's ({why})") from None
         pages: dict[str, _Hit] = {}
         for hit in hits:  # one passage a page, at its first rank
             pages.setdefault(hit.url, hit)
         return list(pages.values())[:k]
-
-    def _call(self, query: str, k: int) -> httpx.Response:
-        response = self._http.send(self.provider.request(self.url, self.key, query, k))
-        response.raise_for_status()
-        return response
 
     def _passages(self, hits: list[_Hit]) -> list[Passage]:
         titles = [plain(hit.title) or urlsplit(hit.url).netloc for hit in hits]

@@ -10,7 +10,6 @@ headers is an error event, as vLLM does).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -19,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 
-from research.http_errors import APIError, error_body, errors
-from research.retrieval import RetrieverUnavailable, SearchTimeout
+from research.http_errors import APIError, StrictJSONResponse, error_body, errors, json_bytes
+from research.retrieval import RetrieverUnavailable, SearchTimeout, search_error
 from research.server.middleware import TimedStream
 from research.server.requests import Message
 from research.server.serving import Job, Server
@@ -36,8 +35,8 @@ def sse(data: BaseModel | dict[str, Any] | str, event: str | None = None) -> byt
     """One server-sent event (``data: [DONE]`` for a string)."""
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
+    payload = data.encode() if isinstance(data, str) else json_bytes(data)
+    return (f"event: {event}\n" if event else "").encode() + b"data: " + payload + b"\n\n"
 
 
 def generation_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
@@ -80,22 +79,30 @@ def size(request: Request) -> int | None:
     return int(declared) if declared.isdigit() else None
 
 
-def failure(job: Job, exc: Exception) -> APIError:
-    """The error a client gets when its search loop fails: 504 for a search past its timeout, 503 naming a
-    remote retriever that is down, else 503.
-
-    Any other cause (paths, library internals) is logged with the request id, never sent.
-    """
-    headers = {"x-request-id": job.request_id}
-    if isinstance(exc, SearchTimeout):
-        log.warning("search timed out", extra={"request_id": job.request_id})
-        return APIError(504, f"{exc} (request {job.request_id})", code="search_timeout", headers=headers)
-    if isinstance(exc, RetrieverUnavailable):
-        log.warning("%s", exc, extra={"request_id": job.request_id})
-        return APIError(503, f"{exc} (request {job.request_id})", code="retriever_unavailable", headers=headers)
+def failure(server: Server, job: Job, exc: Exception) -> APIError:
+    """The error a client gets when its search loop fails: a failed search as every search route says it
+    (:func:`~research.retrieval.search_error`: 504 past the timeout, 503 naming a retriever that is down or
+    misbehaved), else 503 ``search_loop_failed``, its cause (paths, library internals) logged with the request
+    id, never sent."""
+    if isinstance(exc, SearchTimeout | RetrieverUnavailable):
+        return search_error(exc, job.request_id, server.retriever)
     log.error("the search loop failed", exc_info=exc, extra={"request_id": job.request_id})
     message = f"the search loop failed (request {job.request_id}); the server log has the cause"
-    return APIError(503, message, code="search_loop_failed", headers=headers)
+    return APIError(503, message, code="search_loop_failed", headers={"x-request-id": job.request_id})
+
+
+def rendered(job: Job, body: BaseModel) -> Response:
+    """``job``'s whole reply as strict JSON; a reply that cannot be written is a 500 that says why, never a
+    traceback's generic 500."""
+    try:
+        content = body.model_dump(mode="json")
+    except Exception as exc:
+        log.error("the reply could not be written", exc_info=exc, extra={"request_id": job.request_id})
+        raise APIError(
+            500, f"the reply could not be written as JSON ({type(exc).__name__}: {exc}) (request {job.request_id})",
+            code="reply_not_serializable", headers={"x-request-id": job.request_id},
+        ) from exc  # fmt: skip
+    return StrictJSONResponse(content, headers={"x-request-id": job.request_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +122,10 @@ class Generation:
         except ClientDisconnected:
             return Response(status_code=499, headers={"x-request-id": job.request_id})  # nginx's "client closed"
         except Exception as exc:
-            raise failure(job, exc) from exc
+            raise failure(self.server, job, exc) from exc
         finally:
             self.server.metrics.request_seconds.observe(time.perf_counter() - job.started)
-        return JSONResponse(body.model_dump(mode="json"), headers={"x-request-id": job.request_id})
+        return rendered(job, body)
 
     def stream(
         self, job: Job, render: Callable[[AsyncIterator[Event]], AsyncIterator[bytes]], *, done: bool = True
@@ -132,7 +139,7 @@ class Generation:
                     async for chunk in render(events):
                         yield chunk
             except Exception as exc:
-                error = failure(job, exc)
+                error = failure(server, job, exc)
                 payload = error_body(error.status, error.message, code=error.code)
                 yield sse({"type": "error", **payload}, "error") if not done else sse(payload)
             finally:

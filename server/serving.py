@@ -34,7 +34,7 @@ from research.protocol import (
     Trajectory,
     stream_search_loop,
 )
-from research.retrieval import BatchingRetriever, ModeRetriever, RetrieverUnavailable, SearchTimeout, WebSearch
+from research.retrieval import BatchingRetriever, ModeRetriever, WebSearch, search_error
 from research.server.metrics import Metrics
 from research.server.render import ReasoningSplitter, chat_prompt
 from research.server.requests import EFFORT_SEARCHES, Message, SamplingFields
@@ -167,9 +167,7 @@ class Server:
         try:
             await TimedRetriever(self.retriever.using("vector"), self.config.search_timeout).search(["health"], k=1)
         except Exception as exc:
-            log.warning("health: the probe search failed", exc_info=exc)
-            named = isinstance(exc, SearchTimeout | RetrieverUnavailable)
-            problems["retriever"] = str(exc) if named else "the probe search failed"
+            problems["retriever"] = search_error(exc, None, self.retriever).message
         return problems
 
     # -- admission (research.server.middleware.Admission) ------------------

@@ -28,7 +28,7 @@ class EngineArgs:
     """Which engine generates and how it is set up (the model path is the caller's ``--model``)."""
 
     engine: EngineName = "vllm"
-    """who generates: vLLM in-process, plain transformers, or a running OpenAI-compatible server"""
+    """who generates: vLLM in-process, plain transformers, or a running `vllm serve` (upstream)"""
     dtype: str = "auto"
     """weights dtype (auto, bfloat16, float16, float32)"""
     tensor_parallel_size: int | None = None
@@ -45,7 +45,8 @@ class EngineArgs:
     device: str = "cpu"
     """transformers engine: cpu, cuda, cuda:1..."""
     upstream_url: str | None = None
-    """upstream engine: base URL of a vLLM/SGLang server, e.g. http://h:8000/v1"""
+    """upstream engine: base URL of a `vllm serve` (it needs vLLM's return_token_ids, so vLLM only), e.g.
+    http://h:8000/v1"""
     upstream_model: str | None = None
     """upstream engine: model name there (default: its first)"""
     upstream_api_key: str | None = None

@@ -1,12 +1,16 @@
-"""OpenAI-style error bodies for every HTTP API we serve (chat server and retriever).
+"""OpenAI-style error bodies and strict JSON for every HTTP API we serve (chat server and retriever).
 
 Every error is ``{"error": {"message", "type", "param", "code"}}`` with the status
 OpenAI would use: malformed JSON and schema violations are 400 (not FastAPI's
-422), naming the offending field in ``param``.
+422), naming the offending field in ``param``. Every JSON body and event is strict
+JSON (:func:`json_bytes`): no NaN, no lone surrogate, and never a reply lost for one.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +19,10 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from research.wire import valid_unicode
+
+log = logging.getLogger("research.server")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -39,6 +47,42 @@ def check_unicode(text: str) -> str:
 
 Text = Annotated[str, AfterValidator(check_unicode)]
 """A request string that is valid Unicode (a 400 naming the field otherwise, not a 500 later)."""
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every non-finite float as None and every string as valid Unicode."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return valid_unicode(value)
+    if isinstance(value, dict):
+        return {_strict(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def json_bytes(content: Any) -> bytes:
+    """``content`` as strict JSON in UTF-8 (RFC 8259: no ``NaN``/``Infinity``, no lone surrogate).
+
+    A value JSON cannot carry is written as ``null`` (a float) or with U+FFFD (a string), and logged: a reply
+    is never lost to one bad value after the work behind it is done.
+
+    >>> json_bytes({"score": float("nan"), "text": "a\\ud800", "n": [1, 2.5]})
+    b'{"score":null,"text":"a\\xef\\xbf\\xbd","n":[1,2.5]}'
+    """
+    try:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError as exc:  # a non-finite float, or a lone surrogate (UnicodeEncodeError is a ValueError)
+        log.warning("a reply held a value JSON cannot carry (%s): written as null or U+FFFD", exc)
+        return json.dumps(_strict(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+class StrictJSONResponse(JSONResponse):
+    """A JSON response written by :func:`json_bytes` (Starlette's refuses a NaN with a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
 
 
 class APIError(Exception):
@@ -131,7 +175,7 @@ def document_errors(app: FastAPI) -> None:
 
 def error_response(error: APIError) -> JSONResponse:
     body = error_body(error.status, error.message, param=error.param, code=error.code)
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    return StrictJSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})

@@ -25,13 +25,15 @@ Run it with :func:`run_search_loop` (a finished :class:`Trajectory`) or
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from research.engines.base import GREEDY, Engine, SamplingOptions
 from research.protocol.answer import check_format, extract_answer
@@ -158,6 +160,28 @@ class State(Enum):
     DONE = "done"
 
 
+@functools.cache
+def longest_token(tokenizer: Any) -> int:
+    """The most characters one token of ``tokenizer`` stands for (its longest vocabulary entry; a byte-level
+    entry has a character per byte, at least as many as it decodes to)."""
+    return max(map(len, tokenizer.get_vocab()))
+
+
+def encode_within(tokenizer: Any, text: str, room: int) -> tuple[list[int], str]:
+    """The token ids of a result block, at most ``room`` of them, and the text they stand for.
+
+    Only as much text as ``room`` tokens can cover is tokenised (no token is longer than
+    :func:`longest_token`), so a huge block costs no more than the budget. A block that fits is
+    tokenised whole, as in training; a cut one is decoded again, so that text and ids agree.
+    """
+    span = max(room, 0) * longest_token(tokenizer)
+    ids = list(tokenizer.encode(text[:span], add_special_tokens=False))
+    if len(text) <= span and len(ids) <= room:
+        return ids, text
+    ids = ids[:room]
+    return ids, tokenizer.decode(ids)
+
+
 async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[Passage], str, float, float]:
     """Passages for ``query``, the result block to append, and the search's and the index's seconds.
 
@@ -220,11 +244,8 @@ async def stream_search_loop(
             query = extract_query(traj.text[turn_start:]) or ""
             yield SearchIssued(len(traj.searches), query)
             passages, block, seconds, index_seconds = await retrieve(retriever, query, k=limits.search_top_k)
-            ids = list(engine.tokenizer.encode(block, add_special_tokens=False))
             room = limits.max_tokens - len(traj.completion_ids)
-            if len(ids) > room:  # cut to the budget; decode what is kept so text matches ids
-                ids = ids[:room]
-                block = engine.tokenizer.decode(ids)
+            ids, block = await asyncio.to_thread(encode_within, engine.tokenizer, block, room)
             search = Search(index=len(traj.searches), query=query, results=passages)
             traj.searches.append(search)
             traj._append(ids, block, 0, None)

@@ -10,10 +10,12 @@ the light client install (no LanceDB, torch or FastAPI) imports it.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import field
 from typing import Any, Literal
 
-from pydantic import BaseModel, computed_field, model_serializer
+from pydantic import BaseModel, computed_field, field_validator, model_serializer
 from pydantic.dataclasses import dataclass
 
 SearchMode = Literal["vector", "fts", "hybrid"]
@@ -21,6 +23,22 @@ SearchMode = Literal["vector", "fts", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
 MAX_K = 100
 """Most passages one query may ask for."""
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with every lone surrogate (JSON can carry ``"\\ud800"``; no tokenizer or JSON reply takes it)
+    replaced by U+FFFD.
+
+    >>> valid_unicode("caf\\u00e9 \\ud800!") == "caf\\u00e9 \\ufffd!"
+    True
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +57,18 @@ class Passage:
     contents: str
     score: float | None = None
     url: str | None = None
+
+    @field_validator("id", "contents", "url")
+    @classmethod
+    def _valid_unicode(cls, text: str | None) -> str | None:
+        """Whatever a retriever sent, the text passed on is valid Unicode (see :func:`valid_unicode`)."""
+        return None if text is None else valid_unicode(text)
+
+    @field_validator("score")
+    @classmethod
+    def _finite(cls, score: float | None) -> float | None:
+        """A NaN or infinite score (one bad vector away) is no score: JSON has no such number."""
+        return score if score is None or math.isfinite(score) else None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

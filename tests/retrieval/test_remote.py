@@ -97,7 +97,7 @@ async def test_transient_failures_are_retried_honouring_retry_after(service, scr
 @pytest.mark.parametrize(
     ("failure", "error", "message", "requests"),
     [
-        ((400, {}, {"detail": "topk too large"}), ValueError, "refused the search (400): ", 1),
+        ((400, {}, {"detail": "topk too large"}), RetrieverUnavailable, "refused the search (HTTP 400): ", 1),
         ((200, {}, {"not": "the api"}), RetrieverUnavailable, "answered with a body that is not the search-r1", 1),
         ((200, {}, {"result": [[]]}), RetrieverUnavailable, "answered 1 of 2 queries", 1),
         ((500, {}, {"error": "boom"}), RetrieverUnavailable, "is unavailable (HTTP 500)", 2),

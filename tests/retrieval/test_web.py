@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from research.retrieval import BatchingRetriever, RetrieverArgs, RetrieverUnavailable, WebCache, WebSearch
+from research.retrieval import web as web_module
 from research.retrieval.web import PageReader
+from research.wire import Passage
 from tests.conftest import start_app, stop
 from tests.support.web_providers import KEY, Failure, Replay
 
@@ -48,10 +53,10 @@ MATRIX = {
     # failure: (what the provider answers, provider calls made, what the caller sees: None = the passages)
     "429 + Retry-After, then an answer": ([Failure(429, {"Retry-After": "1"}, {"error": "rate limited"})], 2, None),
     "503 twice, then an answer": ([Failure(503, body={"error": "busy"})] * 2, 3, None),
-    "500 on every try": ([Failure(500, body={"error": "down"})] * 3, 3, "failed \\(HTTP 500\\)"),
+    "500 on every try": ([Failure(500, body={"error": "down"})] * 3, 3, "is unavailable \\(HTTP 500\\)"),
     "401 (a bad key)": ([Failure(401, body={"error": "invalid API key"})], 1, "refused its API key"),
     "a body that is not the API's": ([Failure(body={"results": "none", "web": 3, "organic": 5})], 1, "not its API's"),
-    "an HTML page": ([Failure(body="<html>Just a moment...</html>")], 1, "not its API's"),
+    "an HTML page": ([Failure(body="<html>Just a moment...</html>")], 1, "answered with a body that is not JSON"),
     "slower than the timeout on every try": ([Failure(delay=1)] * 3, 3, "unreachable \\(ReadTimeout\\)"),
 }
 
@@ -171,3 +176,61 @@ def test_the_cache_file_is_shared_safely(tmp_path):
     assert all(caches[1].get(json.dumps(key)) == passages for key, passages in rows.items())
     for cache in caches:
         cache.close()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The web cache's clock, one second a tick (so that last use orders rows exactly)."""
+    now = [1_000_000.0]
+
+    def tick() -> float:
+        now[0] += 1
+        return now[0]
+
+    monkeypatch.setattr(web_module, "time", SimpleNamespace(time=tick, monotonic=time.monotonic))
+    return now
+
+
+PAGE = [Passage("https://a.example/", '"A page"\n' + "word " * 200, 0.5, "https://a.example/")]
+"""A result of about 1 KB stored."""
+
+
+def test_the_cache_keeps_the_most_recently_used_within_its_bound(tmp_path, clock):
+    cache = WebCache(tmp_path / "web.sqlite", ttl=10**9, max_bytes=50_000)
+    for i in range(40):
+        cache.put(f"q{i}", PAGE)
+    assert cache.get("q0") == PAGE  # read: now the most recently used
+    for i in range(40, 80):
+        cache.put(f"q{i}", PAGE)
+    cache.prune()
+    assert cache.stored_bytes() <= 50_000
+    assert all(cache.get(f"q{i}") == PAGE for i in (0, 40, 79))  # q0 was read after q39 was written
+    assert cache.get("q1") is None and cache.get("q20") is None  # the least recently used went
+    cache.close()
+
+
+def test_expired_rows_are_deleted_and_the_file_shrinks(tmp_path, clock):
+    path = tmp_path / "web.sqlite"
+    cache = WebCache(path, ttl=10_000, max_bytes=10**9)
+    for i in range(2000):
+        cache.put(f"q{i}", PAGE)
+    big = path.stat().st_size
+    assert big > 2_000_000
+    clock[0] += 20_000  # all expired
+    cache.put("fresh", PAGE)
+    cache.prune()
+    assert cache.get("fresh") == PAGE and cache.get("q1999") is None
+    assert cache.stored_bytes() < 2_000 and path.stat().st_size < big / 10
+    cache.close()
+
+
+def test_a_cache_file_of_the_unbounded_version_is_upgraded_in_place(tmp_path, clock):
+    path = tmp_path / "web.sqlite"
+    with sqlite3.connect(path) as old:  # the schema before the bound
+        old.execute("CREATE TABLE results (key TEXT PRIMARY KEY, stored REAL, passages TEXT)")
+        rows = json.dumps([[p.id, p.contents, p.score, p.url] for p in PAGE])
+        old.executemany("INSERT INTO results VALUES (?, ?, ?)", [(f"q{i}", clock[0] + i, rows) for i in range(10)])
+    clock[0] += 10
+    cache = WebCache(path, ttl=10**9, max_bytes=5_000)  # room for four of them: the last stored
+    assert cache.stored_bytes() <= 5_000 and cache.get("q9") == PAGE and cache.get("q0") is None
+    cache.close()

@@ -109,3 +109,18 @@ async def test_the_retriever_routes_reject_empty_and_broken_queries(live_transfo
     error = reply.json()["error"]
     assert reply.status_code == 400 and error["param"].startswith(("query", "queries")), error
     assert ("not valid Unicode" if query.strip() else "cannot be empty") in error["message"]
+
+
+@pytest.mark.parametrize(
+    "passage_id",
+    ["a%0D%0AX-Injected:%201", "a%0Ab", "a%00b", "x" * 5000, "no-such-passage", "%27%20OR%20%271%27=%271"],
+    ids=["crlf", "lf", "nul", "over-the-limit", "unknown", "sql-like"],
+)
+async def test_every_unknown_or_malformed_passage_id_gets_the_same_404(live_transformers, passage_id):
+    async with httpx.AsyncClient(base_url=live_transformers.url, timeout=30) as http:
+        missing = await http.get(f"/passages/{passage_id}")
+        assert missing.status_code == 404 and "x-injected" not in missing.headers
+        error = missing.json()["error"]
+        assert error["code"] == "passage_not_found" and error["param"] == "id"
+        assert error["message"].startswith("no passage has the id ")
+        assert (await http.get("/passages/fr-1")).status_code == 200  # the next lookup is answered

@@ -134,3 +134,46 @@ async def test_a_caller_that_goes_away_mid_search_aborts_ask_and_frees_its_slot(
         assert live.server.running == 0 and not release.is_set()
         release.set()
         assert await wait_idle(transformers_engine) == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code", "answered_id"),
+    [
+        ({}, {"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"}, 400, -32600, None),
+        ({}, {"jsonrpc": "2.0", "id": [1], "method": "tools/list"}, 400, -32600, None),
+        ({}, {"jsonrpc": "2.0", "id": True, "method": "tools/list"}, 400, -32600, None),
+        ({}, {"jsonrpc": "1.0", "id": 7, "method": "tools/list"}, 400, -32600, 7),
+        ({}, {"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": [1]}, 400, -32602, 7),
+        ({}, {"jsonrpc": "2.0", "id": 7, "method": 3}, 400, -32600, 7),
+        ({}, {"jsonrpc": "2.0", "id": 7}, 400, -32600, 7),
+        ({}, [{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}], 400, -32600, None),
+        ({}, "not json {", 400, -32700, None),
+        ({"content-type": "text/plain"}, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, 415, -32600, None),
+        ({"content-type": ""}, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, 415, -32600, None),
+    ],
+    ids=[
+        "id-object",
+        "id-array",
+        "id-bool",
+        "jsonrpc-1.0",
+        "params-array",
+        "method-number",
+        "neither",
+        "batch",
+        "not-json",
+        "text-plain",
+        "no-content-type",
+    ],
+)
+async def test_a_message_that_is_not_json_rpc_2_gets_a_json_rpc_error(
+    live_transformers, headers, body, status, code, answered_id
+):
+    content = body if isinstance(body, str) else json.dumps(body)
+    sent = {"content-type": "application/json", "accept": "application/json, text/event-stream", **headers}
+    async with httpx.AsyncClient(timeout=30) as http:
+        refused = await http.post(mcp_url(live_transformers), content=content, headers=sent)
+        assert refused.status_code == status and refused.headers["content-type"] == "application/json"
+        assert refused.json()["jsonrpc"] == "2.0" and refused.json()["id"] == answered_id
+        assert refused.json()["error"]["code"] == code and refused.json()["error"]["message"]
+    async with Client(mcp_url(live_transformers)) as mcp:  # the next caller is served
+        assert {tool.name for tool in (await mcp.list_tools()).tools} == {"search", "fetch", "ask"}
