@@ -274,6 +274,11 @@ class WebCache:
         if due:
             self.prune()
 
+    def __len__(self) -> int:
+        """Queries whose results are stored."""
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM results").fetchone()[0]
+
     def stored_bytes(self) -> int:
         """The bytes of keys and results stored (what ``max_bytes`` bounds)."""
         with self._lock:
