@@ -394,10 +394,10 @@ class WebSearch:
 
     def _search(self, query: str, k: int) -> list[Passage]:
         key = json.dumps([self.provider.name, self.url, query, k, self.pages is not None])
-        if self.cache and (cached := self.cache.get(key)) is not None:
+        if self.cache is not None and (cached := self.cache.get(key)) is not None:
             return cached
         passages = self._passages(self._hits(query, k))
-        if self.cache:
+        if self.cache is not None:
             self.cache.put(key, passages)
         return passages
 
@@ -432,5 +432,5 @@ class WebSearch:
         self._http.close()
         if self.pages:
             self.pages.close()
-        if self.cache:
+        if self.cache is not None:
             self.cache.close()

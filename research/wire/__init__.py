@@ -51,6 +51,12 @@ class Passage:
     >>> p = Passage("7", '"Paris"\\nParis is the capital of France.', 0.9)
     >>> p.title, p.text
     ('Paris', 'Paris is the capital of France.')
+
+    Whatever made it (a remote retriever's reply, a web page), its values are fit for JSON and a tokenizer:
+
+    >>> broken = Passage("8", "A lone \\ud800.", float("nan"))
+    >>> broken.contents == "A lone \\ufffd.", broken.score
+    (True, None)
     """
 
     id: str
