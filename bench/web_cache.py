@@ -4,8 +4,8 @@
     python bench/web_cache.py --max-mb 64           # the same, past the bound: the least recently used go
 
 Each query stores what a web search keeps: ``--k`` pages of ``--words`` words (the defaults: 5 pages of
-100 words, a wiki-18 passage's length). Prints one table: rows kept, bytes stored (what the bound
-counts), the file's size on disk (database and write-ahead log), the write time per query, and the
+100 words, a wiki-18 passage's length). Prints one table: rows kept, the database's pages in use
+(what the bound counts), the files' size on disk (database and write-ahead log), the write time per query, and the
 latency of a lookup that hits and one that misses, p50/p95 over ``--lookups`` random queries; the
 unbounded cache (no pruning) runs beside it as the baseline.
 """
@@ -82,12 +82,12 @@ def run(folder: Path, queries: int, max_bytes: int | None, k: int, words: int, l
         assert cache.get(f"never asked {rng.random()}") is None
         misses.append(time.perf_counter() - started)
     disk = sum(f.stat().st_size for f in folder.glob(path.name + "*"))
-    stored = cache.stored_bytes()
+    used = cache.disk_bytes()
     cache.close()
     return {
         "bound": f"{max_bytes / 2**20:.0f} MB" if max_bytes else "none",
         "rows kept": f"{kept:,}",
-        "stored MB": f"{stored / 2**20:.1f}",
+        "database MB": f"{used / 2**20:.1f}",
         "file MB": f"{disk / 2**20:.1f}",
         "write ms/query": f"{1000 * write:.3f}",
         "hit p50/p95 ms": f"{1000 * p(hits, 50):.3f} / {1000 * p(hits, 95):.3f}",

@@ -80,7 +80,8 @@ class RetrieverArgs(IndexArgs):
     """seconds a query's web results are reused from $RESEARCH_CACHE/web-search.sqlite (default a week; 0: no
     cache), so a repeated evaluation or epoch makes no provider call"""
     web_cache_max_mb: float = CACHE_MAX_BYTES / 2**20
-    """most MB of results the web cache keeps: past it the least recently used go (expired ones first)"""
+    """most MB the web cache's database takes (its 16 MB write-ahead log aside): past it the least recently used
+    results go, expired ones first"""
     web_concurrency: int = 4
     """web search API calls at once"""
     search_workers: int = 4

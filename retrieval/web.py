@@ -225,8 +225,9 @@ class WebCache:
     processes (a server and an evaluation may share one file).
 
     Bounded: every :data:`PRUNE_EVERY` writes (and on opening) the expired rows are deleted, then the least
-    recently used ones until the stored results take at most ``max_bytes``, and the freed pages go back to
-    the file system (``auto_vacuum=INCREMENTAL``), so a public server's cache does not grow with every query.
+    recently used ones until the database takes at most ``max_bytes`` (its pages in use: rows, overflow and
+    index), and the freed pages go back to the file system (``auto_vacuum=INCREMENTAL``), so a public server's
+    cache does not grow with every query.
     """
 
     def __init__(self, path: str | Path, ttl: float, *, max_bytes: int = CACHE_MAX_BYTES) -> None:
@@ -279,22 +280,37 @@ class WebCache:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM results").fetchone()[0]
 
-    def stored_bytes(self) -> int:
-        """The bytes of keys and results stored (what ``max_bytes`` bounds)."""
+    def disk_bytes(self) -> int:
+        """The bytes of the database's pages in use (what ``max_bytes`` bounds; the write-ahead log aside)."""
         with self._lock:
-            return self._db.execute("SELECT coalesce(sum(size), 0) FROM results").fetchone()[0]
+            return self._disk_bytes()
+
+    def _disk_bytes(self) -> int:
+        pages = (
+            self._db.execute("PRAGMA page_count").fetchone()[0]
+            - self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        return pages * self._db.execute("PRAGMA page_size").fetchone()[0]
+
+    def _stored_bytes(self) -> int:
+        return self._db.execute("SELECT coalesce(sum(size), 0) FROM results").fetchone()[0]
 
     def prune(self) -> None:
-        """Delete the expired rows, then the least recently used ones past ``max_bytes``; give the pages back."""
+        """Delete the expired rows, then the least recently used ones past ``max_bytes`` (the share of the stored
+        rows that fits, as the database's pages a row takes on average); give the pages back."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("DELETE FROM results WHERE stored < ?", (time.time() - self.ttl,))
-                self._db.execute(
-                    "DELETE FROM results WHERE key IN (SELECT key FROM (SELECT key, sum(size) OVER "
-                    "(ORDER BY used DESC, key ROWS UNBOUNDED PRECEDING) AS kept FROM results) WHERE kept > ?)",
-                    (self.max_bytes,),
-                )
+                while (disk := self._disk_bytes()) > self.max_bytes:  # keep what fits, pages and index included
+                    budget = 0.95 * self._stored_bytes() * self.max_bytes / disk  # pages are never all full
+                    deleted = self._db.execute(
+                        "DELETE FROM results WHERE key IN (SELECT key FROM (SELECT key, sum(size) OVER "
+                        "(ORDER BY used DESC, key ROWS UNBOUNDED PRECEDING) AS kept FROM results) WHERE kept > ?)",
+                        (budget,),
+                    ).rowcount
+                    if not deleted:  # an empty cache over the bound: its schema alone
+                        break
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -196,14 +196,14 @@ PAGE = [Passage("https://a.example/", '"A page"\n' + "word " * 200, 0.5, "https:
 
 
 def test_the_cache_keeps_the_most_recently_used_within_its_bound(tmp_path, clock):
-    cache = WebCache(tmp_path / "web.sqlite", ttl=10**9, max_bytes=50_000)
+    cache = WebCache(tmp_path / "web.sqlite", ttl=10**9, max_bytes=100_000)  # ~50 of the 80 rows
     for i in range(40):
         cache.put(f"q{i}", PAGE)
     assert cache.get("q0") == PAGE  # read: now the most recently used
     for i in range(40, 80):
         cache.put(f"q{i}", PAGE)
     cache.prune()
-    assert cache.stored_bytes() <= 50_000
+    assert cache.disk_bytes() <= 100_000 and 40 < len(cache) < 80
     assert all(cache.get(f"q{i}") == PAGE for i in (0, 40, 79))  # q0 was read after q39 was written
     assert cache.get("q1") is None and cache.get("q20") is None  # the least recently used went
     cache.close()
@@ -220,7 +220,7 @@ def test_expired_rows_are_deleted_and_the_file_shrinks(tmp_path, clock):
     cache.put("fresh", PAGE)
     cache.prune()
     assert cache.get("fresh") == PAGE and cache.get("q1999") is None
-    assert cache.stored_bytes() < 2_000 and path.stat().st_size < big / 10
+    assert len(cache) == 1 and path.stat().st_size < big / 10
     cache.close()
 
 
@@ -231,6 +231,7 @@ def test_a_cache_file_of_the_unbounded_version_is_upgraded_in_place(tmp_path, cl
         rows = json.dumps([[p.id, p.contents, p.score, p.url] for p in PAGE])
         old.executemany("INSERT INTO results VALUES (?, ?, ?)", [(f"q{i}", clock[0] + i, rows) for i in range(10)])
     clock[0] += 10
-    cache = WebCache(path, ttl=10**9, max_bytes=5_000)  # room for four of them: the last stored
-    assert cache.stored_bytes() <= 5_000 and cache.get("q9") == PAGE and cache.get("q0") is None
+    cache = WebCache(path, ttl=10**9, max_bytes=24_576)  # room for a few of them: the last stored
+    assert cache.disk_bytes() <= 24_576 and 0 < len(cache) < 10
+    assert cache.get("q9") == PAGE and cache.get("q0") is None
     cache.close()
