@@ -269,10 +269,9 @@ class RemoteIndex:
                 for docs, row in zip(documents, scores, strict=True)
             ]
         if isinstance(body, dict) and isinstance(body.get("data"), list):
-            rows = [r.get("passages") if isinstance(r, dict) else None for r in body["data"]]
-            cut = _first(rows, k)
-            body = {**body, "data": [{**r, "passages": p} if isinstance(r, dict) else r
-                                     for r, p in zip(body["data"], cut, strict=True)]}  # fmt: skip
+            body = {**body, "data": [{**r, "passages": r["passages"][:k]}
+                                     if isinstance(r, dict) and isinstance(r.get("passages"), list) else r
+                                     for r in body["data"]]}  # fmt: skip
         return [result.passages for result in SearchResponse.model_validate(body).data]
 
     def close(self) -> None:

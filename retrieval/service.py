@@ -163,21 +163,21 @@ def search_error(exc: Exception, request_id: str | None, retriever: BatchingRetr
     drop-in routes, MCP, ``/health``) answers with this."""
     extra = {"request_id": request_id}
     suffix = f" (request {request_id})" if request_id else ""
-    headers = {"x-request-id": request_id} if request_id else {}
+    headers = {"x-request-id": request_id} if request_id else {}  # and the retriever's Retry-After
     if isinstance(exc, SearchTimeout):
         log.warning("search timed out", extra=extra)
-        return APIError(504, f"{exc}{suffix}", code="search_timeout", headers=headers or None)
+        return APIError(504, f"{exc}{suffix}", code="search_timeout", headers=headers)
     if isinstance(exc, RetrieverUnavailable):
         log.warning("%s", exc, extra=extra)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(math.ceil(exc.retry_after))
-        return APIError(503, f"{exc}{suffix}", code="retriever_unavailable", headers=headers or None)
+        return APIError(503, f"{exc}{suffix}", code="retriever_unavailable", headers=headers)
     if isinstance(exc, FetchUnsupported):
         return APIError(501, str(exc), code="fetch_unsupported")
     searched = "passage index" if isinstance(retriever.index, PassageIndex) else repr(retriever.index)
     log.error("a search of the %s failed", searched, exc_info=exc, extra=extra)
     message = f"the search of the {searched} failed ({type(exc).__name__}){suffix}; the server log has the cause"
-    return APIError(503, message, code="retriever_unavailable", headers=headers or None)
+    return APIError(503, message, code="retriever_unavailable", headers=headers)
 
 
 def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_timeout: float = 10.0) -> APIRouter:

@@ -397,7 +397,9 @@ class WebSearch:
         self.max_bytes = max_bytes
         self._http = httpx.Client(timeout=timeout)
         self._calls = ThreadPoolExecutor(concurrency, thread_name_prefix=f"web-{provider}")
-        self._retrying = retrying(repr(self), attempts)
+        self.who = f"the {self!r}"
+        """How errors and logs name it (no credentials)."""
+        self._retrying = retrying(self.who, attempts)
 
     def __repr__(self) -> str:
         return f"{self.provider.name} web search at {public_url(self.url)}"
@@ -418,17 +420,16 @@ class WebSearch:
         return passages
 
     def _hits(self, query: str, k: int) -> list[_Hit]:
-        who = f"the {self!r}"
         request = self.provider.request(self.url, self.key, query, k)
         try:
-            body = self._retrying(read_json, self._http, request, max_bytes=self.max_bytes, who=who)
+            body = self._retrying(read_json, self._http, request, max_bytes=self.max_bytes, who=self.who)
         except httpx.HTTPError as exc:
-            raise unavailable(who, exc) from exc
+            raise unavailable(self.who, exc) from exc
         try:
             hits = self.provider.hits(body)
         except ValidationError as exc:
             why = shape_error(exc)
-            raise RetrieverUnavailable(f"{who} answered with a body that is not its API's ({why})") from None
+            raise RetrieverUnavailable(f"{self.who} answered with a body that is not its API's ({why})") from None
         pages: dict[str, _Hit] = {}
         for hit in hits:  # one passage a page, at its first rank
             pages.setdefault(hit.url, hit)

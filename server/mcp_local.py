@@ -111,6 +111,12 @@ class Refusal(Exception):
         self.code, self.message, self.status = code, message, status
 
 
+def _usable_id(message: Any) -> bool:
+    """The message has an ``id`` JSON-RPC lets it have: a string or an integer (not a boolean)."""
+    sent = message.get("id") if isinstance(message, dict) else None
+    return isinstance(sent, str | int) and not isinstance(sent, bool)
+
+
 def _check(message: Any) -> None:
     """Refuse a message that is not one JSON-RPC 2.0 request, notification or response as MCP takes them."""
     if isinstance(message, list):
@@ -120,7 +126,7 @@ def _check(message: Any) -> None:
         raise Refusal(INVALID_REQUEST, "a JSON-RPC message is a JSON object")
     if message.get("jsonrpc") != "2.0":
         raise Refusal(INVALID_REQUEST, 'the message must say "jsonrpc": "2.0"')
-    if "id" in message and (isinstance(message["id"], bool) or not isinstance(message["id"], str | int)):
+    if "id" in message and not _usable_id(message):
         raise Refusal(INVALID_REQUEST, "id must be a string or an integer")
     if "method" in message:
         if not isinstance(message["method"], str):
@@ -156,9 +162,8 @@ class JSONRPCGate:
                 raise Refusal(PARSE_ERROR, f"the body is not JSON ({exc})") from None
             _check(message)
         except Refusal as refusal:
-            valid_id = isinstance(message, dict) and isinstance(message.get("id"), str | int)
-            answer = {"jsonrpc": "2.0", "id": message["id"] if valid_id and not isinstance(message["id"], bool)
-                      else None, "error": {"code": refusal.code, "message": refusal.message}}  # fmt: skip
+            error = {"code": refusal.code, "message": refusal.message}
+            answer = {"jsonrpc": "2.0", "id": message["id"] if _usable_id(message) else None, "error": error}
             return await StrictJSONResponse(answer, status_code=refusal.status)(scope, receive, send)
         sent = False
 

@@ -8,6 +8,7 @@ JSON (:func:`json_bytes`): no NaN, no lone surrogate, and never a reply lost for
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -71,11 +72,12 @@ def json_bytes(content: Any) -> bytes:
     >>> json_bytes({"score": float("nan"), "text": "a\\ud800", "n": [1, 2.5]})
     b'{"score":null,"text":"a\\xef\\xbf\\xbd","n":[1,2.5]}'
     """
+    dump = functools.partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     try:
-        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        return dump(content).encode()
     except ValueError as exc:  # a non-finite float, or a lone surrogate (UnicodeEncodeError is a ValueError)
         log.warning("a reply held a value JSON cannot carry (%s): written as null or U+FFFD", exc)
-        return json.dumps(_strict(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        return dump(_strict(content)).encode()
 
 
 class StrictJSONResponse(JSONResponse):
