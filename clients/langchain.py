@@ -44,7 +44,7 @@ from research.clients.client import AsyncClient, Client
 from research.wire import Content, Done, Event, Passage, Reasoning, Reply, SearchDone, SearchIssued, SearchMode, Usage
 
 
-class _Connection(BaseModel):
+class _ServerFields(BaseModel):
     """The server a LangChain class talks to, and its (lazily made) clients."""
 
     base_url: str | None = None
@@ -128,7 +128,7 @@ def chunk_of(event: Event) -> AIMessageChunk:
     raise TypeError(f"not a stream event: {event!r}")
 
 
-class ChatReSearch(_Connection, BaseChatModel):
+class ChatReSearch(_ServerFields, BaseChatModel):
     """A ReSearch server as a LangChain chat model.
 
     The message's content is the answer text; the reasoning (searches and the passages
@@ -247,7 +247,7 @@ class _Question(BaseModel):
     question: str = Field(description="a factual question, in full; the tool searches Wikipedia itself")
 
 
-class ReSearchTool(_Connection, BaseTool):
+class ReSearchTool(_ServerFields, BaseTool):
     """Ask a ReSearch server: it searches Wikipedia as often as it needs, then answers.
 
     The tool's content is the answer with its sources' titles; its artifact (with
@@ -300,7 +300,7 @@ def documents(passages: Sequence[Passage]) -> list[Document]:
     return [Document(page_content=p.text, id=p.id, metadata={"title": p.title, "score": p.score}) for p in passages]
 
 
-class ReSearchRetriever(_Connection, BaseRetriever):
+class ReSearchRetriever(_ServerFields, BaseRetriever):
     """Passages from the server's ``/v1/search`` (or ``research-index serve``) as LangChain documents."""
 
     k: int | None = None

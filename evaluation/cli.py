@@ -24,13 +24,14 @@ from typing import Any
 from research.cli import add_fields, check_at_least_one, from_args, run_command
 from research.clients.client import AsyncClient
 from research.engines.args import EngineArgs, open_engine
-from research.engines.base import SamplingOptions
 from research.engines.card import ModelArgs
 from research.evaluation.judge import DEFAULT_JUDGE_MODEL, Judge
 from research.evaluation.methods import METHODS, Method, ServedResearch, Setup
 from research.evaluation.runner import Task, check_config, markdown_table, record_config, run_task, write_reports
+from research.protocol import SamplingOptions
 from research.questions import DATASETS, Example, bundled, load_examples
 from research.retrieval import RetrieverArgs
+from research.wire import DEFAULT_K
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +50,7 @@ class EvalConfig(ModelArgs, RetrieverArgs):
     """sampling seed for --limit (and the engine's)"""
     concurrency: int = 16
     """questions in flight at once"""
-    search_top_k: int = 5
+    search_top_k: int = DEFAULT_K
     """passages per search (the paper's 5)"""
     max_tokens: int = 8192
     """research: response budget, model + retrieved tokens"""
@@ -148,7 +149,7 @@ async def evaluate(cfg: EvalConfig, engine_args: EngineArgs) -> dict[str, Any]:
         config["template"],
         SamplingOptions(temperature=cfg.temperature, seed=cfg.seed),
         max_tokens=cfg.max_tokens,
-        search_top_k=cfg.search_top_k,
+        k=cfg.search_top_k,
     )
     tasks = [Task(name, method, examples) for name, examples in sets.items() for method in cfg.methods]
     try:

@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from research.clients.client import AsyncClient
-from research.engines.base import GREEDY, Engine, SamplingOptions, collect
+from research.engines import collect
 from research.protocol import (
+    GREEDY,
+    Engine,
     LoopLimits,
     Retriever,
+    SamplingOptions,
     TemplateName,
     check_format,
     last_boxed,
@@ -36,9 +39,8 @@ from research.protocol import (
 )
 from research.protocol.templates import eos_token_ids
 from research.questions import Example
-from research.wire import Passage
+from research.wire import DEFAULT_K, Passage
 
-RAG_TOP_K = 5
 ITER_RETGEN_ROUNDS = 3
 IRCOT_MAX_STEPS = 5
 BASELINE_MAX_TOKENS = 64
@@ -89,7 +91,7 @@ class Setup:
     sampling: SamplingOptions = GREEDY
     max_tokens: int = 8192
     """``research``: the response budget, model and retrieved tokens together."""
-    search_top_k: int = RAG_TOP_K
+    k: int = DEFAULT_K
 
 
 def baseline_answer(text: str) -> str:
@@ -133,7 +135,7 @@ async def generate(setup: Setup, ids: list[int], stop: Sequence[str] = ()) -> tu
 
 
 async def search(setup: Setup, query: str) -> list[Passage]:
-    return (await setup.retriever.search([query], k=setup.search_top_k)).passages[0]
+    return (await setup.retriever.search([query], k=setup.k)).passages[0]
 
 
 async def research(setup: Setup, ex: Example) -> Prediction:
@@ -143,7 +145,7 @@ async def research(setup: Setup, ex: Example) -> Prediction:
         setup.engine,
         setup.retriever,
         prompt,
-        limits=LoopLimits(max_tokens=setup.max_tokens, search_top_k=setup.search_top_k),
+        limits=LoopLimits(max_tokens=setup.max_tokens, k=setup.k),
         sampling=setup.sampling,
     )
     cut_off = traj.finish_reason == "length"
@@ -214,7 +216,7 @@ class ServedResearch:
             max_tokens=setup.max_tokens,
             temperature=setup.sampling.temperature,
             top_p=setup.sampling.top_p,
-            search_top_k=setup.search_top_k,
+            search_top_k=setup.k,
             extra_body={"reasoning_format": "raw"},
         )
         cut_off = reply.finish_reason == "length"

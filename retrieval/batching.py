@@ -47,7 +47,7 @@ def _read_out(answers: asyncio.Future[Any]) -> None:
 
 
 @dataclass(slots=True)
-class _Request:
+class _Queued:
     query: str
     k: int
     mode: SearchMode
@@ -70,7 +70,7 @@ class BatchingRetriever:
         self.workers = workers
         self.waiting = 0
         """Searches queued and not yet sent to the index (what admission control reads)."""
-        self._queue: asyncio.Queue[_Request] | None = None
+        self._queue: asyncio.Queue[_Queued] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self._reads: dict[object, float] = {}
@@ -91,7 +91,7 @@ class BatchingRetriever:
             self._worker = asyncio.create_task(self._run(), name="batching-retriever")
         assert self._queue is not None
         loop = asyncio.get_running_loop()
-        requests = [_Request(q, k, mode, loop.create_future()) for q in queries]
+        requests = [_Queued(q, k, mode, loop.create_future()) for q in queries]
         for request in requests:
             self._queue.put_nowait(request)
         self.waiting += len(requests)
@@ -103,7 +103,7 @@ class BatchingRetriever:
         now = time.perf_counter()
         return len(self._reads) >= self.workers and all(now - t > timeout for t in self._reads.values())
 
-    async def _results(self, requests: list[_Request], timeout: float | None) -> list[tuple[list[Passage], float]]:
+    async def _results(self, requests: list[_Queued], timeout: float | None) -> list[tuple[list[Passage], float]]:
         answers = asyncio.gather(*(r.future for r in requests))
         answers.add_done_callback(_read_out)
         if timeout is None:
@@ -137,8 +137,8 @@ class BatchingRetriever:
             task.add_done_callback(self._batches.discard)
             task.add_done_callback(lambda _: slots.release())
 
-    async def _serve(self, batch: list[_Request]) -> None:
-        groups: defaultdict[tuple[int, SearchMode], list[_Request]] = defaultdict(list)
+    async def _serve(self, batch: list[_Queued]) -> None:
+        groups: defaultdict[tuple[int, SearchMode], list[_Queued]] = defaultdict(list)
         self.waiting -= len(batch)
         for request in batch:
             if not request.future.done():  # its caller may have been cancelled
@@ -172,9 +172,9 @@ class BatchingRetriever:
         except TimeoutError as exc:
             raise SearchTimeout(f"the passage index did not answer within {timeout:g} s") from exc
 
-    def using(self, mode: SearchMode) -> ModeRetriever:
-        """This retriever with ``mode`` fixed: the shape the search loop calls."""
-        return ModeRetriever(self, mode)
+    def using(self, mode: SearchMode = "vector", *, timeout: float | None = None) -> ModeRetriever:
+        """This retriever with ``mode`` and the search ``timeout`` fixed: the shape the search loop calls."""
+        return ModeRetriever(self, mode, timeout)
 
     async def close(self) -> None:
         """Stop dispatching; reads already on a thread finish there, their callers get nothing."""
@@ -187,10 +187,13 @@ class BatchingRetriever:
 
 @dataclass(frozen=True, slots=True)
 class ModeRetriever:
-    """A :class:`BatchingRetriever` searching in one mode (see :meth:`BatchingRetriever.using`)."""
+    """A :class:`BatchingRetriever` searching in one mode, each search failing with :class:`SearchTimeout` once the
+    index has worked on it for ``timeout`` seconds (the wait for a free reader is not counted; None: no limit).
+    See :meth:`BatchingRetriever.using`."""
 
     retriever: BatchingRetriever
     mode: SearchMode
+    timeout: float | None = None
 
-    async def search(self, queries: Sequence[str], *, k: int, timeout: float | None = None) -> Retrieved:
-        return await self.retriever.search(queries, k=k, mode=self.mode, timeout=timeout)
+    async def search(self, queries: Sequence[str], *, k: int) -> Retrieved:
+        return await self.retriever.search(queries, k=k, mode=self.mode, timeout=self.timeout)

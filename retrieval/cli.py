@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from research.cli import Listen, add_fields, check_at_least_one, from_args, run_command, show_logs
+from research.cli import add_fields, check_at_least_one, from_args, run_command, show_logs
+from research.http_errors.head import Listen
 from research.retrieval.embedders import DEFAULT_EMBEDDER, Embedder
 from research.retrieval.remote import MAX_REPLY_BYTES, RemoteIndex, RetrieverAPI, infer_api
 from research.retrieval.web import CACHE_MAX_BYTES, PROVIDERS, WebProvider
-from research.wire import SearchMode
+from research.wire import DEFAULT_K, SearchMode
 
 if TYPE_CHECKING:
     from research.retrieval.batching import BatchingRetriever
@@ -282,11 +283,11 @@ class Import(Target):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Search(IndexArgs):
+class Lookup(IndexArgs):
     """Print the top passages for queries."""
 
     queries: list[str]
-    search_top_k: int = 5
+    search_top_k: int = DEFAULT_K
     """passages per query (as trained)"""
     mode: SearchMode = "vector"
     """vector (embeddings), fts (BM25) or hybrid (both, fused by reciprocal rank)"""
@@ -309,7 +310,7 @@ class Serve(RetrieverArgs, Listen):
     """Serve POST /search and /batch_search (ReSearch), /retrieve (Search-R1) and /v1/search."""
 
     port: int = 8001
-    search_top_k: int = 5
+    search_top_k: int = DEFAULT_K
     """passages when a request does not say (Search-R1's topk)"""
     search_timeout: float = 10.0
     """seconds the index may take on a search; then 504"""
@@ -324,14 +325,14 @@ class Serve(RetrieverArgs, Listen):
 
         from research.retrieval.service import create_app
 
-        app = create_app(self.open_retriever(), default_k=self.search_top_k, search_timeout=self.search_timeout)
+        app = create_app(self.open_retriever(), k=self.search_top_k, search_timeout=self.search_timeout)
         uvicorn.run(app, **self.uvicorn_options(), log_level="info")
 
 
-COMMANDS: dict[str, tuple[type[Build | Import | Search | Serve], str]] = {
+COMMANDS: dict[str, tuple[type[Build | Import | Lookup | Serve], str]] = {
     "build": (Build, "embed a corpus into a LanceDB index (resumable)"),
     "import": (Import, "build the index from a FAISS flat index and its corpus, without re-embedding (resumable)"),
-    "search": (Search, "print the top passages for queries"),
+    "search": (Lookup, "print the top passages for queries"),
     "serve": (Serve, "serve the index over HTTP (ReSearch, Search-R1 and /v1/search APIs)"),
 }
 
@@ -344,7 +345,7 @@ def parser() -> argparse.ArgumentParser:
     for name, (command, summary) in COMMANDS.items():
         description = " ".join((command.__doc__ or summary).split())
         s = sub.add_parser(name, help=summary, description=description)
-        if command is Search:
+        if command is Lookup:
             s.add_argument("queries", nargs="+", help="one or more queries")
         add_fields(s, command, skip={"queries", *REMOTE}, required={"index"})  # a local index
     return p

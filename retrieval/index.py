@@ -19,7 +19,7 @@ import lancedb
 
 from research.retrieval.ann import ann_nprobes, nearest
 from research.retrieval.embedders import Embedder
-from research.wire import MAX_K, SEARCH_MODES, Passage, SearchMode
+from research.wire import DEFAULT_K, MAX_K, SEARCH_MODES, Passage, SearchMode
 
 TABLE = "passages"
 META = {
@@ -81,7 +81,7 @@ class PassageIndex:
         else:
             self.embedder.encode_queries(["warm-up"])
 
-    def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
+    def search(self, queries: Sequence[str], *, k: int = DEFAULT_K, mode: SearchMode = "vector") -> list[list[Passage]]:
         """Top-``k`` passages for each query, best first.
 
         ``vector`` (as ReSearch was trained): cosine similarity of the embeddings, all

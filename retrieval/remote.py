@@ -30,7 +30,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from research.wire import Document, Passage, RetrieveReply, SearchMode, SearchResponse
+from research.wire import DEFAULT_K, Document, Passage, RetrieveReply, SearchMode, SearchResponse
 
 log = logging.getLogger("research.retrieval")
 
@@ -224,7 +224,7 @@ class RemoteIndex:
     def __repr__(self) -> str:
         return f"{self.api} retriever at {public_url(self.uri)}"
 
-    def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
+    def search(self, queries: Sequence[str], *, k: int = DEFAULT_K, mode: SearchMode = "vector") -> list[list[Passage]]:
         """Top-``k`` passages for each query, in one request."""
         if not queries:
             return []

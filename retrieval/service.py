@@ -34,6 +34,7 @@ from research.retrieval.batching import BatchingRetriever, FetchUnsupported, Sea
 from research.retrieval.index import PassageIndex
 from research.retrieval.remote import RetrieverUnavailable
 from research.wire import (
+    DEFAULT_K,
     MAX_K,
     Document,
     Passage,
@@ -80,23 +81,23 @@ def _not_empty(query: str) -> str:
 Query = Annotated[Text, AfterValidator(_not_empty)]
 
 
-class _Request(BaseModel):
+class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class ReSearchQuery(_Request):
+class ReSearchQuery(_Body):
     query: Query
     top_n: int = Field(10, ge=1, le=MAX_K)
     return_score: bool = False
 
 
-class ReSearchBatch(_Request):
+class ReSearchBatch(_Body):
     query: list[Query] = Field(min_length=1, max_length=MAX_QUERIES)
     top_n: int = Field(10, ge=1, le=MAX_K)
     return_score: bool = False
 
 
-class SearchR1Query(_Request):
+class SearchR1Query(_Body):
     queries: list[Query] = Field(min_length=1, max_length=MAX_QUERIES)
     topk: int | None = Field(None, ge=1, le=MAX_K)
     return_scores: bool = False
@@ -110,9 +111,9 @@ class IndexHealth(BaseModel):
     passages: int
 
 
-class SearchRequest(_Request):
+class SearchRequest(_Body):
     queries: list[Query] = Field(min_length=1, max_length=MAX_QUERIES)
-    k: int = Field(5, ge=1, le=MAX_K)
+    k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
     mode: SearchMode = "vector"
 
 
@@ -132,7 +133,7 @@ class Searcher:
     ) -> list[list[Passage]]:
         """Top-``k`` passages per query (``request_id``: the request's, for the log)."""
         with self._failures(request_id):
-            retrieved = await self.retriever.search(queries, k=k, mode=mode, timeout=self.timeout)
+            retrieved = await self.retriever.using(mode, timeout=self.timeout).search(queries, k=k)
         return retrieved.passages
 
     async def fetch(self, request_id: str | None, passage_id: str) -> Passage:
@@ -180,10 +181,10 @@ def search_error(exc: Exception, request_id: str | None, retriever: BatchingRetr
     return APIError(503, message, code="retriever_unavailable", headers=headers)
 
 
-def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_timeout: float = 10.0) -> APIRouter:
+def dropin_router(retriever: BatchingRetriever, *, k: int = DEFAULT_K, search_timeout: float = 10.0) -> APIRouter:
     """The drop-in endpoints of ReSearch (``/search``, ``/batch_search``) and Search-R1 (``/retrieve``).
 
-    ``default_k``: Search-R1's ``topk`` when a request leaves it out.
+    ``k``: Search-R1's ``topk`` when a request leaves it out.
     """
     search = Searcher(retriever, search_timeout)
     router = APIRouter(tags=["retrieval"], responses=errors(503, 504))
@@ -202,7 +203,7 @@ def dropin_router(retriever: BatchingRetriever, *, default_k: int = 5, search_ti
 
     @router.post("/retrieve")
     async def search_r1_retrieve(body: SearchR1Query, request: Request) -> RetrieveReply:
-        results = await search(_request_id(request), body.queries, body.topk or default_k)
+        results = await search(_request_id(request), body.queries, body.topk or k)
         if body.return_scores:
             return RetrieveReply(result=[[ScoredDocument(document=Document.of(p), score=p.score) for p in hits]
                                          for hits in results])  # fmt: skip
@@ -231,7 +232,7 @@ def v1_search_router(retriever: BatchingRetriever, *, search_timeout: float = 10
     return router
 
 
-def create_app(retriever: BatchingRetriever, *, default_k: int = 5, search_timeout: float = 10.0) -> FastAPI:
+def create_app(retriever: BatchingRetriever, *, k: int = DEFAULT_K, search_timeout: float = 10.0) -> FastAPI:
     """The standalone retriever service (``research-index serve``); a search past ``search_timeout`` s is a 504."""
 
     @asynccontextmanager
@@ -241,7 +242,7 @@ def create_app(retriever: BatchingRetriever, *, default_k: int = 5, search_timeo
 
     app = FastAPI(title="ReSearch retriever", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(dropin_router(retriever, default_k=default_k, search_timeout=search_timeout))
+    app.include_router(dropin_router(retriever, k=k, search_timeout=search_timeout))
     app.include_router(v1_search_router(retriever, search_timeout=search_timeout))
 
     @app.get("/health")

@@ -43,7 +43,7 @@ from research.retrieval.remote import (
     shape_error,
     unavailable,
 )
-from research.wire import Passage, SearchMode
+from research.wire import DEFAULT_K, Passage, SearchMode
 
 log = logging.getLogger("research.retrieval")
 
@@ -404,7 +404,7 @@ class WebSearch:
     def __repr__(self) -> str:
         return f"{self.provider.name} web search at {public_url(self.url)}"
 
-    def search(self, queries: Sequence[str], *, k: int = 5, mode: SearchMode = "vector") -> list[list[Passage]]:
+    def search(self, queries: Sequence[str], *, k: int = DEFAULT_K, mode: SearchMode = "vector") -> list[list[Passage]]:
         """Top-``k`` pages for each query, the cached ones without a provider call."""
         if mode != "vector":
             raise ValueError(f"the {self!r} ranks its own way: search_mode {mode!r} needs a local index")

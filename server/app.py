@@ -1,10 +1,11 @@
 """The OpenAI-compatible app, assembled: one router per API over the serving layer, middleware, access.
 
-Each API is a router beside its types and renderer (:mod:`research.server.chat`,
-:mod:`research.server.completions`, :mod:`research.server.responses`); they validate the
-request, render its prompt, make a :class:`~research.server.serving.Job` and reply or
-stream through :class:`~research.server.routing.Generation`. :meth:`Server.run` is where
-the search loop's events become API output for all of them.
+Each API is a router beside its types and its serving object (:mod:`research.server.chat`,
+:mod:`research.server.completions`, :mod:`research.server.responses`): the route validates the
+request and calls the serving object (a :class:`~research.server.routing.OpenAIServing`) once,
+which renders the prompt, makes a :class:`~research.server.serving.Job` on the shared
+:class:`Server` and replies or streams. :meth:`Server.run` is where the search loop's events
+become API output for all of them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from research.server import chat, completions, operations, responses
 from research.server.mcp_local import PATH as MCP_PATH
 from research.server.mcp_local import mcp_app
 from research.server.middleware import Admission, RequestLog
-from research.server.routing import Generation
 from research.server.serving import Server, ServerConfig
 
 __all__ = ["Server", "ServerConfig", "create_app"]
@@ -101,12 +101,12 @@ def create_app(server: Server) -> FastAPI:
     app.add_middleware(RequestLog, metrics=server.metrics)
 
     keyed = {"dependencies": [api_key_check(cfg.api_key)], "responses": errors(401)} if cfg.api_key else {}
-    generation = Generation(server)
-    for api in (chat, completions, responses):
-        app.include_router(api.router(generation), **keyed)
+    app.include_router(chat.router(chat.ChatServing(server)), **keyed)
+    app.include_router(completions.router(completions.CompletionServing(server)), **keyed)
+    app.include_router(responses.router(responses.ResponsesServing(server)), **keyed)
     app.include_router(operations.models_router(server), **keyed)
     app.include_router(v1_search_router(server.retriever, search_timeout=cfg.search_timeout), **keyed)
-    dropins = dropin_router(server.retriever, default_k=cfg.search_top_k, search_timeout=cfg.search_timeout)
+    dropins = dropin_router(server.retriever, k=cfg.search_top_k, search_timeout=cfg.search_timeout)
     app.include_router(dropins, **({} if cfg.open_retriever_routes else keyed))
     app.include_router(operations.router(server))
     app.router.routes.append(Route(MCP_PATH, BehindKey(mcp_endpoint, cfg.api_key)))

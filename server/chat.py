@@ -25,7 +25,7 @@ from research.server.requests import (
     reject_if_set,
     unsupported,
 )
-from research.server.routing import Generation, generation_responses, sse
+from research.server.routing import OpenAIServing, generation_responses, sse
 from research.server.serving import Job
 from research.wire import (
     Citation,
@@ -135,7 +135,7 @@ class ChatCompletionRequest(CompletionFields):
 # -- the reply ----------------------------------------------------------------------------------
 
 
-class URLCitation(BaseModel):
+class AnnotationURLCitation(BaseModel):
     url: str
     title: str
     start_index: int
@@ -146,13 +146,14 @@ class Annotation(BaseModel):
     """A web page the answer was given (OpenAI's ``url_citation``), over the whole content."""
 
     type: Literal["url_citation"] = "url_citation"
-    url_citation: URLCitation
+    url_citation: AnnotationURLCitation
 
 
 def url_citations(out: Reply) -> list[Annotation] | None:
     """The web pages among the reply's citations (None when it cites an index's passages only)."""
+    end = len(out.content)
     pages = [
-        Annotation(url_citation=URLCitation(url=c.url, title=c.title, start_index=0, end_index=len(out.content)))
+        Annotation(url_citation=AnnotationURLCitation(url=c.url, title=c.title, start_index=0, end_index=end))
         for c in out.citations
         if c.url
     ]
@@ -270,23 +271,29 @@ async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[C
             yield chunk([ChatChunkChoice(delta=delta)])
 
 
-# -- the route ----------------------------------------------------------------------------------
+# -- serving and the route ------------------------------------------------------------------------
 
 
-def router(generation: Generation) -> APIRouter:
-    """``POST /v1/chat/completions`` over ``generation``'s server."""
+class ChatServing(OpenAIServing):
+    """``POST /v1/chat/completions``: the chat prompt in the model's template, the loop, chunks or a whole reply."""
+
+    async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
+        self.server.check_model(body.model)
+        job = self.server.job(body, await self.prompt_ids(request, body.messages), "chatcmpl")
+        if body.stream:
+            return self.stream(job, lambda events: (sse(c) async for c in chat_chunks(job, events)))
+        return await self.reply(request, job, self._completion(job))
+
+    async def _completion(self, job: Job) -> ChatCompletion:
+        return chat_completion(job, await self.final(job))
+
+
+def router(serving: ChatServing) -> APIRouter:
+    """``POST /v1/chat/completions``."""
     routes = APIRouter(tags=["chat"])
-    server = generation.server
 
     @routes.post("/v1/chat/completions", responses=generation_responses(ChatCompletion))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        server.check_model(body.model)
-        job = server.job(body, await generation.chat_ids(request, body.messages), "chatcmpl")
-        if body.stream:
-            return generation.stream(job, lambda events: (sse(c) async for c in chat_chunks(job, events)))
-        return await generation.reply(request, job, _completion(job))
-
-    async def _completion(job: Job) -> ChatCompletion:
-        return chat_completion(job, await server.reply(job))
+        return await serving.create(body, request)
 
     return routes

@@ -21,9 +21,10 @@ from types import FrameType
 
 import uvicorn
 
-from research.cli import Listen, add_fields, from_args, run_command
+from research.cli import add_fields, from_args, run_command
 from research.engines.args import EngineArgs, open_engine
 from research.engines.card import ModelArgs
+from research.http_errors.head import Listen
 from research.retrieval import RetrieverArgs
 from research.server.app import Server, ServerConfig, create_app
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from research.http_errors import APIError, Text
 from research.server.requests import CompletionFields, reject_if_set, unsupported
-from research.server.routing import Generation, generation_responses, size, sse
+from research.server.routing import OpenAIServing, generation_responses, size, sse
 from research.server.serving import Job
 from research.wire import (
     Citation,
@@ -126,31 +126,38 @@ async def completion_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIter
                 yield chunk([], usage=end.usage)
 
 
-def router(generation: Generation) -> APIRouter:
-    """``POST /v1/completions`` over ``generation``'s server."""
-    routes = APIRouter(tags=["completions"])
-    server = generation.server
+class CompletionServing(OpenAIServing):
+    """``POST /v1/completions``: the prompt as sent (text or token ids), the loop, chunks or a whole reply."""
 
-    @routes.post("/v1/completions", responses=generation_responses(Completion))
-    async def completions(body: CompletionRequest, request: Request) -> Response:
-        server.check_model(body.model)
-        tokenizer = server.engine.tokenizer
+    async def create(self, body: CompletionRequest, request: Request) -> Response:
+        self.server.check_model(body.model)
+        job = self.server.job(body, await self._prompt_ids(body, request), "cmpl")
+        if body.stream:
+            return self.stream(job, lambda events: (sse(c) async for c in completion_chunks(job, events)))
+        return await self.reply(request, job, self._completion(job))
+
+    async def _prompt_ids(self, body: CompletionRequest, request: Request) -> list[int]:
+        tokenizer = self.server.engine.tokenizer
         if isinstance(body.prompt, str):
             encode = partial(tokenizer.encode, add_special_tokens=False)
-            prompt_ids = await server.tokenise(size(request), encode, body.prompt)
-        elif bad := [t for t in body.prompt if not 0 <= t < len(tokenizer)]:
+            return await self.server.tokenise(size(request), encode, body.prompt)
+        if bad := [t for t in body.prompt if not 0 <= t < len(tokenizer)]:
             raise APIError(
                 400, f"prompt holds token ids outside the vocabulary (0 to {len(tokenizer) - 1}): {bad[:5]}",
                 param="prompt", code="invalid_value",
             )  # fmt: skip
-        else:
-            prompt_ids = list(body.prompt)
-        job = server.job(body, prompt_ids, "cmpl")
-        if body.stream:
-            return generation.stream(job, lambda events: (sse(c) async for c in completion_chunks(job, events)))
-        return await generation.reply(request, job, _completion(job))
+        return list(body.prompt)
 
-    async def _completion(job: Job) -> Completion:
-        return completion(job, await server.reply(job))
+    async def _completion(self, job: Job) -> Completion:
+        return completion(job, await self.final(job))
+
+
+def router(serving: CompletionServing) -> APIRouter:
+    """``POST /v1/completions``."""
+    routes = APIRouter(tags=["completions"])
+
+    @routes.post("/v1/completions", responses=generation_responses(Completion))
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await serving.create(body, request)
 
     return routes

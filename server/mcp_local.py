@@ -1,4 +1,4 @@
-"""The MCP tools (:mod:`research.server.mcp_tools`) on this process's own index and engine, and ``/mcp``.
+"""The MCP tools (:mod:`research.clients.mcp_tools`) on this process's own index and engine, and ``/mcp``.
 
 :class:`IndexTools` searches and fetches from a :class:`~research.retrieval.BatchingRetriever`
 (``research mcp --index``); :class:`ServerTools` adds ``ask`` on a :class:`Server`.
@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
+from research.clients.mcp_tools import mcp_server
 from research.http_errors import APIError, StrictJSONResponse
 from research.retrieval import Searcher
 from research.server.chat import ChatCompletionRequest
-from research.server.mcp_tools import mcp_server
 from research.server.requests import Message
 from research.server.routing import failure
 from research.server.serving import Server
@@ -53,7 +53,7 @@ class IndexTools:
     """``search`` and ``fetch`` on a retriever, failing as its HTTP routes do (:class:`Searcher`)."""
 
     searcher: Searcher
-    default_k: int
+    k: int
 
     async def search(self, query: str, k: int) -> list[Passage]:
         with tool_errors():

@@ -8,6 +8,8 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 
 
 class Metrics:
+    """The counters and histograms at /metrics."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -34,3 +36,10 @@ class Metrics:
         self.request_seconds = Histogram(
             "research_request_seconds", "End-to-end request latency", buckets=_LATENCY, registry=r
         )
+
+    def searched(self, seconds: float, index_seconds: float, retrieved_tokens: int) -> None:
+        """Count one search of the loop: its time, the index's share of it, and its result block's tokens."""
+        self.retrieval_seconds.observe(seconds)
+        self.search_overhead_seconds.observe(max(0.0, seconds - index_seconds))
+        self.searches.inc()
+        self.retrieved_tokens.inc(retrieved_tokens)

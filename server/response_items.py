@@ -7,7 +7,7 @@ accumulates our stream; :class:`~research.server.responses.ResponseBuilder` make
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -145,66 +145,144 @@ class ResponseObject(BaseModel):
     answer: str | None = None
 
 
-# -- stream events (each as the openai SDK's ``Response*Event`` types have it) ---------------------
+# -- stream events: one model per kind, as the openai SDK's ``Response*Event`` types have them --------
 
 
-class StreamEvent(BaseModel):
+class _Event(BaseModel):
     type: str
     sequence_number: int
 
 
-class ResponseEvent(StreamEvent):
-    """``response.created``, ``.in_progress``, ``.completed``, ``.incomplete``."""
-
+class _Lifecycle(_Event):
     response: ResponseObject
 
 
-class OutputItemEvent(StreamEvent):
-    """``response.output_item.added`` and ``.done``."""
+class ResponseCreated(_Lifecycle):
+    type: Literal["response.created"] = "response.created"
 
+
+class ResponseInProgress(_Lifecycle):
+    type: Literal["response.in_progress"] = "response.in_progress"
+
+
+class ResponseCompleted(_Lifecycle):
+    type: Literal["response.completed"] = "response.completed"
+
+
+class ResponseIncomplete(_Lifecycle):
+    type: Literal["response.incomplete"] = "response.incomplete"
+
+
+class _ItemEvent(_Event):
     output_index: int
     item: OutputItem
 
 
-class ItemEvent(StreamEvent):
-    """An event about one output item: ``response.file_search_call.in_progress``, ``.searching``, ``.completed``
-    (``response.web_search_call.*`` likewise)."""
+class OutputItemAdded(_ItemEvent):
+    type: Literal["response.output_item.added"] = "response.output_item.added"
+
+
+class OutputItemDone(_ItemEvent):
+    type: Literal["response.output_item.done"] = "response.output_item.done"
+
+
+class _AboutItem(_Event):
+    """An event about one output item, named by its id and place."""
 
     item_id: str
     output_index: int
 
 
-class ContentPartEvent(ItemEvent):
-    """``response.content_part.added`` and ``.done``."""
+class FileSearchCallInProgress(_AboutItem):
+    type: Literal["response.file_search_call.in_progress"] = "response.file_search_call.in_progress"
 
+
+class FileSearchCallSearching(_AboutItem):
+    type: Literal["response.file_search_call.searching"] = "response.file_search_call.searching"
+
+
+class FileSearchCallCompleted(_AboutItem):
+    type: Literal["response.file_search_call.completed"] = "response.file_search_call.completed"
+
+
+class WebSearchCallInProgress(_AboutItem):
+    type: Literal["response.web_search_call.in_progress"] = "response.web_search_call.in_progress"
+
+
+class WebSearchCallSearching(_AboutItem):
+    type: Literal["response.web_search_call.searching"] = "response.web_search_call.searching"
+
+
+class WebSearchCallCompleted(_AboutItem):
+    type: Literal["response.web_search_call.completed"] = "response.web_search_call.completed"
+
+
+SEARCH_CALL_EVENTS: dict[str, tuple[type[_AboutItem], type[_AboutItem], type[_AboutItem]]] = {
+    "file_search_call": (FileSearchCallInProgress, FileSearchCallSearching, FileSearchCallCompleted),
+    "web_search_call": (WebSearchCallInProgress, WebSearchCallSearching, WebSearchCallCompleted),
+}
+"""A search item's events by its type: in progress, searching, completed."""
+
+
+class _ContentPart(_AboutItem):
     content_index: int
     part: OutputText
 
 
-class OutputTextDelta(ItemEvent):
+class ContentPartAdded(_ContentPart):
+    type: Literal["response.content_part.added"] = "response.content_part.added"
+
+
+class ContentPartDone(_ContentPart):
+    type: Literal["response.content_part.done"] = "response.content_part.done"
+
+
+class OutputTextDelta(_AboutItem):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
     content_index: int
     delta: str
     logprobs: list[Any] = Field(default_factory=list)
 
 
-class OutputTextDone(ItemEvent):
+class OutputTextDone(_AboutItem):
+    type: Literal["response.output_text.done"] = "response.output_text.done"
     content_index: int
     text: str
     logprobs: list[Any] = Field(default_factory=list)
 
 
-class SummaryPartEvent(ItemEvent):
-    """``response.reasoning_summary_part.added`` and ``.done``."""
-
+class _SummaryPart(_AboutItem):
     summary_index: int
     part: SummaryText
 
 
-class SummaryTextDelta(ItemEvent):
+class SummaryPartAdded(_SummaryPart):
+    type: Literal["response.reasoning_summary_part.added"] = "response.reasoning_summary_part.added"
+
+
+class SummaryPartDone(_SummaryPart):
+    type: Literal["response.reasoning_summary_part.done"] = "response.reasoning_summary_part.done"
+
+
+class SummaryTextDelta(_AboutItem):
+    type: Literal["response.reasoning_summary_text.delta"] = "response.reasoning_summary_text.delta"
     summary_index: int
     delta: str
 
 
-class SummaryTextDone(ItemEvent):
+class SummaryTextDone(_AboutItem):
+    type: Literal["response.reasoning_summary_text.done"] = "response.reasoning_summary_text.done"
     summary_index: int
     text: str
+
+
+StreamEvent = Annotated[
+    ResponseCreated | ResponseInProgress | ResponseCompleted | ResponseIncomplete
+    | OutputItemAdded | OutputItemDone
+    | FileSearchCallInProgress | FileSearchCallSearching | FileSearchCallCompleted
+    | WebSearchCallInProgress | WebSearchCallSearching | WebSearchCallCompleted
+    | ContentPartAdded | ContentPartDone | OutputTextDelta | OutputTextDone
+    | SummaryPartAdded | SummaryPartDone | SummaryTextDelta | SummaryTextDone,
+    Field(discriminator="type"),
+]  # fmt: skip
+"""Every event of a Responses stream, told apart by ``type``."""

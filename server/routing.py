@@ -1,10 +1,11 @@
-"""What every generation route does once its request is valid: reply whole or stream, and fail cleanly.
+"""What every generation API shares once its request is valid: reply whole or stream, and fail cleanly.
 
-A route (:mod:`research.server.chat`, :mod:`research.server.completions`,
-:mod:`research.server.responses`) renders its prompt, makes a :class:`~research.server.serving.Job`
-and hands it to :class:`Generation`: :meth:`Generation.reply` for a whole reply (cancelled if
-the client goes away), :meth:`Generation.stream` for server-sent events (a failure after the
-headers is an error event, as vLLM does).
+Each API has one serving object, an :class:`OpenAIServing` (:class:`~research.server.chat.ChatServing`,
+:class:`~research.server.completions.CompletionServing`, :class:`~research.server.responses.ResponsesServing`),
+that its route calls once with the request: it renders the prompt, makes a
+:class:`~research.server.serving.Job` on the shared :class:`~research.server.serving.Server`, and
+answers with :meth:`OpenAIServing.reply` (a whole reply, cancelled if the client goes away) or
+:meth:`OpenAIServing.stream` (server-sent events; a failure after the headers is an error event, as vLLM does).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -26,7 +26,7 @@ from research.retrieval import RetrieverUnavailable, SearchTimeout, search_error
 from research.server.middleware import TimedStream
 from research.server.requests import Message
 from research.server.serving import Job, Server
-from research.wire import Event
+from research.wire import Done, Event, Reply
 
 log = logging.getLogger("research.server")
 
@@ -105,15 +105,23 @@ def rendered(job: Job, body: BaseModel) -> Response:
     return StrictJSONResponse(content, headers={"x-request-id": job.request_id})
 
 
-@dataclass(frozen=True, slots=True)
-class Generation:
-    """The generation routes' shared steps over one :class:`Server`."""
+class OpenAIServing:
+    """One generation API over the shared :class:`Server` (the route calls the subclass's ``create`` once)."""
 
-    server: Server
+    def __init__(self, server: Server) -> None:
+        self.server = server
 
-    async def chat_ids(self, request: Request, messages: Sequence[Message]) -> list[int]:
+    async def prompt_ids(self, request: Request, messages: Sequence[Message]) -> list[int]:
         """The chat prompt's token ids (:meth:`Server.chat_ids`), the request's size telling how to tokenise."""
         return await self.server.chat_ids(messages, size(request))
+
+    async def final(self, job: Job) -> Reply:
+        """Run ``job`` to the end: its :class:`Reply` (what non-streaming replies render)."""
+        async with aclosing(self.server.run(job)) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    return event.reply
+        raise AssertionError("the search loop ended without its reply")
 
     async def reply(self, request: Request, job: Job, work: Awaitable[BaseModel]) -> Response:
         """``job``'s whole reply as ``work`` makes it; 499 if the client left, 503/504 if the loop failed."""

@@ -22,23 +22,23 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from research.engines.base import Engine, SamplingOptions
 from research.http_errors import APIError
 from research.protocol import (
+    Engine,
     Finished,
     LoopLimits,
     ModelText,
     ResultBlock,
-    Retrieved,
+    SamplingOptions,
     TemplateName,
     Trajectory,
     stream_search_loop,
 )
-from research.retrieval import BatchingRetriever, ModeRetriever, WebSearch, search_error
+from research.retrieval import BatchingRetriever, WebSearch, search_error
 from research.server.metrics import Metrics
 from research.server.render import ReasoningSplitter, chat_prompt
 from research.server.requests import EFFORT_SEARCHES, Message, SamplingFields
-from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
+from research.wire import DEFAULT_K, Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
 
 log = logging.getLogger("research.server")
 
@@ -53,7 +53,7 @@ class ServerConfig:
     """Largest response budget a request may ask for (model and retrieved tokens)."""
     max_searches: int | None = None
     """Largest number of searches per response a request may ask for (default: unbounded)."""
-    search_top_k: int = 5
+    search_top_k: int = DEFAULT_K
     """Passages per search when a request does not say."""
     search_timeout: float = 10.0
     """Seconds the index may work on a search (from when it reaches a reader; waiting in line is not counted)
@@ -88,18 +88,6 @@ class Job:
     """The request (a chat, completion or Responses request)."""
     started: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
-
-
-@dataclass(frozen=True, slots=True)
-class TimedRetriever:
-    """A retriever whose searches fail with :class:`SearchTimeout` once the index has worked on them for
-    ``seconds`` (the wait for a free reader is not counted)."""
-
-    inner: ModeRetriever
-    seconds: float
-
-    async def search(self, queries: Sequence[str], *, k: int) -> Retrieved:
-        return await self.inner.search(queries, k=k, timeout=self.seconds)
 
 
 def usage(prompt_tokens: int, traj: Trajectory) -> Usage:
@@ -165,7 +153,7 @@ class Server:
             log.warning("health: the engine failed its check", exc_info=exc)
             problems["engine"] = f"the engine failed its health check ({type(exc).__name__})"
         try:
-            await TimedRetriever(self.retriever.using("vector"), self.config.search_timeout).search(["health"], k=1)
+            await self.retriever.using(timeout=self.config.search_timeout).search(["health"], k=1)
         except Exception as exc:
             problems["retriever"] = search_error(exc, None, self.retriever).message
         return problems
@@ -231,7 +219,7 @@ class Server:
         limits = LoopLimits(
             max_tokens=min(budget or cfg.max_tokens, room),
             max_searches=searches,
-            search_top_k=body.search_top_k or cfg.search_top_k,
+            k=body.search_top_k or cfg.search_top_k,
         )
         sampling = SamplingOptions(
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -247,14 +235,13 @@ class Server:
     async def run(self, job: Job) -> AsyncIterator[Event]:
         """The loop's events as API output: text, searches, then :class:`Done` with the :class:`Reply`."""
         splitter = ReasoningSplitter(raw=job.body.raw)
-        m = self.metrics
-        m.prompt_tokens.inc(len(job.prompt_ids))
+        self.metrics.prompt_tokens.inc(len(job.prompt_ids))
         retrieval_time = 0.0
         reasoning: list[str] = []
         content: list[str] = []
         events = stream_search_loop(
             self.engine,
-            TimedRetriever(self.retriever.using(job.body.search_mode or "vector"), self.config.search_timeout),
+            self.retriever.using(job.body.search_mode or "vector", timeout=self.config.search_timeout),
             job.prompt_ids,
             limits=job.limits,
             sampling=job.sampling,
@@ -272,48 +259,35 @@ class Server:
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, ModelText):
-                    m.generation_tokens.inc(len(event.token_ids))
+                    self.metrics.generation_tokens.inc(len(event.token_ids))
                     for out in text(splitter.feed(event.text)):
                         yield out
                 elif isinstance(event, SearchIssued | SearchDone):
                     yield event
                 elif isinstance(event, ResultBlock):
                     retrieval_time += event.seconds
-                    m.retrieval_seconds.observe(event.seconds)
-                    m.search_overhead_seconds.observe(max(0.0, event.seconds - event.index_seconds))
-                    m.searches.inc()
-                    m.retrieved_tokens.inc(len(event.token_ids))
+                    self.metrics.searched(event.seconds, event.index_seconds, len(event.token_ids))
                     for out in text(splitter.feed(event.text), retrieved=True):
                         yield out
                 elif isinstance(event, Finished):
                     for out in text(splitter.close()):
                         yield out
-                    traj = event.trajectory
-                    m.generation_seconds.observe(time.perf_counter() - job.started - retrieval_time)
-                    log.info(
-                        "done: %d searches, finish %s",
-                        len(traj.searches),
-                        traj.finish_reason,
-                        extra={"request_id": job.request_id},
-                    )
-                    yield Done(
-                        Reply(
-                            model=self.config.model_name,
-                            answer=traj.answer,
-                            content="".join(content),
-                            reasoning="".join(reasoning),
-                            searches=traj.searches,
-                            citations=citations(traj.searches),
-                            usage=usage(len(job.prompt_ids), traj),
-                            finish_reason="length" if traj.finish_reason == "length" else "stop",
-                            stop_reason="search_limit" if traj.finish_reason == "search_limit" else None,
-                        )
-                    )
+                    self.metrics.generation_seconds.observe(time.perf_counter() - job.started - retrieval_time)
+                    yield Done(self._reply(job, event.trajectory, "".join(reasoning), "".join(content)))
 
-    async def reply(self, job: Job) -> Reply:
-        """Run ``job`` to the end (non-streaming replies)."""
-        async with aclosing(self.run(job)) as events:
-            async for event in events:
-                if isinstance(event, Done):
-                    return event.reply
-        raise AssertionError("the search loop ended without its reply")
+    def _reply(self, job: Job, traj: Trajectory, reasoning: str, content: str) -> Reply:
+        """The whole reply of ``job``'s finished loop."""
+        log.info(
+            "done: %d searches, finish %s", len(traj.searches), traj.finish_reason, extra={"request_id": job.request_id}
+        )
+        return Reply(
+            model=self.config.model_name,
+            answer=traj.answer,
+            content=content,
+            reasoning=reasoning,
+            searches=traj.searches,
+            citations=citations(traj.searches),
+            usage=usage(len(job.prompt_ids), traj),
+            finish_reason="length" if traj.finish_reason == "length" else "stop",
+            stop_reason="search_limit" if traj.finish_reason == "search_limit" else None,
+        )

@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from research.engines.args import open_engine
-from research.engines.base import Engine
-from research.protocol import LoopLimits, exact_match, render_prompt, run_search_loop
+from research.protocol import Engine, LoopLimits, exact_match, render_prompt, run_search_loop
 from research.protocol.loop import Retrieved, Retriever
 from research.retrieval import BatchingRetriever
 from research.testbed.models import engine_args
@@ -65,9 +64,7 @@ async def score(
     async def one(q: Question) -> tuple[float, bool, int]:
         async with gate:
             prompt = engine.tokenizer.encode(render_prompt(q.question, "base"))
-            traj = await run_search_loop(
-                engine, retriever, prompt, limits=LoopLimits(max_tokens=1024, search_top_k=top_k)
-            )
+            traj = await run_search_loop(engine, retriever, prompt, limits=LoopLimits(max_tokens=1024, k=top_k))
             return exact_match(traj.answer or "", q.answer), traj.well_formed, len(traj.searches)
 
     results = await asyncio.gather(*(one(q) for q in questions))

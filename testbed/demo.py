@@ -19,8 +19,7 @@ import sys
 from contextlib import aclosing
 
 from research.engines.args import open_engine
-from research.engines.base import Engine
-from research.protocol import Finished, LoopLimits, ModelText, render_prompt, stream_search_loop
+from research.protocol import Engine, Finished, LoopLimits, ModelText, render_prompt, stream_search_loop
 from research.protocol.metrics import exact_match
 from research.retrieval import BatchingRetriever
 from research.testbed.acceptance import held_out
@@ -37,7 +36,7 @@ async def ask(engine: Engine, retriever: BatchingRetriever, question: Question, 
     """Stream one question through the search loop; whether the answer matches the gold one."""
     print(f"{BOLD}Q: {question.question}{RESET}")
     prompt_ids = engine.tokenizer.encode(render_prompt(question.question, "base"))
-    events = stream_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(max_tokens=1024, search_top_k=top_k))
+    events = stream_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(max_tokens=1024, k=top_k))
     async with aclosing(events):
         async for event in events:
             if isinstance(event, ModelText):

@@ -30,7 +30,7 @@ import uvicorn
 
 from research.cli import cli_flags
 from research.engines.args import open_engine
-from research.engines.base import Engine
+from research.protocol import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.server.app import Server, ServerConfig, create_app
 from research.testbed.models import engine_args, load_tokenizer

@@ -19,8 +19,9 @@ from typing import Any, Literal
 
 from trl import GRPOConfig
 
-from research.cli import field_docs
-from research.retrieval import RetrieverAPI, RetrieverArgs, WebProvider
+from research.cli import mutable_twin, twin_values
+from research.retrieval import RetrieverArgs
+from research.wire import DEFAULT_K
 
 ALIASES = {
     "qwen2.5-7b": "Qwen/Qwen2.5-7B",
@@ -63,8 +64,9 @@ def _ours(default: Any, help_text: str) -> Any:
     return field(default=default, metadata={"help": help_text})
 
 
-_RETRIEVER_HELP = field_docs(RetrieverArgs)
-"""The retriever flags' help, as research-serve and research-eval have it."""
+RetrieverFields = mutable_twin(RetrieverArgs)
+"""research-serve's and research-eval's retriever flags (``--index``, ``--retriever``, ``--web-search``, ...), declared
+once in :class:`RetrieverArgs`."""
 
 
 DERIVED = ("gradient_accumulation_steps", "use_cpu", "bf16", "gradient_checkpointing", "eval_strategy",
@@ -73,7 +75,7 @@ DERIVED = ("gradient_accumulation_steps", "use_cpu", "bf16", "gradient_checkpoin
 
 
 @dataclass
-class TrainConfig(GRPOConfig):
+class TrainConfig(RetrieverFields, GRPOConfig):
     """Everything ``research-train`` runs with; defaults are the paper's (design.md §3)."""
 
     # -- ReSearch's fields ---------------------------------------------------------------------
@@ -82,13 +84,7 @@ class TrainConfig(GRPOConfig):
         "auto", "prompt template (auto: the checkpoint's research.json, else 'instruct' in the name)"
     )
     data: str = _ours("musique", "'musique' (the bundled MuSiQue train questions) or a question file")
-    index: str | None = _ours(None, _RETRIEVER_HELP["index"] + " (the rollouts' searches)")
-    retriever: str | None = _ours(None, _RETRIEVER_HELP["retriever"])
-    retriever_api: RetrieverAPI | None = _ours(None, _RETRIEVER_HELP["retriever_api"])  # noqa: RUF009 (a field())
-    web_search: WebProvider | None = _ours(None, _RETRIEVER_HELP["web_search"])  # noqa: RUF009 (a field())
-    web_search_url: str | None = _ours(None, _RETRIEVER_HELP["web_search_url"])
-    web_fetch_pages: bool = _ours(False, _RETRIEVER_HELP["web_fetch_pages"])
-    search_top_k: int = _ours(5, "passages per search (the paper's 5)")
+    search_top_k: int = _ours(DEFAULT_K, "passages per search (the paper's 5)")
     max_prompt_tokens: int = _ours(512, "questions whose prompt is longer are left out (the paper's 512)")
     prompts_per_step: int = _ours(
         256, "questions per optimizer step (the paper's 256); sets gradient_accumulation_steps for the processes"
@@ -141,10 +137,7 @@ class TrainConfig(GRPOConfig):
 
     def retriever_args(self) -> RetrieverArgs:
         """Where the rollouts' searches go (:meth:`RetrieverArgs.open_retriever` opens it)."""
-        return RetrieverArgs(
-            index=self.index, retriever=self.retriever, retriever_api=self.retriever_api, web_search=self.web_search,
-            web_search_url=self.web_search_url, web_fetch_pages=self.web_fetch_pages,
-        )  # fmt: skip
+        return twin_values(RetrieverArgs, self)
 
     def _check(self) -> None:
         """ReSearch's checks, each naming its field, before TRL's own."""

@@ -23,10 +23,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from research.engines.base import Engine, SamplingOptions
 from research.protocol import (
+    Engine,
     LoopLimits,
     Retriever,
+    SamplingOptions,
     Trajectory,
     render_prompt,
     response_text,
@@ -42,9 +43,9 @@ class SearchRollouts:
     event loop in a background thread (the engine and retriever live there too).
     """
 
-    def __init__(self, retriever: Retriever, *, template: str, search_top_k: int, max_response_tokens: int) -> None:
+    def __init__(self, retriever: Retriever, *, template: str, k: int, max_response_tokens: int) -> None:
         self.retriever, self.template = retriever, template
-        self.limits = LoopLimits(max_tokens=max_response_tokens, search_top_k=search_top_k)
+        self.limits = LoopLimits(max_tokens=max_response_tokens, k=k)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="rollouts", daemon=True)
         self._thread.start()

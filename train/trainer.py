@@ -92,7 +92,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     rollouts = SearchRollouts(
         cfg.retriever_args().open_retriever(),
         template=template,
-        search_top_k=cfg.search_top_k,
+        k=cfg.search_top_k,
         max_response_tokens=cfg.max_completion_length,
     )
     (out / "train_config.json").write_text(cfg.to_json_string())

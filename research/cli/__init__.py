@@ -18,6 +18,7 @@ import logging
 import sys
 import textwrap
 import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any, Literal, TextIO, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -48,6 +49,27 @@ def field_docs(cls: type) -> dict[str, str]:
             ):
                 docs[field.target.id] = " ".join(doc.value.value.replace("``", "").split())
     return docs
+
+
+def mutable_twin(cls: type) -> type:
+    """A plain (mutable) dataclass with ``cls``'s fields: the same names, types and defaults, each field's docstring
+    as its ``help`` metadata (``%`` escaped for argparse), the form Hugging Face's (and TRL's) argument parser reads.
+    A config that subclasses it takes ``cls``'s flags as ``cls`` declares them, and builds ``cls`` with
+    :func:`twin_values`."""
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        if f.init:
+            help_text = docs.get(f.name, "").replace("%", "%%")
+            fields.append((f.name, hints[f.name], dataclasses.field(default=f.default, metadata={"help": help_text})))
+    twin = dataclasses.make_dataclass(f"{cls.__name__}Fields", fields)
+    twin.__module__ = cls.__module__
+    return twin
+
+
+def twin_values(cls: type[T], values: object) -> T:
+    """An instance of the dataclass ``cls`` from the same-named attributes of ``values`` (see :func:`mutable_twin`)."""
+    return cls(**{f.name: getattr(values, f.name) for f in dataclasses.fields(cls) if f.init})
 
 
 def _comma_separated(text: str) -> tuple[str, ...]:
@@ -100,29 +122,6 @@ def add_fields(
             shown = ",".join(default) if isinstance(default, tuple) else default
             help_text += f" (default: {shown})"
         parser.add_argument(flag, default=default, help=help_text, **extra)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Listen:
-    """Where a server listens (``research-serve``, ``research-index serve``)."""
-
-    host: str = "127.0.0.1"
-    """interface to listen on (default: loopback only; 0.0.0.0: all)"""
-    port: int = 8000
-    """port to listen on"""
-    keep_alive: float = 75.0
-    """seconds an idle connection stays open; longer than clients keep pooled ones (httpx: 5 s), so the client closes
-    it first (a request sent as the server closes one fails with a connection reset)"""
-
-    def __post_init__(self) -> None:
-        if not self.keep_alive > 0:
-            raise ValueError(f"--keep-alive must be positive, got {self.keep_alive:g}")
-
-    def uvicorn_options(self) -> dict[str, Any]:
-        """Where and how uvicorn listens: request heads bounded (:mod:`research.http_errors.head`)."""
-        from research.http_errors.head import BoundedHead
-
-        return {"host": self.host, "port": self.port, "timeout_keep_alive": self.keep_alive, "http": BoundedHead}
 
 
 def cli_flags(options: Mapping[str, Any]) -> list[str]:

@@ -43,11 +43,14 @@ index = _main("research-index", "research.retrieval.cli", "index")
 evaluate = _main("research-eval", "research.evaluation.cli", "eval")
 train = _main("research-train", "research.train.cli", "train")
 demo = _main("research-demo", "research.testbed.serve", "testbed")
-_mcp = _main("research mcp", "research.server.mcp_stdio", "index,mcp", {"mcp": "mcp"})  # --url needs only [mcp]
+_mcp_url = _main("research mcp", "research.clients.mcp", "mcp")
+_mcp_index = _main("research mcp", "research.server.mcp_stdio", "index,mcp", {"mcp": "mcp"})
 
 
 def research() -> int:
-    """``research``: the clients (``research ask``, no extra needed), and ``research mcp`` (the [mcp] extra)."""
+    """``research``: the clients (``research ask``, no extra needed), and ``research mcp`` (the [mcp] extra): over
+    HTTP a client's (``--url``), on a local index the server package's (``--index``)."""
     if sys.argv[1:2] == ["mcp"]:
-        return _mcp()
+        local = any(arg == "--index" or arg.startswith("--index=") for arg in sys.argv[2:])
+        return _mcp_index() if local else _mcp_url()
     return importlib.import_module("research.clients.ask").main()

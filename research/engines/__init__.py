@@ -9,9 +9,12 @@
 :class:`~research.engines.args.EngineArgs` (every field a CLI flag);
 :mod:`research.engines.card` reads and writes a checkpoint's ``research.json``.
 
+The contract they implement (``Engine``, ``Chunk``, ``SamplingOptions``) is the protocol's
+(:mod:`research.protocol.engine`): the engines depend on the protocol, never the reverse.
 The implementations import their heavy dependencies lazily; import them by module.
 """
 
-from research.engines.base import GREEDY, Chunk, Engine, Generation, SamplingOptions, collect
+from research.engines.base import BaseEngine, Generation, collect
+from research.protocol.engine import GREEDY, Chunk, Engine, SamplingOptions
 
-__all__ = ["GREEDY", "Chunk", "Engine", "Generation", "SamplingOptions", "collect"]
+__all__ = ["GREEDY", "BaseEngine", "Chunk", "Engine", "Generation", "SamplingOptions", "collect"]

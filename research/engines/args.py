@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from research.cli import check_at_least_one, cli_flags
-from research.engines.base import Engine
+from research.protocol.engine import Engine
 
 EngineName = Literal["vllm", "transformers", "upstream"]
 

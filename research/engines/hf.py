@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
-from research.engines.base import GREEDY, Chunk, SamplingOptions, context_full, find_stop, fit_max_tokens
+from research.engines.base import BaseEngine, find_stop
+from research.protocol.engine import Chunk, SamplingOptions
 from research.protocol.templates import eos_token_ids
 
 
@@ -72,7 +73,7 @@ def _sample(logits: torch.Tensor, sampling: SamplingOptions, generator: torch.Ge
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-class TransformersEngine:
+class TransformersEngine(BaseEngine):
     """Generate with a Hugging Face causal LM (``model``) in-process."""
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
@@ -91,19 +92,9 @@ class TransformersEngine:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         return cls(model, AutoTokenizer.from_pretrained(path))
 
-    async def generate(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        sampling: SamplingOptions = GREEDY,
-        request_id: str | None = None,
+    async def _generate(
+        self, prompt_ids: list[int], max_tokens: int, stop: tuple[str, ...], sampling: SamplingOptions, request_id: str
     ) -> AsyncIterator[Chunk]:
-        max_tokens = fit_max_tokens(max_tokens, len(prompt_ids), self.max_model_len)
-        if max_tokens == 0:
-            yield context_full()
-            return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
@@ -113,7 +104,7 @@ class TransformersEngine:
 
         def work() -> None:
             try:
-                self._decode(list(prompt_ids), max_tokens, tuple(stop), sampling, cancelled, emit)
+                self._decode(prompt_ids, max_tokens, stop, sampling, cancelled, emit)
             except BaseException as exc:  # delivered to the caller, not lost in the thread
                 emit(exc)
 

@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 import openai
 
-from research.engines.base import GREEDY, Chunk, SamplingOptions, context_full, fit_max_tokens
+from research.engines.base import BaseEngine
+from research.protocol.engine import Chunk, SamplingOptions
 from research.protocol.templates import eos_token_ids
 
 log = logging.getLogger("research.engines")
@@ -44,7 +45,7 @@ class UpstreamError(RuntimeError):
     """The upstream server broke the protocol (no model, no token ids)."""
 
 
-class UpstreamEngine:
+class UpstreamEngine(BaseEngine):
     """Generate through ``POST {base_url}/completions`` of a vLLM-compatible server."""
 
     def __init__(
@@ -82,20 +83,10 @@ class UpstreamEngine:
             self._listed = True
         return self.model
 
-    async def generate(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        sampling: SamplingOptions = GREEDY,
-        request_id: str | None = None,
+    async def _generate(
+        self, prompt_ids: list[int], max_tokens: int, stop: tuple[str, ...], sampling: SamplingOptions, request_id: str
     ) -> AsyncIterator[Chunk]:
         model = await self._model()
-        max_tokens = fit_max_tokens(max_tokens, len(prompt_ids), self.max_model_len)
-        if max_tokens == 0:
-            yield context_full()
-            return
         generated: list[int] = []
         text = ""
         boundary: _Boundary | None = None
@@ -133,7 +124,7 @@ class UpstreamEngine:
         max_tokens: int,
         stop: Sequence[str],
         sampling: SamplingOptions,
-        request_id: str | None,
+        request_id: str,
     ) -> AsyncIterator[Chunk]:
         """One completions stream from the upstream, as chunks (closing it aborts the request there)."""
         vllm: dict[str, Any] = {
@@ -155,7 +146,7 @@ class UpstreamEngine:
             logprobs=0 if sampling.logprobs else openai.omit,
             stream=True,
             extra_body=vllm,
-            extra_headers={"X-Request-Id": request_id} if request_id else None,
+            extra_headers={"X-Request-Id": request_id},
         )
         async with stream:
             async for completion in stream:

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from research.engines.base import GREEDY, Chunk, SamplingOptions, context_full, fit_max_tokens
+from research.engines.base import BaseEngine
 from research.engines.orphans import watch_children
+from research.protocol.engine import Chunk, SamplingOptions
 from research.protocol.templates import eos_token_ids
 
 
-class VLLMEngine:
+class VLLMEngine(BaseEngine):
     """Generate with an in-process ``vllm.v1.engine.async_llm.AsyncLLM``."""
 
     def __init__(self, engine: Any, tokenizer: Any) -> None:
@@ -52,25 +52,15 @@ class VLLMEngine:
         finally:  # vLLM keeps this frame alive: its local must not keep the engine from being collected on close
             del llm
 
-    async def generate(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        sampling: SamplingOptions = GREEDY,
-        request_id: str | None = None,
+    async def _generate(
+        self, prompt_ids: list[int], max_tokens: int, stop: tuple[str, ...], sampling: SamplingOptions, request_id: str
     ) -> AsyncIterator[Chunk]:
+        from vllm.inputs import tokens_input
         from vllm.sampling_params import RequestOutputKind
 
-        max_tokens = fit_max_tokens(max_tokens, len(prompt_ids), self.max_model_len)
-        if max_tokens == 0:
-            yield context_full()
-            return
         params = sampling_params(max_tokens, stop, self.eos_ids, sampling, output_kind=RequestOutputKind.DELTA)
-        request_id = request_id or uuid.uuid4().hex
         # vLLM aborts the request itself when this generator is closed or cancelled.
-        async for output in self.engine.generate({"prompt_token_ids": list(prompt_ids)}, params, request_id):
+        async for output in self.engine.generate(tokens_input(prompt_ids), params, request_id):
             yield to_chunk(output.outputs[0], output.finished, sampling.logprobs)
 
     async def check_health(self) -> None:
@@ -91,7 +81,7 @@ class VLLMEngine:
             gc.collect()
 
 
-class LLMEngine:
+class LLMEngine(BaseEngine):
     """Generate with a synchronous ``vllm.LLM`` owned by someone else (TRL's colocated one).
 
     Requests that arrive together (the search loops of one GRPO batch resume
@@ -109,22 +99,12 @@ class LLMEngine:
         self._one_batch = asyncio.Lock()
         self._batches: set[asyncio.Task[None]] = set()
 
-    async def generate(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        sampling: SamplingOptions = GREEDY,
-        request_id: str | None = None,
+    async def _generate(
+        self, prompt_ids: list[int], max_tokens: int, stop: tuple[str, ...], sampling: SamplingOptions, request_id: str
     ) -> AsyncIterator[Chunk]:
-        max_tokens = fit_max_tokens(max_tokens, len(prompt_ids), self.max_model_len)
-        if max_tokens == 0:
-            yield context_full()
-            return
         done = asyncio.get_running_loop().create_future()
         self._pending.append(
-            ({"prompt_token_ids": list(prompt_ids)}, sampling_params(max_tokens, stop, self.eos_ids, sampling), done)
+            ({"prompt_token_ids": prompt_ids}, sampling_params(max_tokens, stop, self.eos_ids, sampling), done)
         )
         if len(self._pending) == 1:
             task = asyncio.get_running_loop().create_task(self._run_batch())

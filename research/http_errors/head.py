@@ -1,4 +1,5 @@
-"""A bound on each request's head, for our uvicorn servers (``research-serve``, ``research-index serve``).
+"""Our uvicorn servers (``research-serve``, ``research-index serve``): where they listen (:class:`Listen`, their
+flags) and a bound on each request's head.
 
 uvicorn's httptools protocol reads a request line and headers of any length and count
 (llhttp sets no limit; the parser buffers a header until it ends), so one client can make
@@ -15,6 +16,7 @@ still comes):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -117,3 +119,24 @@ class BoundedHead(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER, self.transport.close)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listen:
+    """Where a server listens (``research-serve``, ``research-index serve``)."""
+
+    host: str = "127.0.0.1"
+    """interface to listen on (default: loopback only; 0.0.0.0: all)"""
+    port: int = 8000
+    """port to listen on"""
+    keep_alive: float = 75.0
+    """seconds an idle connection stays open; longer than clients keep pooled ones (httpx: 5 s), so the client closes
+    it first (a request sent as the server closes one fails with a connection reset)"""
+
+    def __post_init__(self) -> None:
+        if not self.keep_alive > 0:
+            raise ValueError(f"--keep-alive must be positive, got {self.keep_alive:g}")
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """Where and how uvicorn listens: request heads bounded (:class:`BoundedHead`)."""
+        return {"host": self.host, "port": self.port, "timeout_keep_alive": self.keep_alive, "http": BoundedHead}

@@ -1,9 +1,11 @@
-"""The ReSearch protocol, written once: templates, tags, answers, metrics, reward, loop.
+"""The ReSearch protocol, written once: templates, tags, answers, metrics, reward, loop, and the engine contract
+the loop drives (:mod:`research.protocol.engine`).
 
 Serving, training and evaluation all import from here, so they can never disagree.
 """
 
 from research.protocol.answer import FormatCheck, check_format, extract_answer, last_boxed, response_text
+from research.protocol.engine import GREEDY, Chunk, Engine, SamplingOptions
 from research.protocol.loop import (
     Finished,
     LoopLimits,
@@ -31,8 +33,11 @@ from research.protocol.templates import (
 __all__ = [
     "BASE_TEMPLATE",
     "EOS_TOKENS",
+    "GREEDY",
     "INSTRUCT_SYSTEM",
     "SEARCH_STOP",
+    "Chunk",
+    "Engine",
     "Finished",
     "FormatCheck",
     "LoopLimits",
@@ -40,6 +45,7 @@ __all__ = [
     "ResultBlock",
     "Retrieved",
     "Retriever",
+    "SamplingOptions",
     "Segment",
     "TagParser",
     "TemplateName",

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, Protocol
 
-from research.engines.base import GREEDY, Engine, SamplingOptions
 from research.protocol.answer import check_format, extract_answer
+from research.protocol.engine import GREEDY, Engine, SamplingOptions
 from research.protocol.tags import EMPTY_QUERY_RESULT, SEARCH_STOP, extract_query, format_result
-from research.wire import Passage, Search, SearchDone, SearchIssued
+from research.wire import DEFAULT_K, Passage, Search, SearchDone, SearchIssued
 
 LoopFinish = Literal["stop", "length", "search_limit"]
 
@@ -66,16 +66,16 @@ class LoopLimits:
     """Response tokens, model and retrieved together (the paper's 8192)."""
     max_searches: int | None = None
     """Searches allowed; None leaves only the token budget to bound them."""
-    search_top_k: int = 5
-    """Passages per search (the paper's 5)."""
+    k: int = DEFAULT_K
+    """Passages per search."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if self.max_searches is not None and self.max_searches < 0:
             raise ValueError(f"max_searches must be >= 0 or None, got {self.max_searches}")
-        if self.search_top_k < 1:
-            raise ValueError(f"search_top_k must be at least 1, got {self.search_top_k}")
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
 
 
 @dataclass(slots=True)
@@ -243,7 +243,7 @@ async def stream_search_loop(
         else:
             query = extract_query(traj.text[turn_start:]) or ""
             yield SearchIssued(len(traj.searches), query)
-            passages, block, seconds, index_seconds = await retrieve(retriever, query, k=limits.search_top_k)
+            passages, block, seconds, index_seconds = await retrieve(retriever, query, k=limits.k)
             room = limits.max_tokens - len(traj.completion_ids)
             ids, block = await asyncio.to_thread(encode_within, engine.tokenizer, block, room)
             search = Search(index=len(traj.searches), query=query, results=passages)

@@ -23,6 +23,8 @@ SearchMode = Literal["vector", "fts", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fts", "hybrid")
 MAX_K = 100
 """Most passages one query may ask for."""
+DEFAULT_K = 5
+"""Passages per search when nobody says (the paper's 5)."""
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 

@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from research.engines.base import GREEDY, Chunk
 from research.engines.upstream import BROKEN, UpstreamEngine
-from research.protocol import SEARCH_STOP, format_result, render_prompt
+from research.protocol import GREEDY, SEARCH_STOP, Chunk, format_result, render_prompt
 from tests.support.scripted import SCRIPT_CORPUS, SCRIPT_QUESTION
 
 STOP = [SEARCH_STOP]

@@ -80,7 +80,7 @@ async def test_the_token_budget_counts_retrieved_tokens_too(engine, retriever, p
 
 
 async def test_top_k_sets_the_passages_per_search(engine, retriever, prompt_ids):
-    traj = await run_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(search_top_k=2))
+    traj = await run_search_loop(engine, retriever, prompt_ids, limits=LoopLimits(k=2))
     assert len(traj.searches[0].results) == 2
     assert traj.answer == SCRIPT_ANSWER
 
@@ -139,8 +139,8 @@ async def test_an_empty_query_gets_nothing_to_search_without_touching_the_index(
 
 
 def test_limits_are_validated_in_the_users_words():
-    with pytest.raises(ValueError, match="top_k must be at least 1"):
-        LoopLimits(search_top_k=0)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        LoopLimits(k=0)
     with pytest.raises(ValueError, match="max_searches"):
         LoopLimits(max_searches=-1)
     with pytest.raises(ValueError, match="max_tokens"):

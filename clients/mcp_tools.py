@@ -2,8 +2,9 @@
 
 :func:`mcp_server` builds them over any :class:`Tools`: the server's own engine and index
 (``/mcp`` on ``research-serve``, :mod:`research.server.mcp_local`), or, for ``research mcp``
-over stdio (:mod:`research.server.mcp_stdio`), a running server reached over HTTP or a local
-index (search tools only). ``search`` and ``fetch`` have the shape OpenAI's deep-research
+over stdio, a running server reached over HTTP (:mod:`research.clients.mcp`) or a local
+index, search tools only (:mod:`research.server.mcp_stdio`). They live with the clients
+because both sides build on them. ``search`` and ``fetch`` have the shape OpenAI's deep-research
 connectors ask of an MCP server: results with ``id``, ``title``, ``url`` and ``text``; a
 fetched document adds ``metadata``. ``ask`` runs the ReSearch loop on the server's model and
 sends one progress notification per search.
@@ -115,7 +116,7 @@ class Answer(BaseModel):
 class Tools(Protocol):
     """What the MCP tools run on. Each raises :class:`ToolError` with the HTTP API's message when it fails."""
 
-    default_k: int
+    k: int
     """Passages per search when a call does not say."""
 
     async def search(self, query: str, k: int) -> list[Passage]: ...
@@ -140,7 +141,7 @@ def mcp_server(tools: Tools, *, can_ask: bool = True) -> MCPServer:
     @server.tool(annotations=READ_ONLY)
     async def search(
         query: Query,
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="how many passages")] = tools.default_k,
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="how many passages")] = tools.k,
     ) -> SearchResults:
         """Search Wikipedia (the wiki-18 passages, a December 2018 dump) for passages about `query`, best first.
 

@@ -1,0 +1,84 @@
+"""The engine contract: the one small interface every generation engine implements.
+
+An engine continues a sequence of token ids and streams what it generates as
+:class:`Chunk` objects. The contract, checked by ``tests/engines/test_contract.py``
+for every engine (the implementations live in :mod:`research.engines`, which depends on
+this module and never the reverse):
+
+* generation stops at the first stop string in the generated text, even when it
+  spans several tokens; the chunks' ``token_ids`` then end with the token that
+  completed it, and their joined ``text`` ends with the stop string itself;
+* generation stops at an end-of-sequence token (which is included in
+  ``token_ids`` but not in ``text``), after ``max_tokens`` tokens, or when the
+  sequence fills the model's context window (``max_model_len``): a prompt that
+  already fills it yields one empty chunk with finish reason ``length``;
+* the last chunk carries ``finish_reason``; ``stop_reason`` names the stop string
+  matched (None for EOS and for the length limit);
+* leaving the ``async for`` early (``break``, task cancellation, ``aclose()``)
+  aborts the request on the engine.
+
+Engines are async and safe to call concurrently; each decides how to batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOptions:
+    """How to pick tokens. ``temperature=0`` is greedy; ``top_k <= 0``, ``min_p=0`` and
+    ``repetition_penalty=1`` disable those (vLLM's definitions)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    logprobs: bool = False
+    """Also return the log-probability of each sampled token under the model."""
+
+
+GREEDY = SamplingOptions(temperature=0.0)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """What one engine step produced: new token ids, their text, maybe their logprobs."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Continue token ids; see the module docstring for the contract."""
+
+    tokenizer: Any
+    """A Hugging Face tokenizer of the served model (templates, result blocks)."""
+    max_model_len: int | None
+    """Context window (prompt + generated tokens); None when the engine cannot tell."""
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        sampling: SamplingOptions = GREEDY,
+        request_id: str | None = None,
+    ) -> AsyncIterator[Chunk]: ...
+
+    async def check_health(self) -> None:
+        """Return if the engine can serve; raise with the cause if not (a dead engine core, an unreachable upstream)."""
+        ...
+
+    async def close(self) -> None: ...
