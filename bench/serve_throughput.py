@@ -40,7 +40,6 @@ from pathlib import Path
 
 import httpx
 
-from research.cli import cli_flags
 from research.engines.args import EngineArgs
 from research.protocol import exact_match, extract_answer, extract_query, format_result, render_prompt
 from research.testbed.models import engine_args
@@ -54,8 +53,7 @@ def vllm_serve_command(model: str, port: int, max_model_len: int) -> list[str]:
     """Plain ``vllm serve`` of ``model`` as :data:`MODEL_NAME` (the test bed's CPU settings without a GPU)."""
     cuda = _has_gpu()
     args = engine_args(max_model_len=max_model_len) if not cuda else EngineArgs(max_model_len=max_model_len)
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port)]
-    return [*command, "--served-model-name", MODEL_NAME, *cli_flags(args.vllm_args(cuda=cuda))]
+    return args.vllm_serve(model, port=port, name=MODEL_NAME, cuda=cuda)
 
 
 def research_serve_command(model: str, index: str, port: int, template: str, max_model_len: int) -> list[str]:

@@ -226,7 +226,6 @@ def main() -> int:
 @contextmanager
 def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[tuple[Topology, list[str]]]:
     """The toy model's topology, its world's index on moto's S3; (topology, held-out questions)."""
-    from research.cli import cli_flags
     from research.testbed.models import engine_args
     from research.testbed.serve import MODEL_NAME, toy_server
     from research.testbed.toy_model import ToyRecipe, index_world
@@ -234,7 +233,7 @@ def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[
 
     flags, questions = toy_server()
     model = flags[flags.index("--model") + 1]
-    engine = cli_flags(engine_args(max_model_len=2048).vllm_args(cuda=False))
+    engine = engine_args(max_model_len=2048)
     with ExitStack() as stack:
         env = stack.enter_context(s3_server(work / "s3", "research"))
         os.environ.update(env)  # this process writes the index there
@@ -245,8 +244,7 @@ def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[
         serve = [sys.executable, "-m", "research.server.cli", *flags, "--engine", "upstream"]
 
         def replica(port: int) -> list[str]:
-            command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-            return [*command, "--host", "127.0.0.1", "--port", str(port), "--served-model-name", MODEL_NAME, *engine]
+            return engine.vllm_serve(model, port=port, name=MODEL_NAME, cuda=False)
 
         def front(port: int, upstream: str) -> list[str]:
             return [*serve, "--upstream-url", upstream, "--host", "127.0.0.1", "--port", str(port)]

@@ -166,19 +166,93 @@ def _not_this_corpus(uri: str | Path, rows: int, why: str) -> ValueError:
                       f"({why}); rebuild it with overwrite=True (research-index build --overwrite)")  # fmt: skip
 
 
-def build_index(
-    uri: str | Path,
-    passages: Iterable[Passage],
-    *,
-    embedder: Embedder,
-    batch_size: int = 1024,
-    table: str = TABLE,
-    total: int | None = None,
-    overwrite: bool = False,
-    vectors: VectorSource | None = None,
-    ivf_device: str | None = None,
-) -> PassageIndex:
-    """Embed ``passages`` into table ``table`` at ``uri``, then index it for search.
+@dataclass(frozen=True, kw_only=True)
+class IndexBuild:
+    """How :func:`build_index` builds an index: its options, each keyword-only."""
+
+    embedder: Embedder
+    """The model that embeds the passages, recorded in the table (imported vectors must come from it)."""
+    batch_size: int = 1024
+    """Passages per embedding batch and per LanceDB commit."""
+    table: str = TABLE
+    total: int | None = None
+    """Passages in the corpus, when known: the progress bar's total."""
+    overwrite: bool = False
+    """Replace an existing table instead of resuming it."""
+    vectors: VectorSource | None = None
+    """The vectors, computed before (``research-index import``); default: embed the passages."""
+    ivf_device: str | None = None
+    """torch device for the ANN index's k-means and row assignment (default: LanceDB's own)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def run(self, uri: str | Path, passages: Iterable[Passage]) -> PassageIndex:
+        """Build (or resume building) the index at ``uri`` from ``passages`` (see :func:`build_index`)."""
+        vectors = self.vectors or Embedded(self.embedder)
+        db = lancedb.connect(str(uri))
+        passages = iter(passages)
+        resuming = not self.overwrite and self.table in db.table_names()
+        ledger = Ledger(db, resuming)
+        done = self._resume(db, ledger, passages, uri) if resuming else 0
+        batches = (ledger.check(batch) for batch in _batches(passages, self.batch_size))
+        first = next(batches, None)  # read before an existing table is replaced: a bad or empty corpus changes nothing
+        if first is None and not done:
+            raise ValueError("the corpus holds no passages")
+        if not resuming:
+            ledger.tbl = db.create_table(self.table, schema=_schema(self.embedder, vectors.dim), mode="overwrite")
+            ledger.log = None  # a new build, a new log
+        self._write(ledger, vectors, done, chain([first], batches) if first else ())
+        _ensure_indices(ledger.tbl, self.ivf_device)
+        return PassageIndex(uri, ledger.tbl, self.embedder)
+
+    def _resume(self, db: Any, ledger: Ledger, passages: Iterator[Passage], uri: str | Path) -> int:
+        """Open the existing table, check its embedder and its passages against the corpus's first ones (which
+        are consumed); the number of passages it holds."""
+        tbl = ledger.tbl = db.open_table(self.table)
+        check_embedder(tbl, self.embedder, uri)
+        done = tbl.count_rows()
+        if done:
+            ledger.skip_committed(passages, done, uri)
+        return done
+
+    def _write(self, ledger: Ledger, vectors: VectorSource, done: int, batches: Iterable[list[Passage]]) -> None:
+        """Append the batches with their vectors, one commit in flight while the next batch is embedded; a failure
+        waits for it, so the committed prefix stays whole."""
+        tbl, schema, total_rows = ledger.tbl, _schema(self.embedder, vectors.dim), done
+
+        def commit(batch: list[Passage], rows: pa.Table) -> int:
+            nonlocal total_rows
+            tbl.add(rows)
+            total_rows += rows.num_rows
+            ledger.committed(batch, total_rows)
+            return rows.num_rows
+
+        bar = tqdm(total=self.total, initial=done, unit="passage", desc=vectors.label, dynamic_ncols=True,
+                   smoothing=0.05)  # fmt: skip
+        with ThreadPoolExecutor(1, thread_name_prefix="index-writer") as writer, bar:
+            writing: Future | None = None
+            for batch, block in vectors.stream(done, batches):
+                rows = pa.table(
+                    {
+                        "id": [p.id for p in batch],
+                        "contents": [p.contents for p in batch],
+                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), vectors.dim),
+                    },
+                    schema=schema,
+                )
+                if writing is not None:
+                    bar.update(writing.result())
+                writing = writer.submit(commit, batch, rows)
+            if writing is not None:
+                bar.update(writing.result())
+
+
+def build_index(uri: str | Path, passages: Iterable[Passage], **options: Any) -> PassageIndex:
+    """Embed ``passages`` into a table at ``uri``, then index it for search; ``options`` are
+    :class:`IndexBuild`'s (``embedder`` required; ``batch_size``, ``table``, ``total``, ``overwrite``,
+    ``vectors``, ``ivf_device``).
 
     ``vectors`` gives the vectors instead of embedding the passages (``research-index
     import``); the index still records ``embedder`` as the model its vectors came from.
@@ -195,59 +269,7 @@ def build_index(
     an ANN vector index (:func:`ann_index`), its k-means and row assignment on torch's ``ivf_device``
     when given (:func:`~research.retrieval.ann.build_ann_index`).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    vectors = vectors or Embedded(embedder)
-    schema = _schema(embedder, vectors.dim)
-    db = lancedb.connect(str(uri))
-    passages = iter(passages)
-    done = 0
-    resuming = not overwrite and table in db.table_names()
-    ledger = Ledger(db, resuming)
-    if resuming:
-        tbl = ledger.tbl = db.open_table(table)
-        check_embedder(tbl, embedder, uri)
-        done = tbl.count_rows()
-        if done:
-            ledger.skip_committed(passages, done, uri)
-    batches = (ledger.check(batch) for batch in _batches(passages, batch_size))
-    first = next(batches, None)  # read before an existing table is replaced: a bad or empty corpus changes nothing
-    if first is None and not done:
-        raise ValueError("the corpus holds no passages")
-    if not resuming:
-        tbl = ledger.tbl = db.create_table(table, schema=schema, mode="overwrite")
-        ledger.log = None  # a new build, a new log
-    total_rows = done
-
-    def commit(batch: list[Passage], rows: pa.Table) -> int:
-        nonlocal total_rows
-        tbl.add(rows)
-        total_rows += rows.num_rows
-        ledger.committed(batch, total_rows)
-        return rows.num_rows
-
-    # One commit in flight while the next batch is embedded; a failure waits for it: the prefix stays whole.
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="index-writer") as writer,
-        tqdm(total=total, initial=done, unit="passage", desc=vectors.label, dynamic_ncols=True, smoothing=0.05) as bar,
-    ):
-        writing: Future | None = None
-        for batch, block in vectors.stream(done, chain([first], batches) if first else ()):
-            rows = pa.table(
-                {
-                    "id": [p.id for p in batch],
-                    "contents": [p.contents for p in batch],
-                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), vectors.dim),
-                },
-                schema=schema,
-            )
-            if writing is not None:
-                bar.update(writing.result())
-            writing = writer.submit(commit, batch, rows)
-        if writing is not None:
-            bar.update(writing.result())
-    _ensure_indices(tbl, ivf_device)
-    return PassageIndex(uri, tbl, embedder)
+    return IndexBuild(**options).run(uri, passages)
 
 
 def _ensure_indices(tbl: Any, ivf_device: str | None = None) -> None:

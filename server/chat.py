@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 from research.server.requests import (
@@ -25,7 +24,7 @@ from research.server.requests import (
     reject_if_set,
     unsupported,
 )
-from research.server.routing import OpenAIServing, generation_responses, sse
+from research.server.routing import OpenAIServing, api_router, sse
 from research.server.serving import Job
 from research.wire import (
     Citation,
@@ -277,23 +276,19 @@ async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[C
 class ChatServing(OpenAIServing):
     """``POST /v1/chat/completions``: the chat prompt in the model's template, the loop, chunks or a whole reply."""
 
-    async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
-        self.server.check_model(body.model)
-        job = self.server.job(body, await self.prompt_ids(request, body.messages), "chatcmpl")
-        if body.stream:
-            return self.stream(job, lambda events: (sse(c) async for c in chat_chunks(job, events)))
-        return await self.reply(request, job, self._completion(job))
+    prefix = "chatcmpl"
 
-    async def _completion(self, job: Job) -> ChatCompletion:
+    async def prompt(self, body: ChatCompletionRequest, request: Request) -> list[int]:
+        return await self.chat_prompt(request, body.messages)
+
+    def chunks(self, job: Job, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+        return (sse(c) async for c in chat_chunks(job, events))
+
+    async def whole(self, job: Job) -> ChatCompletion:
         return chat_completion(job, await self.final(job))
 
 
 def router(serving: ChatServing) -> APIRouter:
     """``POST /v1/chat/completions``."""
-    routes = APIRouter(tags=["chat"])
-
-    @routes.post("/v1/chat/completions", responses=generation_responses(ChatCompletion))
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        return await serving.create(body, request)
-
-    return routes
+    return api_router(serving, "/v1/chat/completions", ChatCompletionRequest, ChatCompletion,
+                      name="chat_completions", tag="chat")  # fmt: skip

@@ -22,7 +22,7 @@ from types import FrameType
 import uvicorn
 
 from research.cli import add_fields, from_args, run_command
-from research.engines.args import EngineArgs, open_engine
+from research.engines.args import EngineArgs, open_engine, quiet_engine_logs
 from research.engines.card import ModelArgs
 from research.http_errors.head import Listen
 from research.retrieval import RetrieverArgs
@@ -35,6 +35,8 @@ class ServeArgs(Listen, ModelArgs):
 
     served_model_name: str | None = None
     """the name clients put in 'model' (default: --model)"""
+    verbose: bool = False
+    """show the engine's own start-up logs (vLLM's INFO lines, progress bars); by default it logs warnings only"""
 
 
 class JsonLogs(logging.Formatter):
@@ -73,15 +75,13 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
         template=serve.prompt_template,
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
     )
+    log = logging.getLogger("research.server")
     engine = open_engine(serve.model, engine_args)
-    server = Server(engine, index.open_retriever(), config)
-    logging.getLogger("research").info(
-        "serving %s (template %s, engine %s), searching %s",
-        config.model_name,
-        config.template,
-        engine_args.engine,
-        index.source,
-    )
+    log.info("engine: %s on %s, context %s tokens", engine_args.engine, serve.model, engine.max_model_len or "unknown")
+    retriever = index.open_retriever()
+    log.info("retriever: %s, %d readers", index.source, index.search_workers)
+    server = Server(engine, retriever, config)
+    log.info("serving %s (template %s) at http://%s:%d/v1", config.model_name, config.template, serve.host, serve.port)
     uv = Uvicorn(uvicorn.Config(create_app(server), **serve.uvicorn_options(), log_config=None))
     serving = asyncio.create_task(uv.serve())  # the app's lifespan closes the engine and the retriever
     while ready is not None and not uv.started and not serving.done():
@@ -104,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_engine_logs(args.verbose)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogs())
     logging.basicConfig(level=logging.INFO, handlers=[handler])

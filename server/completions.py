@@ -12,12 +12,11 @@ from functools import partial
 from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 
 from research.http_errors import APIError, Text
 from research.server.requests import CompletionFields, reject_if_set, unsupported
-from research.server.routing import OpenAIServing, generation_responses, size, sse
+from research.server.routing import OpenAIServing, api_router, size, sse
 from research.server.serving import Job
 from research.wire import (
     Citation,
@@ -129,14 +128,9 @@ async def completion_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIter
 class CompletionServing(OpenAIServing):
     """``POST /v1/completions``: the prompt as sent (text or token ids), the loop, chunks or a whole reply."""
 
-    async def create(self, body: CompletionRequest, request: Request) -> Response:
-        self.server.check_model(body.model)
-        job = self.server.job(body, await self._prompt_ids(body, request), "cmpl")
-        if body.stream:
-            return self.stream(job, lambda events: (sse(c) async for c in completion_chunks(job, events)))
-        return await self.reply(request, job, self._completion(job))
+    prefix = "cmpl"
 
-    async def _prompt_ids(self, body: CompletionRequest, request: Request) -> list[int]:
+    async def prompt(self, body: CompletionRequest, request: Request) -> list[int]:
         tokenizer = self.server.engine.tokenizer
         if isinstance(body.prompt, str):
             encode = partial(tokenizer.encode, add_special_tokens=False)
@@ -148,16 +142,13 @@ class CompletionServing(OpenAIServing):
             )  # fmt: skip
         return list(body.prompt)
 
-    async def _completion(self, job: Job) -> Completion:
+    def chunks(self, job: Job, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+        return (sse(c) async for c in completion_chunks(job, events))
+
+    async def whole(self, job: Job) -> Completion:
         return completion(job, await self.final(job))
 
 
 def router(serving: CompletionServing) -> APIRouter:
     """``POST /v1/completions``."""
-    routes = APIRouter(tags=["completions"])
-
-    @routes.post("/v1/completions", responses=generation_responses(Completion))
-    async def completions(body: CompletionRequest, request: Request) -> Response:
-        return await serving.create(body, request)
-
-    return routes
+    return api_router(serving, "/v1/completions", CompletionRequest, Completion, name="completions", tag="completions")

@@ -7,9 +7,10 @@ accumulates our stream; :class:`~research.server.responses.ResponseBuilder` make
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 class Tool(BaseModel):
@@ -157,33 +158,9 @@ class _Lifecycle(_Event):
     response: ResponseObject
 
 
-class ResponseCreated(_Lifecycle):
-    type: Literal["response.created"] = "response.created"
-
-
-class ResponseInProgress(_Lifecycle):
-    type: Literal["response.in_progress"] = "response.in_progress"
-
-
-class ResponseCompleted(_Lifecycle):
-    type: Literal["response.completed"] = "response.completed"
-
-
-class ResponseIncomplete(_Lifecycle):
-    type: Literal["response.incomplete"] = "response.incomplete"
-
-
 class _ItemEvent(_Event):
     output_index: int
     item: OutputItem
-
-
-class OutputItemAdded(_ItemEvent):
-    type: Literal["response.output_item.added"] = "response.output_item.added"
-
-
-class OutputItemDone(_ItemEvent):
-    type: Literal["response.output_item.done"] = "response.output_item.done"
 
 
 class _AboutItem(_Event):
@@ -193,59 +170,18 @@ class _AboutItem(_Event):
     output_index: int
 
 
-class FileSearchCallInProgress(_AboutItem):
-    type: Literal["response.file_search_call.in_progress"] = "response.file_search_call.in_progress"
-
-
-class FileSearchCallSearching(_AboutItem):
-    type: Literal["response.file_search_call.searching"] = "response.file_search_call.searching"
-
-
-class FileSearchCallCompleted(_AboutItem):
-    type: Literal["response.file_search_call.completed"] = "response.file_search_call.completed"
-
-
-class WebSearchCallInProgress(_AboutItem):
-    type: Literal["response.web_search_call.in_progress"] = "response.web_search_call.in_progress"
-
-
-class WebSearchCallSearching(_AboutItem):
-    type: Literal["response.web_search_call.searching"] = "response.web_search_call.searching"
-
-
-class WebSearchCallCompleted(_AboutItem):
-    type: Literal["response.web_search_call.completed"] = "response.web_search_call.completed"
-
-
-SEARCH_CALL_EVENTS: dict[str, tuple[type[_AboutItem], type[_AboutItem], type[_AboutItem]]] = {
-    "file_search_call": (FileSearchCallInProgress, FileSearchCallSearching, FileSearchCallCompleted),
-    "web_search_call": (WebSearchCallInProgress, WebSearchCallSearching, WebSearchCallCompleted),
-}
-"""A search item's events by its type: in progress, searching, completed."""
-
-
 class _ContentPart(_AboutItem):
     content_index: int
     part: OutputText
 
 
-class ContentPartAdded(_ContentPart):
-    type: Literal["response.content_part.added"] = "response.content_part.added"
-
-
-class ContentPartDone(_ContentPart):
-    type: Literal["response.content_part.done"] = "response.content_part.done"
-
-
-class OutputTextDelta(_AboutItem):
-    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+class _TextDelta(_AboutItem):
     content_index: int
     delta: str
     logprobs: list[Any] = Field(default_factory=list)
 
 
-class OutputTextDone(_AboutItem):
-    type: Literal["response.output_text.done"] = "response.output_text.done"
+class _TextDone(_AboutItem):
     content_index: int
     text: str
     logprobs: list[Any] = Field(default_factory=list)
@@ -256,33 +192,43 @@ class _SummaryPart(_AboutItem):
     part: SummaryText
 
 
-class SummaryPartAdded(_SummaryPart):
-    type: Literal["response.reasoning_summary_part.added"] = "response.reasoning_summary_part.added"
-
-
-class SummaryPartDone(_SummaryPart):
-    type: Literal["response.reasoning_summary_part.done"] = "response.reasoning_summary_part.done"
-
-
-class SummaryTextDelta(_AboutItem):
-    type: Literal["response.reasoning_summary_text.delta"] = "response.reasoning_summary_text.delta"
+class _SummaryDelta(_AboutItem):
     summary_index: int
     delta: str
 
 
-class SummaryTextDone(_AboutItem):
-    type: Literal["response.reasoning_summary_text.done"] = "response.reasoning_summary_text.done"
+class _SummaryDone(_AboutItem):
     summary_index: int
     text: str
 
 
-StreamEvent = Annotated[
-    ResponseCreated | ResponseInProgress | ResponseCompleted | ResponseIncomplete
-    | OutputItemAdded | OutputItemDone
-    | FileSearchCallInProgress | FileSearchCallSearching | FileSearchCallCompleted
-    | WebSearchCallInProgress | WebSearchCallSearching | WebSearchCallCompleted
-    | ContentPartAdded | ContentPartDone | OutputTextDelta | OutputTextDone
-    | SummaryPartAdded | SummaryPartDone | SummaryTextDelta | SummaryTextDone,
-    Field(discriminator="type"),
-]  # fmt: skip
-"""Every event of a Responses stream, told apart by ``type``."""
+E = TypeVar("E", bound=_Event)
+
+
+def _kind(base: type[E], kind: str) -> type[E]:
+    """The model of the event ``kind``: ``base``'s fields, ``type`` fixed to ``kind`` (``response.created`` is
+    ``ResponseCreated``)."""
+    name = "".join(word.title() for word in re.split(r"[._]", kind))
+    return create_model(name, __base__=base, type=(Literal[kind], kind))
+
+
+ResponseCreated, ResponseInProgress, ResponseCompleted, ResponseIncomplete = (
+    _kind(_Lifecycle, f"response.{state}") for state in ("created", "in_progress", "completed", "incomplete")
+)
+OutputItemAdded, OutputItemDone = (_kind(_ItemEvent, f"response.output_item.{end}") for end in ("added", "done"))
+SEARCH_CALL_EVENTS = {
+    item: tuple(_kind(_AboutItem, f"response.{item}.{step}") for step in ("in_progress", "searching", "completed"))
+    for item in ("file_search_call", "web_search_call")
+}
+"""A search item's events by the item's type: in progress, searching, completed."""
+ContentPartAdded, ContentPartDone = (_kind(_ContentPart, f"response.content_part.{end}") for end in ("added", "done"))
+OutputTextDelta = _kind(_TextDelta, "response.output_text.delta")
+OutputTextDone = _kind(_TextDone, "response.output_text.done")
+SummaryPartAdded, SummaryPartDone = (
+    _kind(_SummaryPart, f"response.reasoning_summary_part.{end}") for end in ("added", "done")
+)
+SummaryTextDelta = _kind(_SummaryDelta, "response.reasoning_summary_text.delta")
+SummaryTextDone = _kind(_SummaryDone, "response.reasoning_summary_text.done")
+
+StreamEvent = _Event
+"""Every event of a Responses stream: one of the models above, told apart by ``type``."""

@@ -8,10 +8,10 @@ A run's events become output items (reasoning, a ``file_search_call`` or, with
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from research.http_errors import Text, check_unicode
@@ -28,8 +28,9 @@ from research.server.requests import (
 )
 from research.server.response_builder import ResponseBuilder, response_events, response_object
 from research.server.response_items import ResponseObject, Tool
-from research.server.routing import OpenAIServing, generation_responses, sse
+from research.server.routing import OpenAIServing, api_router, sse
 from research.server.serving import Job
+from research.wire import Event
 
 # -- the request --------------------------------------------------------------------------------
 
@@ -217,25 +218,25 @@ def new_response(job: Job) -> ResponseObject:
 class ResponsesServing(OpenAIServing):
     """``POST /v1/responses``: the chat prompt from ``instructions`` and ``input``, the loop, as output items."""
 
-    async def create(self, body: ResponsesRequest, request: Request) -> Response:
-        server = self.server
-        server.check_model(body.model)
-        job = server.job(body, await self.prompt_ids(request, body.messages()), "resp")
+    prefix = "resp"
+    ends_with_done = False
+
+    async def prompt(self, body: ResponsesRequest, request: Request) -> list[int]:
+        return await self.chat_prompt(request, body.messages())
+
+    def builder(self, job: Job) -> ResponseBuilder:
+        body = job.body
+        assert isinstance(body, ResponsesRequest)
         sources = "web_search_call.action.sources" in (body.include or [])
-        builder = ResponseBuilder(new_response(job), web=server.searches_web, sources=sources)
-        if body.stream:
-            return self.stream(
-                job, lambda events: (sse(e, e.type) async for e in response_events(builder, events)), done=False
-            )
-        return await self.reply(request, job, response_object(builder, server.run(job)))
+        return ResponseBuilder(new_response(job), web=self.server.searches_web, sources=sources)
+
+    def chunks(self, job: Job, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+        return (sse(e, e.type) async for e in response_events(self.builder(job), events))
+
+    async def whole(self, job: Job) -> ResponseObject:
+        return await response_object(self.builder(job), self.server.run(job))
 
 
 def router(serving: ResponsesServing) -> APIRouter:
     """``POST /v1/responses``."""
-    routes = APIRouter(tags=["responses"])
-
-    @routes.post("/v1/responses", responses=generation_responses(ResponseObject))
-    async def responses(body: ResponsesRequest, request: Request) -> Response:
-        return await serving.create(body, request)
-
-    return routes
+    return api_router(serving, "/v1/responses", ResponsesRequest, ResponseObject, name="responses", tag="responses")

@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import aclosing, suppress
-from typing import Any
+from typing import Any, ClassVar
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from research.http_errors import APIError, StrictJSONResponse, error_body, errors, json_bytes
 from research.retrieval import RetrieverUnavailable, SearchTimeout, search_error
 from research.server.middleware import TimedStream
-from research.server.requests import Message
+from research.server.requests import Message, SamplingFields
 from research.server.serving import Job, Server
 from research.wire import Done, Event, Reply
 
@@ -106,12 +106,41 @@ def rendered(job: Job, body: BaseModel) -> Response:
 
 
 class OpenAIServing:
-    """One generation API over the shared :class:`Server` (the route calls the subclass's ``create`` once)."""
+    """One generation API over the shared :class:`Server`: its route calls :meth:`create` once per request.
+
+    A subclass says how its prompt is made (:meth:`prompt`), how its events are streamed (:meth:`chunks`) and
+    what its whole reply is (:meth:`whole`).
+    """
+
+    prefix: ClassVar[str]
+    """The request ids' prefix (``chatcmpl``, ``cmpl``, ``resp``)."""
+    ends_with_done: ClassVar[bool] = True
+    """Its stream ends with ``data: [DONE]`` (chat and text completions; the Responses API's does not)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
 
-    async def prompt_ids(self, request: Request, messages: Sequence[Message]) -> list[int]:
+    async def create(self, body: SamplingFields, request: Request) -> Response:
+        """Check the model, render the prompt, check the request against the server's limits, then stream or reply."""
+        self.server.check_model(body.model)
+        job = self.server.job(body, await self.prompt(body, request), self.prefix)
+        if body.stream:
+            return self.stream(job)
+        return await self.reply(request, job, self.whole(job))
+
+    async def prompt(self, body: Any, request: Request) -> list[int]:
+        """The prompt's token ids."""
+        raise NotImplementedError
+
+    def chunks(self, job: Job, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+        """The stream's server-sent events for the run's ``events``."""
+        raise NotImplementedError
+
+    async def whole(self, job: Job) -> BaseModel:
+        """The whole reply (non-streaming)."""
+        raise NotImplementedError
+
+    async def chat_prompt(self, request: Request, messages: Sequence[Message]) -> list[int]:
         """The chat prompt's token ids (:meth:`Server.chat_ids`), the request's size telling how to tokenise."""
         return await self.server.chat_ids(messages, size(request))
 
@@ -135,16 +164,14 @@ class OpenAIServing:
             self.server.metrics.request_seconds.observe(time.perf_counter() - job.started)
         return rendered(job, body)
 
-    def stream(
-        self, job: Job, render: Callable[[AsyncIterator[Event]], AsyncIterator[bytes]], *, done: bool = True
-    ) -> TimedStream:
-        """Stream ``job``'s events as rendered, then ``data: [DONE]`` (unless ``done`` is False)."""
-        server = self.server
+    def stream(self, job: Job) -> TimedStream:
+        """Stream ``job``'s events as :meth:`chunks` renders them, then ``data: [DONE]`` where the API has it."""
+        server, done = self.server, self.ends_with_done
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 async with aclosing(server.run(job)) as events:  # closing it aborts generation
-                    async for chunk in render(events):
+                    async for chunk in self.chunks(job, events):
                         yield chunk
             except Exception as exc:
                 error = failure(server, job, exc)
@@ -157,3 +184,16 @@ class OpenAIServing:
 
         headers = {"x-request-id": job.request_id}
         return TimedStream(body(), write_timeout=server.config.stream_write_timeout, headers=headers)
+
+
+def api_router(serving: OpenAIServing, path: str, request_model: type[BaseModel], reply_model: type[BaseModel],
+               *, name: str, tag: str) -> APIRouter:  # fmt: skip
+    """``POST path``: ``request_model`` validated (a 400 in OpenAI's shape otherwise), then ``serving.create``."""
+    routes = APIRouter(tags=[tag])
+
+    async def endpoint(body: Any, request: Request) -> Response:
+        return await serving.create(body, request)
+
+    endpoint.__annotations__ = {"body": request_model, "request": Request, "return": Response}
+    routes.add_api_route(path, endpoint, methods=["POST"], name=name, responses=generation_responses(reply_model))
+    return routes

@@ -9,6 +9,7 @@ against the gold one.
 
     python -m research.testbed.demo                      # vLLM (CPU build)
     python -m research.testbed.demo --engine transformers --questions 5
+    python -m research.testbed.demo --verbose            # with vLLM's own INFO logs
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import sys
 from contextlib import aclosing
 
-from research.engines.args import open_engine
+from research.engines.args import open_engine, quiet_engine_logs
 from research.protocol import Engine, Finished, LoopLimits, ModelText, render_prompt, stream_search_loop
 from research.protocol.metrics import exact_match
 from research.retrieval import BatchingRetriever
@@ -66,9 +67,10 @@ async def demo(engine_name: str, questions: int) -> int:
     model = str(toy_model(recipe))
     world = make_world(recipe.seed, chains=recipe.chains)
     index = world_index(world)
+    print(f"[engine: {engine_name}, model: {model}, index: {index.uri}]", flush=True)
     engine = open_engine(model, engine_args(engine_name, max_model_len=2048))
     retriever = BatchingRetriever(index)
-    print(f"[engine: {engine_name}, model: {model}, index: {index.uri}]\n")
+    print()
     try:
         correct = [await ask(engine, retriever, q, recipe.top_k) for q in held_out(world, questions)]
     finally:
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm", help="generation engine")
     parser.add_argument("--questions", type=int, default=3, help="held-out 2-hop questions to ask")
+    parser.add_argument("--verbose", action="store_true", help="show the engine's own logs (vLLM's INFO lines)")
     args = parser.parse_args(argv)
+    quiet_engine_logs(args.verbose)
     return asyncio.run(demo(args.engine, args.questions))
 
 

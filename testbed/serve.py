@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from urllib.parse import quote
 
+from research.engines.args import quiet_engine_logs
 from research.server import cli as server_cli
 from research.testbed.acceptance import held_out
 from research.testbed.models import engine_args
@@ -35,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--engine", choices=["vllm", "transformers"], default="vllm", help="who generates (default: vLLM)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on the API (the playground has a key field)")
+    p.add_argument("--verbose", action="store_true", help="show the engine's own logs (vLLM's INFO lines)")
     return p
 
 
@@ -53,6 +55,7 @@ def toy_server(n_questions: int = 3, retriever: str | None = None) -> tuple[list
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_engine_logs(args.verbose)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print("Building or loading the toy ReSearch model and the toy world's index (cached after the first run)...")
     flags, questions = toy_server()

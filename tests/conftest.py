@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import wait as wait_futures
@@ -28,7 +27,6 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from research.cli import cli_flags
 from research.engines.args import open_engine
 from research.protocol import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
@@ -74,9 +72,7 @@ def start_vllm_serve(log_dir: Path) -> ServerProcess:
     one process fewer to start, ~14 s): the upstream engine sees only its HTTP API.
     """
     port = free_port()
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(scripted_model())]
-    args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "scripted"]
-    args += cli_flags(engine_args("vllm").vllm_args(cuda=False))
+    args = engine_args("vllm").vllm_serve(scripted_model(), port=port, name="scripted", cuda=False)
     health = f"http://127.0.0.1:{port}/health"
     return ServerProcess(args, health, log_dir / "vllm-serve.log", env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
 

@@ -10,6 +10,7 @@ CPU defaults live in one place::
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -81,10 +82,29 @@ class EngineArgs:
             out["enforce_eager"] = True
         return {k: v for k, v in out.items() if v is not None}
 
+    def vllm_serve(self, model: str | Path, *, port: int, name: str, cuda: bool, host: str = "127.0.0.1") -> list[str]:
+        """The command line of a plain ``vllm serve`` of ``model`` with these arguments, served as ``name``: the
+        scale-out topology's replicas, the tests' upstream, the benchmarks' baseline. (On CPU its KV cache size is
+        ``$VLLM_CPU_KVCACHE_SPACE`` in the process's environment.)"""
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+        command += ["--host", host, "--port", str(port), "--served-model-name", name]
+        return command + cli_flags(self.vllm_args(cuda=cuda))
+
     def cli_flags(self) -> list[str]:
         """These arguments as ``research-serve`` flags (those that differ from the defaults)."""
         default = EngineArgs()
         return cli_flags({n: v for n in self.__slots__ if (v := getattr(self, n)) != getattr(default, n)})
+
+
+def quiet_engine_logs(verbose: bool = False) -> None:
+    """Keep the engines' start-up chatter out of a command's own output, unless ``verbose``: vLLM's logs (its engine
+    processes' too) at WARNING, no Hugging Face progress bars, and no library ``FutureWarning`` in the engine's
+    processes. Settings already in the environment win. Call it before the engine starts (vLLM reads them when it
+    is imported and when its processes spawn)."""
+    if not verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
 
 def set_cpu_kv_cache(args: EngineArgs) -> None:

@@ -67,15 +67,14 @@ class Engine(Protocol):
     max_model_len: int | None
     """Context window (prompt + generated tokens); None when the engine cannot tell."""
 
+    # fmt: off
     def generate(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_tokens: int,
-        stop: Sequence[str] = (),
-        sampling: SamplingOptions = GREEDY,
-        request_id: str | None = None,
-    ) -> AsyncIterator[Chunk]: ...
+        self, prompt_ids: Sequence[int], *, max_tokens: int, stop: Sequence[str] = (),
+        sampling: SamplingOptions = GREEDY, request_id: str | None = None,
+    ) -> AsyncIterator[Chunk]:
+        """Continue ``prompt_ids`` with at most ``max_tokens`` tokens, streamed as chunks (see the contract above)."""
+        ...
+    # fmt: on
 
     async def check_health(self) -> None:
         """Return if the engine can serve; raise with the cause if not (a dead engine core, an unreachable upstream)."""

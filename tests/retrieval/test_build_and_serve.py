@@ -214,9 +214,7 @@ async def service(script_index):
 
     index = CountingIndex(script_index)
     port = free_port()
-    uv = uvicorn.Server(
-        uvicorn.Config(create_app(BatchingRetriever(index), default_k=3), port=port, log_level="warning")
-    )
+    uv = uvicorn.Server(uvicorn.Config(create_app(BatchingRetriever(index), k=3), port=port, log_level="warning"))
     task = asyncio.create_task(uv.serve())
     while not uv.started:
         await asyncio.sleep(0.02)

@@ -15,8 +15,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from research.cli import Listen
-from research.http_errors.head import MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from research.http_errors.head import MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES, Listen
 from tests.conftest import free_port
 
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 from mcp import Client
 
-from research.server.mcp_tools import passage_url
+from research.clients.mcp_tools import passage_url
 from tests.conftest import MODEL, serving
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUERY, SCRIPT_QUESTION
 
