@@ -145,6 +145,7 @@ async def upstream_engine(vllm_server: str, tokenizer) -> AsyncIterator[Engine]:
     from research.engines.upstream import UpstreamEngine
 
     engine = UpstreamEngine(vllm_server, tokenizer)
+    await engine.check_health()  # lists the upstream's model: its context window is known from the first test on
     yield engine
     await engine.close()
 

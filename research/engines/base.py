@@ -91,7 +91,7 @@ class BaseEngine:
         sampling: SamplingOptions = GREEDY,
         request_id: str | None = None,
     ) -> AsyncIterator[Chunk]:
-        room = fit_max_tokens(max_tokens, len(prompt_ids), self.max_model_len)
+        room = fit_max_tokens(max_tokens, len(prompt_ids), await self._context_window())
         if room == 0:
             yield context_full()
             return
@@ -99,6 +99,10 @@ class BaseEngine:
         async with aclosing(stream):
             async for chunk in stream:
                 yield chunk
+
+    async def _context_window(self) -> int | None:
+        """The context window as the engine knows it before generating (an upstream asks its server first)."""
+        return self.max_model_len
 
     def _generate(
         self, prompt_ids: list[int], max_tokens: int, stop: tuple[str, ...], sampling: SamplingOptions, request_id: str

@@ -83,6 +83,10 @@ class UpstreamEngine(BaseEngine):
             self._listed = True
         return self.model
 
+    async def _context_window(self) -> int | None:
+        await self._model()  # the first call lists the upstream's models, which report their context window
+        return self.max_model_len
+
     async def _generate(
         self, prompt_ids: list[int], max_tokens: int, stop: tuple[str, ...], sampling: SamplingOptions, request_id: str
     ) -> AsyncIterator[Chunk]:

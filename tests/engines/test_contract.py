@@ -1,4 +1,4 @@
-"""The engine contract (research/engines/base.py), run against every real engine."""
+"""The engine contract (research/protocol/engine.py), run against every real engine."""
 
 from __future__ import annotations
 
@@ -87,6 +87,22 @@ async def test_a_prompt_that_fills_the_context_ends_at_once_with_length(engine, 
     full = [220] * (engine.max_model_len - len(prompt_ids)) + prompt_ids
     out = await collect(engine.generate(full, max_tokens=10))
     assert (out.finish_reason, out.token_ids, out.text) == ("length", [], "")
+
+
+async def test_a_new_upstream_engine_cuts_its_first_budget_to_the_servers_context_window(
+    vllm_server, tokenizer, prompt_ids
+):
+    """The upstream reports its context window in its model list: a fresh engine reads it before its first request
+    (else that request asks for more tokens than the window holds, and vLLM refuses it)."""
+    from research.engines.upstream import UpstreamEngine
+
+    engine = UpstreamEngine(vllm_server, tokenizer)
+    try:
+        long_prompt = [220] * (4096 - len(prompt_ids) - 3) + prompt_ids
+        out = await collect(engine.generate(long_prompt, max_tokens=8192, stop=[SEARCH_STOP]))
+    finally:
+        await engine.close()
+    assert (engine.max_model_len, out.finish_reason, len(out.token_ids)) == (4096, "length", 3)
 
 
 async def test_a_budget_below_one_token_is_rejected(engine, prompt_ids):
