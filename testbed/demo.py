@@ -64,6 +64,8 @@ async def ask(engine: Engine, retriever: BatchingRetriever, question: Question, 
 
 async def demo(engine_name: str, questions: int) -> int:
     recipe = ToyRecipe()
+    print("[the toy ReSearch model and the toy world's index: built the first time (about 8 minutes on two cores), "
+          "then cached]", flush=True)  # fmt: skip
     model = str(toy_model(recipe))
     world = make_world(recipe.seed, chains=recipe.chains)
     index = world_index(world)
