@@ -144,7 +144,7 @@ def vllm_replica(
 async def upstream_engine(vllm_server: str, tokenizer) -> AsyncIterator[Engine]:
     from research.engines.upstream import UpstreamEngine
 
-    engine = UpstreamEngine(vllm_server, tokenizer)
+    engine = UpstreamEngine(vllm_server, tokenizer, timeout=120)  # a stalled upstream fails a test, not the suite
     await engine.check_health()  # lists the upstream's model: its context window is known from the first test on
     yield engine
     await engine.close()

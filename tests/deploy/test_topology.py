@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
 import openai
@@ -68,42 +71,79 @@ def engine_core(replica: ServerProcess) -> psutil.Process:
     return core
 
 
+@contextmanager
+def suspended(cores: list[psutil.Process]) -> Iterator[None]:
+    """The engine ``cores`` suspended for the block and resumed after it whatever happens: one of them is the
+    session's upstream, which the tests after these need generating."""
+    for core in cores:
+        core.suspend()
+    try:
+        yield
+    finally:
+        for core in cores:
+            with suppress(psutil.NoSuchProcess):  # the replica the test killed
+                core.resume()
+
+
 async def until(condition) -> None:
     async with asyncio.timeout(120):
         while not await asyncio.to_thread(condition):
             await asyncio.sleep(0.05)
 
 
-async def held(running, client, reference) -> asyncio.Task:
-    """32 streams by 16 clients (the task), started with every engine suspended: returns once the first 16 are all
-    held in the fronts."""
+@asynccontextmanager
+async def held(running, client, reference) -> AsyncIterator[asyncio.Task]:
+    """32 streams by 16 clients (the task), started with every engine suspended: enters once the first 16 are all
+    held in the fronts; a stream still open when the block ends is cancelled."""
     asked = asyncio.create_task(streams(client, MODEL, reference, 32, 16))
-    await until(lambda: sum(metric(f, "research_requests_running") for f in running.fronts) == 16)
-    return asked
+    try:
+        await until(lambda: sum(metric(f, "research_requests_running") for f in running.fronts) == 16)
+        yield asked
+    finally:
+        asked.cancel()
+        with suppress(asyncio.CancelledError):
+            await asked
+
+
+async def settled(server: ServerProcess, name: str) -> float:
+    """``server``'s metric ``name`` once it reads the same twice 0.2 s apart (its engine suspended, the outputs
+    already sent have reached its API server)."""
+    last = None
+    while (now := await asyncio.to_thread(metric, server, name)) != last:
+        last = now
+        await asyncio.sleep(0.2)
+    return now
+
+
+async def mid_generation(core: psutil.Process, replica: ServerProcess) -> None:
+    """Runs the suspended engine ``core`` 20 ms at a time until ``replica`` holds a request that has generated tokens
+    and not finished (a request running after a step has sampled at least one), and leaves it suspended there."""
+    generated = metric(replica, "vllm:generation_tokens_total")
+    async with asyncio.timeout(120):
+        while True:
+            core.resume()
+            time.sleep(0.02)  # blocking: the slice is the engine's alone, whatever the event loop has to do
+            core.suspend()
+            tokens = await settled(replica, "vllm:generation_tokens_total")
+            if tokens > generated and metric(replica, "vllm:num_requests_running") >= 1:
+                return
 
 
 async def test_a_replica_killed_mid_stream_loses_no_request(topology):
     """The replica is killed while it holds generations that have streamed tokens and not finished: with every
-    engine suspended the first 16 streams wait in the fronts; the replica's engine runs until it has generated
-    a few tokens and is suspended again, having finished none of its requests; then it is killed."""
+    engine suspended the first 16 streams wait in the fronts; the replica's engine runs in short slices until it
+    holds such a generation, is suspended there, and is killed."""
     running, work = topology
     replica = running.replicas[1]
     cores = [engine_core(r) for r in running.replicas]
     async with openai.AsyncOpenAI(base_url=running.url, api_key="none") as client:
         reference = {SCRIPT_QUESTION: await ask(client, MODEL, SCRIPT_QUESTION)}
-        finished = metric(replica, "vllm:request_success_total")
-        generated = metric(replica, "vllm:generation_tokens_total")
-        for core in cores:
-            core.suspend()
-        asked = await held(running, client, reference)
-        cores[1].resume()
-        await until(lambda: metric(replica, "vllm:generation_tokens_total") > generated)
-        cores[1].suspend()
-        await asyncio.sleep(0.5)  # outputs already sent reach the API server's counters
-        assert metric(replica, "vllm:request_success_total") == finished  # mid-generation, every one of them
-        running.kill(replica)
-        cores[0].resume()
-        outcomes = await asked
+        with suspended(cores):
+            async with held(running, client, reference) as asked:
+                await mid_generation(cores[1], replica)
+                running.kill(replica)
+                cores[0].resume()
+                outcomes = await asked
         assert outcomes == {"completed": 32}, outcomes  # every stream as before: no gap, no repeated token
         resumed = sum(log.read_text().count("resuming from them") for log in work.glob("front-*.log"))
         assert resumed >= 1
@@ -116,15 +156,14 @@ async def test_a_front_killed_ends_only_its_own_streams(topology):
     cores = [engine_core(r) for r in running.replicas if r.proc.poll() is None]
     async with openai.AsyncOpenAI(base_url=running.url, api_key="none") as client:
         reference = {SCRIPT_QUESTION: await ask(client, MODEL, SCRIPT_QUESTION)}
-        for core in cores:
-            core.suspend()
-        asked = await held(running, client, reference)
-        on_it = metric(running.fronts[0], "research_requests_running")
-        assert on_it >= 1  # the balancer spread them
-        running.kill(running.fronts[0])
-        for core in cores:
-            core.resume()
-        outcomes = await asked
+        with suspended(cores):
+            async with held(running, client, reference) as asked:
+                on_it = metric(running.fronts[0], "research_requests_running")
+                assert on_it >= 1  # the balancer spread them
+                running.kill(running.fronts[0])
+                for core in cores:
+                    core.resume()
+                outcomes = await asked
         assert outcomes == {"completed": 32 - on_it, "failed": on_it}, outcomes  # its own streams, an error each
         await asyncio.sleep(2.5)  # nginx's fail_timeout
         assert await streams(client, MODEL, reference, 8, 4) == {"completed": 8}  # the other front serves
