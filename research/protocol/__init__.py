@@ -1,7 +1,9 @@
-"""The ReSearch protocol, written once: templates, tags, answers, metrics, reward, loop, and the engine contract
+"""The search protocols, written once: templates, tags, answers, metrics, reward, loop, and the engine contract
 the loop drives (:mod:`research.protocol.engine`).
 
-Serving, training and evaluation all import from here, so they can never disagree.
+ReSearch's dialect is the default and its functions are exported here by name; every dialect
+(ReSearch, Search-R1, ReCall) is a :class:`Protocol` that :func:`get_protocol` returns by name
+and the loop takes. Serving, training and evaluation all import from here, so they can never disagree.
 """
 
 from research.protocol.answer import FormatCheck, check_format, extract_answer, last_boxed, response_text
@@ -18,6 +20,8 @@ from research.protocol.loop import (
     stream_search_loop,
 )
 from research.protocol.metrics import cover_exact_match, exact_match, f1_score, normalize_answer, reward
+from research.protocol.profile import Call, Protocol, Step
+from research.protocol.protocols import PROTOCOL_NAMES, PROTOCOLS, RESEARCH, ProtocolName, get_protocol
 from research.protocol.tags import SEARCH_STOP, Segment, TagParser, extract_query, format_result, parse
 from research.protocol.templates import (
     BASE_TEMPLATE,
@@ -35,18 +39,25 @@ __all__ = [
     "EOS_TOKENS",
     "GREEDY",
     "INSTRUCT_SYSTEM",
+    "PROTOCOLS",
+    "PROTOCOL_NAMES",
+    "RESEARCH",
     "SEARCH_STOP",
+    "Call",
     "Chunk",
     "Engine",
     "Finished",
     "FormatCheck",
     "LoopLimits",
     "ModelText",
+    "Protocol",
+    "ProtocolName",
     "ResultBlock",
     "Retrieved",
     "Retriever",
     "SamplingOptions",
     "Segment",
+    "Step",
     "TagParser",
     "TemplateName",
     "Trajectory",
@@ -58,6 +69,7 @@ __all__ = [
     "extract_query",
     "f1_score",
     "format_result",
+    "get_protocol",
     "instruct_messages",
     "last_boxed",
     "normalize_answer",

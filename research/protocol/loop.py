@@ -1,23 +1,26 @@
-"""The ReSearch search loop, shared by serving, training and evaluation.
+"""The search loop, shared by serving, training and evaluation, for every protocol.
 
-One loop per sequence, an explicit state machine::
+One loop per sequence::
 
-    GENERATING --stop at </search>--> SEARCHING --result appended--> GENERATING
-        |                                  |
-        +--EOS / budget / search limit-----+-----> DONE
+    GENERATING --the protocol's step: searches, tool calls or a notice--> SEARCHING --reply appended--> GENERATING
+        |                                                                     |
+        +--the protocol's "done" / budget / search limit----------------------+-----> DONE
 
-It works on token ids only. The model's tokens are kept exactly as the engine
-generated them (mask 1); the result block is tokenised on its own and appended
-(mask 0), so nothing the model wrote is ever re-tokenised. The response budget
-counts model and result tokens alike (8192 in the paper).
+A turn ends at one of the protocol's stop strings (ReSearch's ``</search>``), at an
+end-of-sequence token (ReCall's turns), at the protocol's per-turn cap or when the budget is
+spent; :meth:`Protocol.next_step` reads the turn's text and says what the environment does.
+It works on token ids only. The model's tokens are kept exactly as the engine generated them
+(mask 1); the environment's reply is tokenised on its own and appended (mask 0), so nothing
+the model wrote is ever re-tokenised. The response budget counts model and reply tokens
+alike (8192 in the paper).
 
-Choices where the paper is silent (documented in README):
+Choices where the papers are silent (documented in README):
 
-* an empty query (``<search> </search>``) is answered without calling the
-  retriever, with the reference pipeline's ``nothing to search``;
-* when the search budget is spent, the next ``</search>`` ends the response
-  with finish reason ``search_limit``; a result block that does not fit the
-  token budget is cut and the response ends with ``length``.
+* an empty query is answered without calling the retriever (ReSearch: the reference
+  pipeline's ``nothing to search``; see each protocol);
+* when the search budget (``max_searches``, counting every reply: searches, tool turns,
+  notices) is spent, the next step ends the response with finish reason ``search_limit``;
+  a reply that does not fit the token budget is cut and the response ends with ``length``.
 
 Run it with :func:`run_search_loop` (a finished :class:`Trajectory`) or
 :func:`stream_search_loop` (events as they happen, for streaming servers).
@@ -28,17 +31,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import typing
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from research.protocol.answer import check_format, extract_answer
 from research.protocol.engine import GREEDY, Engine, SamplingOptions
-from research.protocol.tags import EMPTY_QUERY_RESULT, SEARCH_STOP, extract_query, format_result
-from research.wire import DEFAULT_K, Passage, Search, SearchDone, SearchIssued
+from research.protocol.profile import Protocol, TurnEnd
+from research.protocol.protocols import RESEARCH
+from research.wire import Passage, Search, SearchDone, SearchIssued
 
 LoopFinish = Literal["stop", "length", "search_limit"]
 
@@ -52,7 +55,7 @@ class Retrieved:
     """Seconds of embedding and index work (None: not reported); the rest of a search's time was queueing."""
 
 
-class Retriever(Protocol):
+class Retriever(typing.Protocol):
     """Anything that answers a batch of queries with top-``k`` passages each."""
 
     async def search(self, queries: Sequence[str], *, k: int) -> Retrieved: ...
@@ -65,16 +68,16 @@ class LoopLimits:
     max_tokens: int = 8192
     """Response tokens, model and retrieved together (the paper's 8192)."""
     max_searches: int | None = None
-    """Searches allowed; None leaves only the token budget to bound them."""
-    k: int = DEFAULT_K
-    """Passages per search."""
+    """Replies allowed (searches; for tool protocols, tool turns; notices); None leaves only the token budget."""
+    k: int | None = None
+    """Passages per search; None: the protocol's (ReSearch's 5, Search-R1's 3)."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if self.max_searches is not None and self.max_searches < 0:
             raise ValueError(f"max_searches must be >= 0 or None, got {self.max_searches}")
-        if self.k < 1:
+        if self.k is not None and self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
 
 
@@ -85,15 +88,16 @@ class Trajectory:
     prompt_ids: list[int]
     completion_ids: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)
-    """1 for tokens the model generated, 0 for retrieved (result block) tokens."""
+    """1 for tokens the model generated, 0 for those the environment inserted (result blocks, tool turns)."""
     logprobs: list[float | None] | None = None
     """Per completion token, when the engine reports them; None at retrieved tokens."""
     text: str = ""
-    """The response text: model text and result blocks, EOS excluded."""
+    """The response text: model text and replies, the final EOS excluded."""
     eos_text: str = ""
     """The text of the end-of-sequence token that ended generation ("" when none did)."""
     searches: list[Search] = field(default_factory=list)
     finish_reason: LoopFinish | None = None
+    protocol: Protocol = RESEARCH
 
     @property
     def ended_with_eos(self) -> bool:
@@ -106,12 +110,12 @@ class Trajectory:
 
     @property
     def answer(self) -> str | None:
-        return extract_answer(self.text)
+        return self.protocol.extract_answer(self.response)
 
     @property
     def well_formed(self) -> bool:
-        """The reference's format verdict (tags only; EOS is the reward's separate check)."""
-        return bool(check_format(self.text))
+        """The reference's format verdict (for ReSearch tags only; EOS is the reward's separate check)."""
+        return self.protocol.well_formed(self.response)
 
     def _append(self, ids: Sequence[int], text: str, mark: int, logprobs: Sequence[float] | None) -> None:
         if self.logprobs is not None or logprobs is not None:
@@ -121,6 +125,12 @@ class Trajectory:
         self.completion_ids += ids
         self.mask += [mark] * len(ids)
         self.text += text
+
+    def _drop_last(self) -> None:
+        """Forget the last token (an EOS the protocol's reference never kept); its text was never added."""
+        del self.completion_ids[-1], self.mask[-1]
+        if self.logprobs is not None:
+            del self.logprobs[-1]
 
 
 # Events of stream_search_loop, in the order they happen.
@@ -134,14 +144,17 @@ class ModelText:
 
 @dataclass(frozen=True, slots=True)
 class ResultBlock:
-    """The result block of the search just done (:class:`SearchDone`), appended to the response."""
+    """The environment's reply appended to the response: the result block of the searches just done
+    (:class:`SearchDone`), a turn of tool responses, or a notice."""
 
     text: str
     token_ids: list[int]
     seconds: float = 0.0
-    """How long the search took, queueing included."""
+    """How long the searches took, queueing included (the longest of them)."""
     index_seconds: float = 0.0
     """How long the index took (what the retriever reported, else ``seconds``)."""
+    searches: int = 1
+    """Searches the reply answers (0 for a notice or a reply of client tools only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +165,6 @@ class Finished:
 
 
 Event = ModelText | SearchIssued | SearchDone | ResultBlock | Finished
-
-
-class State(Enum):
-    GENERATING = "generating"
-    SEARCHING = "searching"
-    DONE = "done"
 
 
 @functools.cache
@@ -182,19 +189,21 @@ def encode_within(tokenizer: Any, text: str, room: int) -> tuple[list[int], str]
     return ids, tokenizer.decode(ids)
 
 
-async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[Passage], str, float, float]:
-    """Passages for ``query``, the result block to append, and the search's and the index's seconds.
-
-    An empty query skips the index.
-    """
-    if not query:
-        return [], format_result([EMPTY_QUERY_RESULT]), 0.0, 0.0
+async def retrieve(retriever: Retriever, query: str, *, k: int) -> tuple[list[Passage], float, float]:
+    """Passages for ``query``, and the search's and the index's seconds; an empty query or ``k`` 0 skips the index."""
+    if not query or k < 1:
+        return [], 0.0, 0.0
     started = time.perf_counter()
     found = await retriever.search([query], k=k)
     seconds = time.perf_counter() - started
-    passages = list(found.passages[0])
     index_seconds = seconds if found.index_seconds is None else found.index_seconds
-    return passages, format_result(passages), seconds, index_seconds
+    return list(found.passages[0]), seconds, index_seconds
+
+
+def _turn_end(finish: str | None, stop: str | None, protocol: Protocol) -> TurnEnd:
+    if stop is not None and stop in protocol.stop:
+        return "stop"
+    return "turn_limit" if finish == "length" else "eos"
 
 
 async def stream_search_loop(
@@ -205,57 +214,84 @@ async def stream_search_loop(
     limits: LoopLimits = LoopLimits(),
     sampling: SamplingOptions = GREEDY,
     request_id: str | None = None,
+    protocol: Protocol = RESEARCH,
 ) -> AsyncIterator[Event]:
     """Run the loop, yielding events as they happen; the last one is :class:`Finished`.
 
     Closing the iterator early aborts the generation in flight.
     """
     request_id = request_id or uuid.uuid4().hex
-    traj = Trajectory(prompt_ids=list(prompt_ids))
-    state = State.GENERATING
-    while state is not State.DONE:
-        if state is State.GENERATING:
-            turn_start = len(traj.text)
-            stream = engine.generate(
-                traj.prompt_ids + traj.completion_ids,
-                max_tokens=limits.max_tokens - len(traj.completion_ids),
-                stop=(SEARCH_STOP,),
-                sampling=sampling,
-                request_id=f"{request_id}-{len(traj.searches)}",
-            )
-            finish = stop = None
-            async with aclosing(stream):
-                async for chunk in stream:
-                    traj._append(chunk.token_ids, chunk.text, 1, chunk.logprobs)
-                    if chunk.text or chunk.token_ids:
-                        yield ModelText(chunk.text, chunk.token_ids)
-                    finish, stop = chunk.finish_reason, chunk.stop_reason
-            if stop != SEARCH_STOP:
-                traj.finish_reason = "length" if finish == "length" else "stop"
-                if finish == "stop" and traj.completion_ids:  # the EOS token: in the ids, not the text
-                    traj.eos_text = engine.tokenizer.decode(traj.completion_ids[-1:])
-                state = State.DONE
-            elif limits.max_searches is not None and len(traj.searches) >= limits.max_searches:
-                traj.finish_reason = "search_limit"
-                state = State.DONE
-            else:
-                state = State.SEARCHING
-        else:
-            query = extract_query(traj.text[turn_start:]) or ""
-            yield SearchIssued(len(traj.searches), query)
-            passages, block, seconds, index_seconds = await retrieve(retriever, query, k=limits.k)
-            room = limits.max_tokens - len(traj.completion_ids)
-            ids, block = await asyncio.to_thread(encode_within, engine.tokenizer, block, room)
-            search = Search(index=len(traj.searches), query=query, results=passages)
-            traj.searches.append(search)
-            traj._append(ids, block, 0, None)
+    traj = Trajectory(prompt_ids=list(prompt_ids), protocol=protocol)
+    rounds = 0
+    while True:
+        # GENERATING: one turn, to a stop string, EOS, the protocol's turn cap or the budget.
+        turn_start = len(traj.text)
+        room = limits.max_tokens - len(traj.completion_ids)
+        stream = engine.generate(
+            traj.prompt_ids + traj.completion_ids,
+            max_tokens=min(room, protocol.max_turn_tokens or room),
+            stop=protocol.stop,
+            sampling=sampling,
+            request_id=f"{request_id}-{rounds}",
+        )
+        finish = stop = None
+        turn_start_ids = len(traj.completion_ids)
+        async with aclosing(stream):
+            async for chunk in stream:
+                traj._append(chunk.token_ids, chunk.text, 1, chunk.logprobs)
+                if chunk.text or chunk.token_ids:
+                    yield ModelText(chunk.text, chunk.token_ids)
+                finish, stop = chunk.finish_reason, chunk.stop_reason
+        spent = len(traj.completion_ids) >= limits.max_tokens or len(traj.completion_ids) == turn_start_ids
+        if finish == "length" and spent:  # the budget, or the context window, is full
+            traj.finish_reason = "length"
+            break
+        ended = _turn_end(finish, stop, protocol)
+        # The EOS token: in the ids, not the text.
+        eos = engine.tokenizer.decode(traj.completion_ids[-1:]) if ended == "eos" and traj.completion_ids else ""
+        step = protocol.next_step(traj.text[turn_start:], ended)
+        if step.done or (limits.max_searches is not None and rounds >= limits.max_searches):
+            traj.finish_reason = "search_limit" if not step.done else "length" if ended == "turn_limit" else "stop"
+            traj.eos_text = eos
+            break
+        # SEARCHING: the environment's reply to the turn, appended as mask-0 tokens.
+        rounds += 1
+        if step.drop_eos and eos:
+            traj._drop_last()
+        elif protocol.eos_in_text and eos:
+            traj.text += eos
+            yield ModelText(eos, [])
+        hosted = [(i, call) for i, call in enumerate(step.calls) if call.query is not None]
+        for n, (_, call) in enumerate(hosted):
+            yield SearchIssued(len(traj.searches) + n, call.query or "")
+        k = limits.k or protocol.default_k
+        results = await asyncio.gather(
+            *(retrieve(retriever, call.query or "", k=k if call.k is None else call.k) for _, call in hosted)
+        )
+        found: list[list[Passage] | None] = [None] * len(step.calls)
+        searches = []
+        for (i, call), (passages, _, _) in zip(hosted, results, strict=True):
+            found[i] = passages
+            searches.append(Search(index=len(traj.searches) + len(searches), query=call.query or "", results=passages))
+        reply = protocol.reply(step, found)
+        room = limits.max_tokens - len(traj.completion_ids)
+        ids, reply = await asyncio.to_thread(
+            encode_within, engine.tokenizer, reply, min(room, protocol.max_reply_tokens or room)
+        )
+        traj.searches += searches
+        traj._append(ids, reply, 0, None)
+        for search in searches:
             yield SearchDone(search)
-            yield ResultBlock(block, ids, seconds, index_seconds)
-            if len(traj.completion_ids) >= limits.max_tokens:
-                traj.finish_reason = "length"
-                state = State.DONE
-            else:
-                state = State.GENERATING
+        yield ResultBlock(
+            reply,
+            ids,
+            seconds=max((r[1] for r in results), default=0.0),
+            index_seconds=max((r[2] for r in results), default=0.0),
+            searches=len(searches),
+        )
+        if len(traj.completion_ids) >= limits.max_tokens:
+            traj.finish_reason = "length"
+            break
     yield Finished(traj)
 
 
@@ -267,11 +303,13 @@ async def run_search_loop(
     limits: LoopLimits = LoopLimits(),
     sampling: SamplingOptions = GREEDY,
     request_id: str | None = None,
+    protocol: Protocol = RESEARCH,
 ) -> Trajectory:
     """Run the loop to the end and return the :class:`Trajectory`."""
-    async with aclosing(
-        stream_search_loop(engine, retriever, prompt_ids, limits=limits, sampling=sampling, request_id=request_id)
-    ) as events:
+    events = stream_search_loop(
+        engine, retriever, prompt_ids, limits=limits, sampling=sampling, request_id=request_id, protocol=protocol
+    )
+    async with aclosing(events):
         async for event in events:
             if isinstance(event, Finished):
                 return event.trajectory

@@ -9,6 +9,7 @@ import pytest
 
 from research.engines import SamplingOptions
 from research.protocol import (
+    RESEARCH,
     LoopLimits,
     ModelText,
     ResultBlock,
@@ -132,10 +133,13 @@ class CountingRetriever:
 
 async def test_an_empty_query_gets_nothing_to_search_without_touching_the_index(retriever):
     counting = CountingRetriever(retriever)
-    assert await retrieve(counting, "", k=5) == ([], " <result>\nnothing to search\n</result>", 0.0, 0.0)
+    assert await retrieve(counting, "", k=5) == ([], 0.0, 0.0)
+    assert await retrieve(counting, SCRIPT_QUERY, k=0) == ([], 0.0, 0.0)
     assert counting.calls == 0
-    passages, block, *_ = await retrieve(counting, SCRIPT_QUERY, k=3)
-    assert counting.calls == 1 and len(passages) == 3 and block == format_result(passages)
+    empty = RESEARCH.next_step("<search> </search>", "stop")
+    assert RESEARCH.reply(empty, [[]]) == format_result(["nothing to search"])
+    passages, *_ = await retrieve(counting, SCRIPT_QUERY, k=3)
+    assert counting.calls == 1 and len(passages) == 3
 
 
 def test_limits_are_validated_in_the_users_words():

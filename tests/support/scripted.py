@@ -1,9 +1,12 @@
-"""The scripted model: a tiny Qwen2 trained in about a minute to answer one fictional question.
+"""The scripted models: tiny Qwen2s trained in about a minute each to answer one fictional question.
 
-It follows the protocol: think, search, read the result, answer with ``\\boxed{}``, EOS.
-Its search spans several tokens (``</search>`` is three), which is what the engine
-contract and search-loop tests need. Whatever result block from :data:`SCRIPT_CORPUS`
-it is shown, it answers :data:`SCRIPT_ANSWER`.
+The ReSearch one follows its protocol: think, search, read the result, answer with
+``\\boxed{}``, EOS. Its search spans several tokens (``</search>`` is three), which is what
+the engine contract and search-loop tests need. Whatever result block from
+:data:`SCRIPT_CORPUS` it is shown, it answers :data:`SCRIPT_ANSWER`. The Search-R1 and
+ReCall ones (:data:`SCRIPTS`) do the same in their protocols' dialects: ``<search>`` and
+``<answer> X </answer>``, or a ``wikipedia_search`` tool call, a turn of tool responses and
+a boxed answer.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from research.protocol.tags import format_result
-from research.protocol.templates import render_prompt
+from research.protocol import Protocol, get_protocol
 from research.testbed.models import TinyConfig, cached, load_tokenizer, new_qwen2
 
 SCRIPT_QUESTION = "What is the capital of Freedonia?"
@@ -24,6 +26,19 @@ SCRIPT_BEFORE = f"<think> I need the capital of Freedonia. </think> <search> {SC
 SCRIPT_AFTER = (
     f" <think> The result names it. </think> <answer> The final answer is \\[ \\boxed{{{SCRIPT_ANSWER}}} \\] </answer>"
 )
+TOOL_CALL = f'{{"name": "wikipedia_search", "arguments": {{"query": "{SCRIPT_QUERY}"}}}}'
+SCRIPTS: dict[str, tuple[str, str]] = {
+    "research": (SCRIPT_BEFORE, SCRIPT_AFTER),
+    "search-r1": (
+        f"<think> I need the capital of Freedonia. </think>\n<search> {SCRIPT_QUERY} </search>",
+        f"<think> The result names it. </think>\n<answer> {SCRIPT_ANSWER} </answer>",
+    ),
+    "recall": (
+        f" I need the capital of Freedonia. </think>\n<tool_call>\n{TOOL_CALL}\n</tool_call>",
+        f" The result names it. </think> The capital of Freedonia is \\[ \\boxed{{{SCRIPT_ANSWER}}} \\].",
+    ),
+}
+"""Each protocol's model text before and after its one search (the EOS ends both turns of ReCall's)."""
 
 
 def _save(model: Any, tokenizer: Any, out: Path) -> None:
@@ -66,8 +81,15 @@ SCRIPT_CORPUS = [
 the answer can only come from retrieval."""
 
 
-def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300) -> Path:
-    """A tiny checkpoint that answers :data:`SCRIPT_QUESTION` by the protocol (see module doc)."""
+def scripted_reply(protocol: Protocol, passages: list[str]) -> str:
+    """What ``protocol``'s environment appends after the script's search that found ``passages``."""
+    step = protocol.next_step(SCRIPTS[protocol.name][0], "eos" if protocol.eos_in_text else "stop")
+    return protocol.reply(step, [passages])  # the script makes one search
+
+
+def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300, protocol: str = "research") -> Path:
+    """A tiny checkpoint that answers :data:`SCRIPT_QUESTION` by ``protocol`` (see module doc)."""
+    dialect = get_protocol(protocol)
 
     def build(out: Path) -> None:
         import torch
@@ -79,12 +101,13 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300) -> Pa
         def encode(text: str) -> list[int]:
             return tokenizer.encode(text, add_special_tokens=False)
 
-        prompt = encode(render_prompt(SCRIPT_QUESTION, "instruct", tokenizer))
-        before, after = encode(SCRIPT_BEFORE), [*encode(SCRIPT_AFTER), eos]
+        prompt = encode(dialect.render_prompt(SCRIPT_QUESTION, "instruct", tokenizer))
+        script_before, script_after = SCRIPTS[protocol]
+        before, after = [*encode(script_before), *[eos] * dialect.eos_in_text], [*encode(script_after), eos]
         examples = []
         for _ in range(48):  # varied result blocks: the answer must not depend on them
             shown = rng.sample(SCRIPT_CORPUS, rng.randint(1, 5))
-            result = encode(format_result([p["contents"] for p in shown]))
+            result = encode(scripted_reply(dialect, [p["contents"] for p in shown]))
             ids = prompt + before + result + after
             labels = [-100] * len(prompt) + before + [-100] * len(result) + after  # result tokens: mask 0
             examples.append((ids, labels))
@@ -118,4 +141,7 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300) -> Pa
         model.tie_weights()
         _save(model, tokenizer, out)
 
-    return cached("scripted-qwen2", {"config": asdict(config), "steps": steps, "v": 3}, build)
+    recipe = {"config": asdict(config), "steps": steps, "v": 3} | (
+        {"protocol": protocol} if protocol != "research" else {}
+    )
+    return cached("scripted-qwen2", recipe, build)
