@@ -114,44 +114,42 @@ class FakeRequests(types.ModuleType):
 
 # --- generated cases ------------------------------------------------------------------------------
 
+# fmt: off
 TRICKY_QUESTIONS = [
-    "  who wrote {hamlet}?  ",
-    "what is 2+2",
-    'the "quoted"',
-    "ends with a full-width mark\uff1f",
-    "\u00a0nbsp around\u3000",
-    "tab\tinside",
-    "multi\nline question",
-    "emoji 🎉 ok?",
-    "<answer> not a tag </answer> inside",
-    "trailing ? space ? ",
-    "ä ö ü ß",
-    "",
-    "?",
-    "{prompt} and {question}",
-    "\\boxed{x}",
+    "  who wrote {hamlet}?  ", "what is 2+2", 'the "quoted"', "ends with a full-width mark\uff1f",
+    "\u00a0nbsp around\u3000", "tab\tinside", "multi\nline question", "emoji \U0001f389 ok?",
+    "<answer> not a tag </answer> inside", "trailing ? space ? ", "\u00e4 \u00f6 \u00fc \u00df", "", "?",
+    "{prompt} and {question}", "\\boxed{x}",
 ]
 WORDS = [
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "Paris",
-    "the",
-    "an",
-    "a",
-    "yes",
-    "no",
-    "noanswer",
-    "1999",
-    "river",
-    "city",
-    "{x}",
-    "\\",
-    "$",
-    "é",
-    "中",
+    "alpha", "beta", "gamma", "delta", "Paris", "the", "an", "a", "yes", "no", "noanswer", "1999", "river", "city",
+    "{x}", "\\", "$", "\u00e9", "\u4e2d",
 ]
+RESEARCH_FRAGMENTS = [
+    "<think>", "</think>", " <search> ", " q ", "</search>", " <result>\nr\n</result>", "<answer>", "</answer>",
+    "\\boxed{", "}", "\\boxed ", "$", " Paris ", "\n", "\\fbox{x}", "<result>", "</result>", " Assistant: ",
+    "<|im_start|>assistant\n",
+]
+SEARCH_R1_FRAGMENTS = [
+    "<think>", "</think>", "<search>", " query ", "</search>", "<answer>", " Paris ", "</answer>", "\n",
+    "<information>", "</information>", "<search> a </search>", "<answer></answer>", "<answer>\nb\n</answer>", " x ",
+    "<Answer>", "</answer >",
+]
+TOOL_CALLS = [
+    '{"name": "wikipedia_search", "arguments": {"query": "QUERY"}}',
+    '{"name": "wikipedia_search", "arguments": {"query": "QUERY", "top_n": 2}}',
+    '{"name": "wikipedia_search", "arguments": {"query": ""}}', '{"name": "wikipedia_search"}',
+    '{"name": "wikipedia_search", "arguments": {"q": "x"}}', '{"name": "calc", "arguments": {"x": 1}}',
+    '{"arguments": {"query": "x"}}', '{"name": "wikipedia_search", "arguments": ["x"]}', "not json",
+    '{"name": "wikipedia_search", "arguments": {"query": "QUERY", "top-n": 1}}', "[1, 2]",
+    '{"name": "wikipedia_search", "arguments": {"class": "x"}}', '"just a string"',
+]
+RECALL_FRAGMENTS = [
+    "<think>", "</think>", " text ", "<tool_call>", "</tool_call>", "\\boxed{", "}", "\\boxed ", "$", "\n",
+    "<|im_end|>", "<|im_start|>assistant\n", "<|im_start|>user\n", f"<tool_call>\n{TOOL_CALLS[0]}\n</tool_call>",
+    " Paris ", "\\fbox{x}",
+]
+# fmt: on
 
 
 def phrase(rng: random.Random, lo: int = 1, hi: int = 6) -> str:
@@ -203,25 +201,7 @@ def research_cases(repo: Path, tok: Any, questions: list[str], n: int, rng: rand
         {"retry", "batch_search", "extract_search_content"},
         dict(BASE),
     )
-    frags = [
-        "<think>",
-        "</think>",
-        " <search> ",
-        " q ",
-        "</search>",
-        " <result>\nr\n</result>",
-        "<answer>",
-        "</answer>",
-        "\\boxed{",
-        "}",
-        "\\boxed ",
-        "$",
-        " Paris ",
-        "\n",
-        "\\fbox{x}",
-        "<result>",
-        "</result>",
-    ]
+    frags = RESEARCH_FRAGMENTS
     cases = []
     for i in range(n):
         q = questions[i % len(questions)]
@@ -284,25 +264,7 @@ def search_r1_cases(repo: Path, tok: Any, questions: list[str], n: int, rng: ran
         {"execute_predictions", "postprocess_predictions", "batch_search", "_batch_search", "_passages2string"},
         dict(BASE),
     )
-    frags = [
-        "<think>",
-        "</think>",
-        "<search>",
-        " query ",
-        "</search>",
-        "<answer>",
-        " Paris ",
-        "</answer>",
-        "\n",
-        "<information>",
-        "</information>",
-        "<search> a </search>",
-        "<answer></answer>",
-        "<answer>\nb\n</answer>",
-        " x ",
-        "<Answer>",
-        "</answer >",
-    ]
+    frags = SEARCH_R1_FRAGMENTS
     process = data["make_map_fn"]("train")
     questions = [q for q in questions if q.strip()]  # the reference fails on a blank question (IndexError)
     cases = []
@@ -387,39 +349,8 @@ def recall_cases(repo: Path, tok: Any, questions: list[str], n: int, rng: random
     recall = infer["ReCall"]("model", "executor")
     env = prep["wikipedia_search_env"].replace("<search-url-placeholder>", "")
     schema = json.loads(prep["wikipedia_search_schemas"])
-    calls = [
-        '{"name": "wikipedia_search", "arguments": {"query": "QUERY"}}',
-        '{"name": "wikipedia_search", "arguments": {"query": "QUERY", "top_n": 2}}',
-        '{"name": "wikipedia_search", "arguments": {"query": ""}}',
-        '{"name": "wikipedia_search"}',
-        '{"name": "wikipedia_search", "arguments": {"q": "x"}}',
-        '{"name": "calc", "arguments": {"x": 1}}',
-        '{"arguments": {"query": "x"}}',
-        '{"name": "wikipedia_search", "arguments": ["x"]}',
-        "not json",
-        '{"name": "wikipedia_search", "arguments": {"query": "QUERY", "top-n": 1}}',
-        "[1, 2]",
-        '{"name": "wikipedia_search", "arguments": {"class": "x"}}',
-        '"just a string"',
-    ]
-    frags = [
-        "<think>",
-        "</think>",
-        " text ",
-        "<tool_call>",
-        "</tool_call>",
-        "\\boxed{",
-        "}",
-        "\\boxed ",
-        "$",
-        "\n",
-        "<|im_end|>",
-        "<|im_start|>assistant\n",
-        "<|im_start|>user\n",
-        "<tool_call>\n" + calls[0] + "\n</tool_call>",
-        " Paris ",
-        "\\fbox{x}",
-    ]
+    calls = TOOL_CALLS
+    frags = RECALL_FRAGMENTS
     cases = []
     for i in range(n):
         q = questions[i % len(questions)]

@@ -28,10 +28,9 @@ from research.engines.card import ModelArgs
 from research.evaluation.judge import DEFAULT_JUDGE_MODEL, Judge
 from research.evaluation.methods import METHODS, Method, ServedResearch, Setup
 from research.evaluation.runner import Task, check_config, markdown_table, record_config, run_task, write_reports
-from research.protocol import SamplingOptions
+from research.protocol import SamplingOptions, get_protocol
 from research.questions import DATASETS, Example, bundled, load_examples
 from research.retrieval import RetrieverArgs
-from research.wire import DEFAULT_K
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,8 +49,8 @@ class EvalConfig(ModelArgs, RetrieverArgs):
     """sampling seed for --limit (and the engine's)"""
     concurrency: int = 16
     """questions in flight at once"""
-    search_top_k: int = DEFAULT_K
-    """passages per search (the paper's 5)"""
+    search_top_k: int | None = None
+    """passages per search (default: the protocol's: the paper's 5 for ReSearch, 3 for Search-R1)"""
     max_tokens: int = 8192
     """research: response budget, model + retrieved tokens"""
     temperature: float = 0.0
@@ -90,7 +89,8 @@ class EvalConfig(ModelArgs, RetrieverArgs):
             "index": self.searched,
             "server_url": self.server_url,
             "template": self.prompt_template,
-            "search_top_k": self.search_top_k,
+            "protocol": self.search_protocol,
+            "search_top_k": self.search_top_k or get_protocol(self.search_protocol).default_k,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "limit": self.limit,
@@ -149,7 +149,8 @@ async def evaluate(cfg: EvalConfig, engine_args: EngineArgs) -> dict[str, Any]:
         config["template"],
         SamplingOptions(temperature=cfg.temperature, seed=cfg.seed),
         max_tokens=cfg.max_tokens,
-        k=cfg.search_top_k,
+        k=config["search_top_k"],
+        protocol=get_protocol(config["protocol"]),
     )
     tasks = [Task(name, method, examples) for name, examples in sets.items() for method in cfg.methods]
     try:

@@ -27,14 +27,15 @@ from research.clients.client import AsyncClient
 from research.engines import collect
 from research.protocol import (
     GREEDY,
+    RESEARCH,
     Engine,
     LoopLimits,
+    Protocol,
     Retriever,
     SamplingOptions,
     TemplateName,
     check_format,
     last_boxed,
-    render_prompt,
     run_search_loop,
 )
 from research.protocol.templates import eos_token_ids
@@ -92,6 +93,8 @@ class Setup:
     max_tokens: int = 8192
     """``research``: the response budget, model and retrieved tokens together."""
     k: int = DEFAULT_K
+    protocol: Protocol = RESEARCH
+    """``research``: the protocol the model was trained with (its prompt, loop, answer extraction)."""
 
 
 def baseline_answer(text: str) -> str:
@@ -139,14 +142,16 @@ async def search(setup: Setup, query: str) -> list[Passage]:
 
 
 async def research(setup: Setup, ex: Example) -> Prediction:
-    """The ReSearch model with the shared search loop."""
-    prompt = list(setup.engine.tokenizer.encode(render_prompt(ex.question, setup.template, setup.engine.tokenizer)))
+    """The search-trained model with the shared search loop, in its protocol (ReSearch by default)."""
+    tok = setup.engine.tokenizer
+    prompt = list(tok.encode(setup.protocol.render_prompt(ex.question, setup.template, tok)))
     traj = await run_search_loop(
         setup.engine,
         setup.retriever,
         prompt,
         limits=LoopLimits(max_tokens=setup.max_tokens, k=setup.k),
         sampling=setup.sampling,
+        protocol=setup.protocol,
     )
     cut_off = traj.finish_reason == "length"
     return Prediction(

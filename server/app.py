@@ -106,7 +106,7 @@ def create_app(server: Server) -> FastAPI:
     app.include_router(responses.router(responses.ResponsesServing(server)), **keyed)
     app.include_router(operations.models_router(server), **keyed)
     app.include_router(v1_search_router(server.retriever, search_timeout=cfg.search_timeout), **keyed)
-    dropins = dropin_router(server.retriever, k=cfg.search_top_k, search_timeout=cfg.search_timeout)
+    dropins = dropin_router(server.retriever, k=server.search_top_k, search_timeout=cfg.search_timeout)
     app.include_router(dropins, **({} if cfg.open_retriever_routes else keyed))
     app.include_router(operations.router(server))
     app.router.routes.append(Route(MCP_PATH, BehindKey(mcp_endpoint, cfg.api_key)))

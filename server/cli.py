@@ -73,6 +73,7 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
         args,
         model_name=serve.served_model_name or serve.model,
         template=serve.prompt_template,
+        protocol=serve.search_protocol,
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
     )
     log = logging.getLogger("research.server")
@@ -81,7 +82,10 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
     retriever = index.open_retriever()
     log.info("retriever: %s, %d readers", index.source, index.search_workers)
     server = Server(engine, retriever, config)
-    log.info("serving %s (template %s) at http://%s:%d/v1", config.model_name, config.template, serve.host, serve.port)
+    log.info(
+        "serving %s (protocol %s, template %s) at http://%s:%d/v1",
+        *(config.model_name, config.protocol, config.template, serve.host, serve.port),
+    )
     uv = Uvicorn(uvicorn.Config(create_app(server), **serve.uvicorn_options(), log_config=None))
     serving = asyncio.create_task(uv.serve())  # the app's lifespan closes the engine and the retriever
     while ready is not None and not uv.started and not serving.done():
@@ -98,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     add_fields(p, ServeArgs, required={"model"})
     add_fields(p.add_argument_group("passages (--index, --retriever or --web-search)"), RetrieverArgs)
     add_fields(p.add_argument_group("engine"), EngineArgs)
-    add_fields(p.add_argument_group("limits and access"), ServerConfig, skip={"model_name", "template"})
+    add_fields(p.add_argument_group("limits and access"), ServerConfig, skip={"model_name", "template", "protocol"})
     return p
 
 

@@ -74,7 +74,7 @@ class ServerTools(IndexTools):
     @classmethod
     def of(cls, server: Server) -> ServerTools:
         cfg = server.config
-        return cls(Searcher(server.retriever, cfg.search_timeout), cfg.search_top_k, server)
+        return cls(Searcher(server.retriever, cfg.search_timeout), server.search_top_k, server)
 
     async def ask(self, question: str, max_searches: int | None) -> AsyncIterator[Event]:
         server, cfg = self.server, self.server.config

@@ -45,7 +45,7 @@ def router(server: Server) -> APIRouter:
 def models_router(server: Server) -> APIRouter:
     """``GET /v1/models`` and ``GET /v1/models/{model}``: the one model this server serves."""
     routes = APIRouter(tags=["models"])
-    card = ModelCard(id=server.config.model_name, template=server.config.template)
+    card = ModelCard(id=server.config.model_name, template=server.config.template, protocol=server.config.protocol)
 
     @routes.get("/v1/models")
     async def models() -> ModelList:

@@ -28,17 +28,19 @@ from research.protocol import (
     Finished,
     LoopLimits,
     ModelText,
+    ProtocolName,
     ResultBlock,
     SamplingOptions,
     TemplateName,
     Trajectory,
+    get_protocol,
     stream_search_loop,
 )
 from research.retrieval import BatchingRetriever, WebSearch, search_error
 from research.server.metrics import Metrics
-from research.server.render import ReasoningSplitter, chat_prompt
+from research.server.render import chat_prompt, splitter
 from research.server.requests import EFFORT_SEARCHES, Message, SamplingFields
-from research.wire import DEFAULT_K, Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
+from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
 
 log = logging.getLogger("research.server")
 
@@ -49,12 +51,14 @@ class ServerConfig:
 
     model_name: str
     template: TemplateName
+    protocol: ProtocolName = "research"
+    """The search protocol the model was trained with (its prompts, tags and replies)."""
     max_tokens: int = 8192
     """Largest response budget a request may ask for (model and retrieved tokens)."""
     max_searches: int | None = None
     """Largest number of searches per response a request may ask for (default: unbounded)."""
-    search_top_k: int = DEFAULT_K
-    """Passages per search when a request does not say."""
+    search_top_k: int | None = None
+    """Passages per search when a request does not say (default: the protocol's: ReSearch 5, Search-R1 3)."""
     search_timeout: float = 10.0
     """Seconds the index may work on a search (from when it reaches a reader; waiting in line is not counted)
     before its request fails (504), so a stalled index cannot hang requests."""
@@ -112,6 +116,9 @@ class Server:
 
     def __init__(self, engine: Engine, retriever: BatchingRetriever, config: ServerConfig) -> None:
         self.engine, self.retriever, self.config = engine, retriever, config
+        self.protocol = get_protocol(config.protocol)
+        self.search_top_k = config.search_top_k or self.protocol.default_k
+        """Passages per search when a request does not say."""
         self.metrics = Metrics()
         self.running = 0
         self._large_prompts = ThreadPoolExecutor(1, thread_name_prefix="large-prompts")
@@ -139,7 +146,9 @@ class Server:
 
     async def chat_ids(self, messages: Sequence[Message], body_bytes: int | None) -> list[int]:
         """The chat prompt's token ids in the model's template, rendered and tokenised off the event loop."""
-        return await self.tokenise(body_bytes, chat_prompt, messages, self.config.template, self.engine.tokenizer)
+        return await self.tokenise(
+            body_bytes, chat_prompt, messages, self.config.template, self.engine.tokenizer, self.protocol
+        )
 
     async def check_health(self) -> dict[str, str]:
         """What cannot serve, and why: ``{"engine": cause, "retriever": cause}``; empty when all can.
@@ -219,7 +228,7 @@ class Server:
         limits = LoopLimits(
             max_tokens=min(budget or cfg.max_tokens, room),
             max_searches=searches,
-            k=body.search_top_k or cfg.search_top_k,
+            k=body.search_top_k or self.search_top_k,
         )
         sampling = SamplingOptions(
             temperature=1.0 if body.temperature is None else body.temperature,
@@ -234,7 +243,7 @@ class Server:
     # -- the loop as typed output ---------------------------------------------
     async def run(self, job: Job) -> AsyncIterator[Event]:
         """The loop's events as API output: text, searches, then :class:`Done` with the :class:`Reply`."""
-        splitter = ReasoningSplitter(raw=job.body.raw)
+        split = splitter(self.protocol, raw=job.body.raw)
         self.metrics.prompt_tokens.inc(len(job.prompt_ids))
         retrieval_time = 0.0
         reasoning: list[str] = []
@@ -246,6 +255,7 @@ class Server:
             limits=job.limits,
             sampling=job.sampling,
             request_id=job.request_id,
+            protocol=self.protocol,
         )
 
         def text(pieces: tuple[str, str], retrieved: bool = False) -> Iterator[Reasoning | Content]:
@@ -260,17 +270,18 @@ class Server:
             async for event in events:
                 if isinstance(event, ModelText):
                     self.metrics.generation_tokens.inc(len(event.token_ids))
-                    for out in text(splitter.feed(event.text)):
+                    for out in text(split.feed(event.text)):
                         yield out
                 elif isinstance(event, SearchIssued | SearchDone):
                     yield event
                 elif isinstance(event, ResultBlock):
                     retrieval_time += event.seconds
-                    self.metrics.searched(event.seconds, event.index_seconds, len(event.token_ids))
-                    for out in text(splitter.feed(event.text), retrieved=True):
+                    if event.searches:
+                        self.metrics.searched(event.seconds, event.index_seconds, len(event.token_ids))
+                    for out in text(split.feed(event.text), retrieved=True):
                         yield out
                 elif isinstance(event, Finished):
-                    for out in text(splitter.close()):
+                    for out in text(split.close()):
                         yield out
                     self.metrics.generation_seconds.observe(time.perf_counter() - job.started - retrieval_time)
                     yield Done(self._reply(job, event.trajectory, "".join(reasoning), "".join(content)))

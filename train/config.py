@@ -21,7 +21,6 @@ from trl import GRPOConfig
 
 from research.cli import mutable_twin, twin_values
 from research.retrieval import RetrieverArgs
-from research.wire import DEFAULT_K
 
 ALIASES = {
     "qwen2.5-7b": "Qwen/Qwen2.5-7B",
@@ -83,8 +82,11 @@ class TrainConfig(RetrieverFields, GRPOConfig):
     template: Literal["auto", "base", "instruct"] = _ours(
         "auto", "prompt template (auto: the checkpoint's research.json, else 'instruct' in the name)"
     )
+    protocol: Literal["auto", "research", "search-r1", "recall"] = _ours(
+        "auto", "search protocol (auto: the checkpoint's research.json, else its name: SearchR1-*, ReCall-*, ReSearch)"
+    )
     data: str = _ours("musique", "'musique' (the bundled MuSiQue train questions) or a question file")
-    search_top_k: int = _ours(DEFAULT_K, "passages per search (the paper's 5)")
+    search_top_k: int | None = _ours(None, "passages per search (default: the protocol's; the paper's 5 for ReSearch)")
     max_prompt_tokens: int = _ours(512, "questions whose prompt is longer are left out (the paper's 512)")
     prompts_per_step: int = _ours(
         256, "questions per optimizer step (the paper's 256); sets gradient_accumulation_steps for the processes"
@@ -146,12 +148,14 @@ class TrainConfig(RetrieverFields, GRPOConfig):
         self.retriever_args()  # one of --index, --retriever and --web-search
         if (self.generation == "vllm-server") != bool(self.vllm_server_base_url) and self.generation != "auto":
             raise ValueError("--generation vllm-server and --vllm-server-base-url go together")
-        positive = ("learning_rate", "max_prompt_tokens", "max_completion_length", "prompts_per_step", "search_top_k",
+        positive = ("learning_rate", "max_prompt_tokens", "max_completion_length", "prompts_per_step",
                     "temperature", "num_train_epochs", "per_device_train_batch_size", "num_iterations", "save_steps",
                     "logging_steps", "nodes", "gpus_per_node")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.search_top_k is not None and self.search_top_k <= 0:
+            raise ValueError(f"search_top_k must be positive, got {self.search_top_k}")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise ValueError(f"eval_steps must be positive, got {self.eval_steps}")
         for name in ("beta", "epsilon", "validation_size", "lora_rank"):

@@ -20,13 +20,15 @@ def train_examples(data: str) -> list[Example]:
     return musique_train() if data == "musique" else load_examples(data)
 
 
-def to_dataset(examples: list[Example], tokenizer: Any, template: str, max_prompt_tokens: int) -> Any:
+def to_dataset(
+    examples: list[Example], tokenizer: Any, template: str, max_prompt_tokens: int, protocol: str = "research"
+) -> Any:
     """A ``datasets.Dataset`` with ``prompt`` (the question) and ``answers``; prompts over the limit are dropped."""
     from datasets import Dataset
 
-    from research.protocol import render_prompt
+    from research.protocol import get_protocol
 
-    prompts = [render_prompt(e.question, template, tokenizer) for e in examples]
+    prompts = [get_protocol(protocol).render_prompt(e.question, template, tokenizer) for e in examples]
     lengths = map(len, tokenizer(prompts)["input_ids"])  # one batch: the tokenizer spreads it over the cores
     keep = [e for e, n in zip(examples, lengths, strict=True) if n <= max_prompt_tokens]
     if dropped := len(examples) - len(keep):

@@ -4,16 +4,17 @@
 question already repeated ``num_generations`` times by TRL's sampler) it runs
 :func:`~research.protocol.run_search_loop` and returns the token ids, the sampling
 logprobs and ``env_mask`` — the loop's own mask, 1 for tokens the model generated
-and 0 for retrieved ``<result>`` tokens — which TRL multiplies into the loss mask
+and 0 for those the environment inserted — which TRL multiplies into the loss mask
 of the policy-gradient and KL terms. Nothing is re-tokenised: the ids are the ids
 the loop produced. The policy generates through :func:`policy_engine`: TRL's vLLM
 (colocated or a server, kept in sync with the weights) or the model itself.
 
-:func:`research_reward` is the shared reward, the reference code's (format, then EOS,
-then F1 / 0.1), read from the response as the reference reads it: the rendered prompt
-and the loop's text with the EOS token's text, split at the assistant marker
-(:func:`~research.protocol.response_text`). TRL's own decoded completion drops the
-EOS token, which the reward needs, so the rollouts pass the text along.
+:func:`research_reward` is the shared reward: the model's protocol's, the reference
+code's (ReSearch: format, then EOS, then F1 / 0.1; Search-R1: exact match; ReCall: EOS,
+format, F1 / 0.1), on the loop's text with the EOS token's text, as the reference reads
+it. TRL's own decoded completion drops the EOS token, which the reward needs, so the
+rollouts pass the text along. The protocols' inserted replies (``<result>`` and
+``<information>`` blocks, ReCall's tool-response turns) are the mask's 0s.
 """
 
 from __future__ import annotations
@@ -29,22 +30,22 @@ from research.protocol import (
     Retriever,
     SamplingOptions,
     Trajectory,
-    render_prompt,
-    response_text,
-    reward,
+    get_protocol,
     run_search_loop,
 )
 
 
 class SearchRollouts:
-    """TRL ``rollout_func`` running the ReSearch search loop on the policy being trained.
+    """TRL ``rollout_func`` running the search loop, in the model's protocol, on the policy being trained.
 
     The loop is async; TRL calls rollouts synchronously, so they run on a private
     event loop in a background thread (the engine and retriever live there too).
     """
 
-    def __init__(self, retriever: Retriever, *, template: str, k: int, max_response_tokens: int) -> None:
-        self.retriever, self.template = retriever, template
+    def __init__(
+        self, retriever: Retriever, *, template: str, k: int | None, max_response_tokens: int, protocol: str
+    ) -> None:
+        self.retriever, self.template, self.protocol = retriever, template, get_protocol(protocol)
         self.limits = LoopLimits(max_tokens=max_response_tokens, k=k)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="rollouts", daemon=True)
@@ -65,13 +66,20 @@ class SearchRollouts:
         tok = engine.tokenizer
         sampling = SamplingOptions(temperature=trainer.temperature, top_p=trainer.top_p, logprobs=True)
 
-        texts = [render_prompt(question, self.template, tok) for question in prompts]
+        texts = [self.protocol.render_prompt(question, self.template, tok) for question in prompts]
 
         async def rollouts() -> list[Trajectory]:
             return list(
                 await asyncio.gather(
                     *(
-                        run_search_loop(engine, self.retriever, tok.encode(text), limits=self.limits, sampling=sampling)
+                        run_search_loop(
+                            engine,
+                            self.retriever,
+                            tok.encode(text),
+                            limits=self.limits,
+                            sampling=sampling,
+                            protocol=self.protocol,
+                        )
                         for text in texts
                     )
                 )
@@ -87,8 +95,9 @@ class SearchRollouts:
             "logprobs": [[lp if lp is not None else 0.0 for lp in (t.logprobs or [])] for t in trajs],
             "env_mask": [t.mask for t in trajs],
             # Extra keys reach the reward function.
-            "responses": [response_text(text, t.response) for text, t in zip(texts, trajs, strict=True)],
+            "responses": [t.response for t in trajs],
             "eos_token": [tok.eos_token] * len(trajs),
+            "protocol": [self.protocol.name] * len(trajs),
             "searches": [len(t.searches) for t in trajs],
             "well_formed": [t.well_formed for t in trajs],
         }
@@ -129,19 +138,21 @@ def research_reward(
     answers: list[list[str]],
     responses: list[str],
     eos_token: list[str],
+    protocol: list[str],
     searches: list[int] | None = None,
     well_formed: list[bool] | None = None,
     log_metric: Callable[[str, float], None] | None = None,
     **_: Any,
 ) -> list[float]:
-    """The shared ReSearch reward of each rollout (TRL reward-function signature).
+    """The shared reward of each rollout, its ``protocol``'s (TRL reward-function signature).
 
-    Scores ``responses`` (the reference's view of each rollout, EOS text included, from
-    :class:`SearchRollouts`) against the tokenizer's ``eos_token``; TRL's ``completions``
+    Scores ``responses`` (each rollout's text, EOS text included, from :class:`SearchRollouts`)
+    against the tokenizer's ``eos_token``; TRL's ``completions``
     (decoded without the EOS token) are not used. Also logs, through TRL's
     ``log_metric``, the share of well-formed rollouts and the searches per rollout.
     """
     if log_metric and searches is not None and well_formed is not None:
         log_metric("well_formed", sum(well_formed) / len(well_formed))
         log_metric("searches", sum(searches) / len(searches))
-    return [reward(text, golds, eos_token=eos) for text, golds, eos in zip(responses, answers, eos_token, strict=True)]
+    rows = zip(responses, answers, eos_token, protocol, strict=True)
+    return [get_protocol(name).reward(text, golds, eos_token=eos) for text, golds, eos, name in rows]

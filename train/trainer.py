@@ -18,8 +18,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from research.engines.card import resolve_template, write_card
+from research.engines.card import resolve_protocol, resolve_template, write_card
 from research.engines.orphans import watch_children
+from research.protocol import ProtocolName, TemplateName
 from research.questions import validation_examples
 from research.train.config import TrainConfig
 from research.train.curves import StepLog, TensorBoardLog
@@ -71,18 +72,19 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    template = resolve_template(cfg.template, cfg.model_id)
+    protocol = resolve_protocol(cfg.protocol, cfg.model_id)
+    template = resolve_template(cfg.template, cfg.model_id, protocol)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_id)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     if cfg.use_vllm and cfg.vllm_mode == "colocate":
         watch_children()  # TRL's vLLM may run its engine core as a child process: it must not outlive us
         if not torch.cuda.is_available():
             keep_vllm_cpu_weights_loadable()
-    train_set = to_dataset(train_examples(cfg.data), tokenizer, template, cfg.max_prompt_tokens)
+    train_set = to_dataset(train_examples(cfg.data), tokenizer, template, cfg.max_prompt_tokens, protocol)
     eval_set = None
     if cfg.validation_size:
         eval_set = to_dataset(
-            validation_examples(cfg.validation_size, cfg.seed), tokenizer, template, cfg.max_prompt_tokens
+            validation_examples(cfg.validation_size, cfg.seed), tokenizer, template, cfg.max_prompt_tokens, protocol
         )
     peft_config = None
     if cfg.lora_rank:
@@ -92,11 +94,12 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
     rollouts = SearchRollouts(
         cfg.retriever_args().open_retriever(),
         template=template,
+        protocol=protocol,
         k=cfg.search_top_k,
         max_response_tokens=cfg.max_completion_length,
     )
     (out / "train_config.json").write_text(cfg.to_json_string())
-    write_card(out, template)
+    write_card(out, template, protocol)
     trainer = GRPOTrainer(
         model=cfg.model_id,
         reward_funcs=research_reward,
@@ -106,7 +109,7 @@ def build_trainer(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> tuple[Any,
         processing_class=tokenizer,
         rollout_func=rollouts,
         peft_config=peft_config,
-        callbacks=[StepLog(out / "metrics.jsonl"), TensorBoardLog(), CardOnSave(template), *callbacks],
+        callbacks=[StepLog(out / "metrics.jsonl"), TensorBoardLog(), CardOnSave(template, protocol), *callbacks],
     )
     return trainer, rollouts
 
@@ -126,7 +129,7 @@ def train(cfg: TrainConfig, *, resume: bool = True, callbacks: Sequence[Any] = (
             log.info("resuming from %s", last)
         trainer.train(resume_from_checkpoint=last)
         trainer.save_model(str(out))
-        write_card(out, rollouts.template)
+        write_card(out, rollouts.template, rollouts.protocol.name)
     finally:
         rollouts.close()
     return out
@@ -170,10 +173,10 @@ def _incomplete(folder: Path, step: int) -> str | None:
 class CardOnSave(TrainerCallback):
     """Writes ``research.json`` into every checkpoint so each one is servable as is."""
 
-    def __init__(self, template: str) -> None:
-        self.template = template
+    def __init__(self, template: TemplateName, protocol: ProtocolName) -> None:
+        self.template, self.protocol = template, protocol
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir() and state.is_world_process_zero:
-            write_card(folder, self.template)
+            write_card(folder, self.template, self.protocol)

@@ -40,7 +40,11 @@ class ReSearch(Protocol):
         return answer.extract_answer(response)
 
     def reward(self, response: str, gold: str | Sequence[str], *, eos_token: str) -> float:
-        return metrics.reward(response, gold, eos_token=eos_token)
+        """The reference reads the response out of prompt + response at the assistant marker (see
+        :func:`~research.protocol.answer.response_text`): the chat one for instruct models (whose EOS is
+        ``<|im_end|>``), ``Assistant:`` for base ones."""
+        marker = answer.CHAT_MARKER if eos_token == "<|im_end|>" else answer.BASE_MARKER
+        return metrics.reward(answer.response_text(marker, response), gold, eos_token=eos_token)
 
     def well_formed(self, response: str) -> bool:
         return bool(answer.check_format(response))

@@ -279,6 +279,8 @@ class ModelCard(BaseModel):
     owned_by: str = "research"
     template: str | None = None
     """The prompt template the model was trained with (``base`` or ``instruct``)."""
+    protocol: str | None = None
+    """The search protocol the model was trained with (``research``, ``search-r1`` or ``recall``)."""
 
 
 class ModelList(BaseModel):
