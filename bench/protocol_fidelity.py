@@ -224,18 +224,12 @@ def research_cases(repo: Path, tok: Any, questions: list[str], n: int, rng: rand
         response = skeleton if rng.random() < 0.5 else soup(rng, frags, rng.randint(1, 14))
         response += eos if rng.random() < 0.7 else ""
         turn = soup(rng, frags, rng.randint(0, 6)) + " <search> " + phrase(rng) + " </search>"
+        searcher = types.SimpleNamespace(config=types.SimpleNamespace(search_url=""))
         cases.append(
-            {
-                "question": q,
-                "template": template,
-                "passages": found,
-                "turn": turn,
-                "response": response,
-                "gold": gold,
-                "eos": eos,
-                "prompt_sha256": sha(prompt),
+            case(q, prompt, found, turn, response, gold, template=template, eos=eos)
+            | {
                 "query": rollout["extract_search_content"](None, turn),
-                "reply": f" <result>\n{rollout['batch_search'](types.SimpleNamespace(config=types.SimpleNamespace(search_url='')), ['q'])[0]}\n</result>",  # noqa: E501
+                "reply": f" <result>\n{rollout['batch_search'](searcher, ['q'])[0]}\n</result>",
                 "reward": float(ns["compute_score"](types.SimpleNamespace(eos_token=eos), prompt + response, gold)[0]),
             }
         )
@@ -296,14 +290,8 @@ def search_r1_cases(repo: Path, tok: Any, questions: list[str], n: int, rng: ran
         pairs = [len(re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)) for text in (prompt + response, prompt)]
         own = pairs[0] > pairs[1]
         cases.append(
-            {
-                "question": q,
-                "template": template,
-                "passages": found,
-                "turn": turn,
-                "response": response,
-                "gold": gold,
-                "prompt_sha256": sha(prompt),
+            case(q, prompt, found, turn, response, gold, template=template)
+            | {
                 "done": bool(dones[0]),
                 "reply": next_obs[0],
                 "answer": em["extract_solution"](prompt + response) if own else None,
@@ -405,15 +393,8 @@ def recall_cases(repo: Path, tok: Any, questions: list[str], n: int, rng: random
             answer = ""
         eos = types.SimpleNamespace(eos_token="<|im_end|>")
         cases.append(
-            {
-                "question": q,
-                "tools": tools,
-                "passages": found,
-                "query": query,
-                "turn": turn,
-                "response": response,
-                "gold": gold,
-                "prompt_sha256": sha(prompt),
+            case(q, prompt, found, turn, response, gold, tools=tools, query=query)
+            | {
                 "tool_calls": tool_calls,
                 "reply": recall.cat_tool_results("", tool_calls, results) if tool_calls else None,
                 "answer": answer,
@@ -425,6 +406,12 @@ def recall_cases(repo: Path, tok: Any, questions: list[str], n: int, rng: random
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def case(question: str, prompt: str, passages: list[str], turn: str, response: str, gold: list[str], **more: Any):
+    """A case's inputs (the prompt by its hash: it is long, and rendered again from the question)."""
+    return {"question": question, "passages": passages, "turn": turn, "response": response, "gold": gold,
+            "prompt_sha256": sha(prompt), **more}  # fmt: skip
 
 
 # --- ours against the recorded reference -------------------------------------------------------

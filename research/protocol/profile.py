@@ -70,8 +70,9 @@ class Protocol(ABC):
     """Tokens an inserted reply may take (the reference cuts longer ones), None: only the response budget."""
     eos_in_text: ClassVar[bool] = False
     """Whether a turn's end-of-sequence token is part of the text the model continues from (ChatML turns)."""
+    takes_tools: ClassVar[bool] = False
+    """Whether its prompt lists tool schemas (ReCall); the others know one tool, their search."""
 
-    @abstractmethod
     def render_prompt(
         self,
         question: str,
@@ -79,7 +80,14 @@ class Protocol(ABC):
         tokenizer: ChatTokenizer | None = None,
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> str:
-        """The whole prompt for ``question`` as the family was trained on it."""
+        """The whole prompt for ``question`` as the family was trained on it (``tools``: the schemas it lists)."""
+        if tools and not self.takes_tools:
+            raise ValueError(f"the {self.name} protocol has one tool, its search; it takes no tool schemas")
+        return self._render(question, template, tokenizer, tools)
+
+    @abstractmethod
+    def _render(self, question: str, template: TemplateName, tokenizer: ChatTokenizer | None, tools: Any) -> str:
+        """:meth:`render_prompt` once ``tools`` are known to be allowed."""
 
     @abstractmethod
     def format_result(self, passages: Sequence[Passage] | Sequence[str]) -> str:

@@ -22,15 +22,7 @@ class ReSearch(Protocol):
     stop = (tags.SEARCH_STOP,)
     default_k = DEFAULT_K
 
-    def render_prompt(
-        self,
-        question: str,
-        template: TemplateName,
-        tokenizer: ChatTokenizer | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> str:
-        if tools:
-            raise ValueError("the research protocol has one tool, its search; it takes no tool schemas")
+    def _render(self, question: str, template: TemplateName, tokenizer: ChatTokenizer | None, tools: Any) -> str:
         return templates.render_prompt(question, template, tokenizer)
 
     def format_result(self, passages: Sequence[Passage] | Sequence[str]) -> str:

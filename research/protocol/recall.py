@@ -169,14 +169,9 @@ class ReCall(Protocol):
     default_k = 5
     max_turn_tokens = 512
     eos_in_text = True
+    takes_tools = True
 
-    def render_prompt(
-        self,
-        question: str,
-        template: TemplateName,
-        tokenizer: ChatTokenizer | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> str:
+    def _render(self, question: str, template: TemplateName, tokenizer: ChatTokenizer | None, tools: Any) -> str:
         """``init_prompt`` (both templates: the reference writes ChatML by hand); ``tools`` default to the search."""
         schemas = json.dumps(list(tools) if tools is not None else [SEARCH_SCHEMA], indent=4)
         system = SYSTEM.replace("{func_schemas}", schemas)

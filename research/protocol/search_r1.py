@@ -30,7 +30,7 @@ from typing import Any
 
 from research.protocol.metrics import exact_match
 from research.protocol.profile import DONE, Call, Protocol, Step, TurnEnd
-from research.protocol.templates import ChatTokenizer, TemplateName
+from research.protocol.templates import ChatTokenizer, TemplateName, through_chat_template
 from research.wire import Passage
 
 PREFIX = (
@@ -81,23 +81,9 @@ class SearchR1(Protocol):
     max_turn_tokens = 500
     max_reply_tokens = 500
 
-    def render_prompt(
-        self,
-        question: str,
-        template: TemplateName,
-        tokenizer: ChatTokenizer | None = None,
-        tools: Sequence[dict[str, Any]] | None = None,
-    ) -> str:
-        if tools:
-            raise ValueError("the search-r1 protocol has one tool, its search; it takes no tool schemas")
+    def _render(self, question: str, template: TemplateName, tokenizer: ChatTokenizer | None, tools: Any) -> str:
         prefix = PREFIX.replace("{question}", normalize_question(question))
-        if template == "base":
-            return prefix
-        if tokenizer is None:
-            raise ValueError("the instruct template renders through a tokenizer's chat template; pass tokenizer=")
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prefix}], add_generation_prompt=True, tokenize=False
-        )
+        return prefix if template == "base" else through_chat_template([{"role": "user", "content": prefix}], tokenizer)
 
     def format_result(self, passages: Sequence[Passage] | Sequence[str]) -> str:
         return f"\n\n<information>{passages_to_string(passages).strip()}</information>\n\n"

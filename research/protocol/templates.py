@@ -80,10 +80,15 @@ def render_prompt(question: str, template: TemplateName, tokenizer: ChatTokenize
     if template == "base":
         return BASE_TEMPLATE.replace("{question}", question)
     if template == "instruct":
-        if tokenizer is None:
-            raise ValueError("the instruct template renders through a tokenizer's chat template; pass tokenizer=")
-        return tokenizer.apply_chat_template(instruct_messages(question), tokenize=False, add_generation_prompt=True)
+        return through_chat_template(instruct_messages(question), tokenizer)
     raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+
+
+def through_chat_template(messages: list[dict[str, str]], tokenizer: ChatTokenizer | None) -> str:
+    """``messages`` through the tokenizer's own chat template, with the generation prompt appended."""
+    if tokenizer is None:
+        raise ValueError("the instruct template renders through a tokenizer's chat template; pass tokenizer=")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def render_base_conversation(turns: Sequence[tuple[str, str]]) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from research.cli import add_fields, from_args
 from research.engines.args import EngineArgs
-from research.engines.card import default_template, resolve_template, write_card
+from research.engines.card import ModelArgs, default_protocol, default_template, resolve_template, write_card
 
 
 def test_the_template_follows_the_checkpoint(tmp_path):
@@ -19,6 +19,21 @@ def test_the_template_follows_the_checkpoint(tmp_path):
     assert resolve_template("auto", tmp_path) == "instruct"
     assert resolve_template("base", tmp_path) == "base"
     assert resolve_template("auto", None) == "base"
+
+
+def test_the_protocol_follows_the_card_then_the_released_names(tmp_path):
+    assert default_protocol("agentrl/ReSearch-Qwen-7B-Instruct") == "research"
+    assert default_protocol("PeterJinGo/SearchR1-nq_hotpotqa_train-qwen2.5-7b-em-ppo") == "search-r1"
+    assert default_protocol("agentrl/ReCall-Qwen-7B-Instruct") == "recall"
+    # Search-R1 trained through the tokenizer's chat template, base checkpoints too.
+    assert ModelArgs(model="PeterJinGo/SearchR1-nq_hotpotqa_train-qwen2.5-7b-em-ppo").prompt_template == "instruct"
+    write_card(tmp_path, "base", "recall")
+    assert default_protocol(tmp_path) == "recall" and ModelArgs(model=str(tmp_path)).prompt_template == "base"
+    assert ModelArgs(model=str(tmp_path), protocol="search-r1").search_protocol == "search-r1"
+    assert ModelArgs(protocol="auto").search_protocol == "research"
+    (tmp_path / "research.json").write_text('{"template": "base", "protocol": "searchr1"}')
+    with pytest.raises(ValueError, match=r"research\.json: unknown protocol 'searchr1'; choose one of research"):
+        default_protocol(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 
 from research.evaluation.cli import main as eval_main
 from research.evaluation.judge import Judge, parse_verdict
-from research.protocol import normalize_answer
+from research.protocol import get_protocol, normalize_answer
 from tests.conftest import start_app, stop
 from tests.support.cli import run_main
-from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION
+from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUESTION, scripted_model
 
 QUESTIONS = [
     {"id": "fr", "question": SCRIPT_QUESTION, "golden_answers": [SCRIPT_ANSWER, "Marx Ville"]},
@@ -191,6 +191,20 @@ async def test_served_research_and_the_judge_fill_the_lj_column(tmp_path, datase
     rows = [json.loads(line) for line in (tmp_path / "run" / "traces" / "script" / "research.jsonl").open()]
     fr = next(r for r in rows if r["id"] == "fr")  # the one question the model was trained on
     assert fr["answer"] == SCRIPT_ANSWER and fr["searches"] == 1 and fr["em"] == 1.0
+
+
+@pytest.mark.parametrize("protocol", ["search-r1", "recall"])
+def test_research_runs_in_the_models_protocol(tmp_path, dataset, script_index, protocol):
+    """Prompts, loop and answer extraction are the protocol's; the passages per search its default."""
+    args = eval_args(tmp_path / "run", dataset, scripted_model(protocol=protocol), script_index.uri)
+    args[args.index("--methods") + 1] = "research"
+    done = run_main(eval_main, [*args, "--protocol", protocol])
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["protocol"] == protocol and config["search_top_k"] == get_protocol(protocol).default_k
+    rows = [json.loads(line) for line in (tmp_path / "run" / "traces/script/research.jsonl").read_text().splitlines()]
+    fr = next(r for r in rows if r["id"] == "fr")
+    assert fr["answer"] == SCRIPT_ANSWER and fr["em"] == 1.0 and fr["searches"] == 1 and fr["well_formed"] is True
 
 
 def test_a_start_that_cannot_load_its_index_leaves_no_run_folder(tmp_path, dataset, model_path, monkeypatch):

@@ -32,6 +32,21 @@ def test_research_serve_answers_an_openai_client_and_logs_json(model_path, scrip
     assert done and all(line["level"] == "INFO" for line in done)
 
 
+def test_an_unknown_protocol_is_refused_with_the_choices(tmp_path):
+    flag = subprocess.run(
+        [sys.executable, "-m", "research.server.cli", "--model", "m", "--index", "i", "--protocol", "searchr1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert flag.returncode == 2 and "choose from 'auto', 'research', 'search-r1', 'recall'" in flag.stderr
+    (tmp_path / "research.json").write_text('{"template": "base", "protocol": "searchr1"}')
+    card = subprocess.run(
+        [sys.executable, "-m", "research.server.cli", "--model", str(tmp_path), "--index", str(tmp_path / "none")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert card.returncode == 2, card.stderr
+    assert "research.json: unknown protocol 'searchr1'; choose one of research, search-r1, recall" in card.stderr
+
+
 def test_help_explains_engines_and_limits():
     out = subprocess.run([sys.executable, "-m", "research.server.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0

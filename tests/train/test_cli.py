@@ -119,7 +119,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_steps_and_its_checkpoi
     assert [e.step for e in tensorboard.Scalars("train/reward")] == [1, 2]  # the redone step once
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["searches"] > 0 and r["well_formed"] is not None and r["kl"] is not None for r in rows)
-    assert json.loads((run / "research.json").read_text()) == {"template": "instruct"}
+    assert json.loads((run / "research.json").read_text()) == {"template": "instruct", "protocol": "research"}
     assert (run / "runs").is_dir()  # TensorBoard event files
 
     plot = run_main(train_main, ["plot", str(run)])
