@@ -21,6 +21,11 @@ class Metrics:
         self.generation_tokens = Counter("research_generation_tokens", "Tokens the model generated", registry=r)
         self.retrieved_tokens = Counter("research_retrieved_tokens", "Result-block tokens fed back", registry=r)
         self.searches = Counter("research_searches", "Searches run", registry=r)
+        self.notices = Counter(
+            "research_protocol_notices",
+            "Replies the protocol wrote itself: malformed or unknown tool calls (recall), invalid actions (search-r1)",
+            registry=r,
+        )
         self.retrieval_seconds = Histogram(
             "research_retrieval_seconds", "Latency of one search (embed + index)", buckets=_LATENCY, registry=r
         )
@@ -37,9 +42,10 @@ class Metrics:
             "research_request_seconds", "End-to-end request latency", buckets=_LATENCY, registry=r
         )
 
-    def searched(self, seconds: float, index_seconds: float, retrieved_tokens: int) -> None:
-        """Count one search of the loop: its time, the index's share of it, and its result block's tokens."""
+    def searched(self, seconds: float, index_seconds: float, retrieved_tokens: int, searches: int = 1) -> None:
+        """Count a reply of the loop: its searches (run together: their time, the index's share of it), and its
+        tokens."""
         self.retrieval_seconds.observe(seconds)
         self.search_overhead_seconds.observe(max(0.0, seconds - index_seconds))
-        self.searches.inc()
+        self.searches.inc(searches)
         self.retrieved_tokens.inc(retrieved_tokens)

@@ -277,7 +277,8 @@ class Server:
                 elif isinstance(event, ResultBlock):
                     retrieval_time += event.seconds
                     if event.searches:
-                        self.metrics.searched(event.seconds, event.index_seconds, len(event.token_ids))
+                        self.metrics.searched(event.seconds, event.index_seconds, len(event.token_ids), event.searches)
+                    self.metrics.notices.inc(event.notices)
                     for out in text(split.feed(event.text), retrieved=True):
                         yield out
                 elif isinstance(event, Finished):

@@ -154,7 +154,9 @@ class ResultBlock:
     index_seconds: float = 0.0
     """How long the index took (what the retriever reported, else ``seconds``)."""
     searches: int = 1
-    """Searches the reply answers (0 for a notice or a reply of client tools only)."""
+    """Searches the reply answers."""
+    notices: int = 0
+    """Calls the protocol answered itself (malformed, unknown tool) and invalid-action notices in the reply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,7 @@ async def stream_search_loop(
             seconds=max((r[1] for r in results), default=0.0),
             index_seconds=max((r[2] for r in results), default=0.0),
             searches=len(searches),
+            notices=sum(call.reply is not None for call in step.calls) + (step.notice is not None),
         )
         if len(traj.completion_ids) >= limits.max_tokens:
             traj.finish_reason = "length"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import openai
 import pytest
 import pytest_asyncio
@@ -72,3 +73,21 @@ async def test_responses_and_completions_run_the_protocol_too(dialect):
     completion = await client(dialect).completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=800)
     ending = {"search-r1": f"<answer> {SCRIPT_ANSWER} </answer>", "recall": f"\\boxed{{{SCRIPT_ANSWER}}} \\]."}
     assert completion.choices[0].text.endswith(ending[dialect.server.protocol.name])
+
+
+async def test_an_invalid_action_gets_the_notice_and_is_counted(script_index):
+    """The ReCall model's tool call (then EOS) is no action in Search-R1's dialect: the server inserts Search-R1's
+    notice, goes on, and counts it at /metrics."""
+    engine = open_engine(scripted_model(protocol="recall"), engine_args("transformers"))
+    try:
+        async with serving(engine, script_index, protocol="search-r1", max_searches=1) as live:
+            reply = await client(live).chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": SCRIPT_QUESTION}], temperature=0, max_tokens=300
+            )
+            async with httpx.AsyncClient() as http:
+                metrics = (await http.get(live.url.removesuffix("/v1") + "/metrics")).text
+    finally:
+        await engine.close()
+    assert "My previous action is invalid" in reply.choices[0].message.model_extra["reasoning_content"]
+    notices = next(line for line in metrics.splitlines() if line.startswith("research_protocol_notices_total"))
+    assert float(notices.split()[-1]) >= 1
