@@ -39,6 +39,7 @@ from research.wire import (
     SearchDelta,
     SearchDone,
     SearchIssued,
+    ToolCall,
     Usage,
 )
 
@@ -56,7 +57,7 @@ class ChatCompletionRequest(CompletionFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128, description="functions: ReCall models only")
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
@@ -72,7 +73,6 @@ class ChatCompletionRequest(CompletionFields):
     chat_template_kwargs: dict[str, Any] | None = Field(None, description="accepted; the ReSearch templates are fixed")
 
     _rejected_chat = reject_if_set({
-        "tools": "tools are not supported: the server runs its search tool itself",
         "logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
         "top_logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
         "audio": "audio output is not supported",
@@ -82,8 +82,17 @@ class ChatCompletionRequest(CompletionFields):
     @classmethod
     def _tool_choice(cls, v: Any) -> Any:
         if v not in (None, "none", "auto"):
-            raise unsupported("tool_choice is not supported: the server runs its search tool itself")
+            raise unsupported(
+                "tool_choice can be none or auto: the model decides whether it calls a function (no constrained "
+                "decoding forces a call)"
+            )
         return v
+
+    @property
+    def client_tools(self) -> list[str]:
+        """The names of the client's functions the model may call (none with ``tool_choice: none``; the tools are
+        checked when the prompt is rendered, :meth:`Server.function_tools`)."""
+        return [] if self.tool_choice == "none" else [str(t.get("function", {}).get("name")) for t in self.tools or []]
 
     @field_validator("response_format")
     @classmethod
@@ -159,10 +168,31 @@ def url_citations(out: Reply) -> list[Annotation] | None:
     return pages or None
 
 
+class ChatToolCallFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class ChatToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ChatToolCallFunction
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ChatToolCall:
+        return cls(id=call.id, function=ChatToolCallFunction(name=call.name, arguments=call.arguments))
+
+
+class ChatToolCallDelta(ChatToolCall):
+    index: int
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    """None when the reply is only calls of the client's functions, as OpenAI's."""
     refusal: None = None
+    tool_calls: list[ChatToolCall] | None = None
     annotations: list[Annotation] | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
@@ -194,6 +224,7 @@ class ChatDelta(Delta):
     content: str | None = None
     reasoning: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ChatToolCallDelta] | None = None
     # -- extensions --
     searches: list[SearchDelta] | None = None
     answer: str | None = None
@@ -223,8 +254,10 @@ class ChatCompletionChunk(BaseModel):
 
 def chat_completion(job: Job, out: Reply) -> ChatCompletion:
     reasoning = out.reasoning if job.body.shows_reasoning else None
+    calls = [ChatToolCall.of(call) for call in out.tool_calls] or None
     message = ChatMessageOut(
-        content=out.content,
+        content=None if calls and not out.content else out.content,
+        tool_calls=calls,
         reasoning=reasoning,
         reasoning_content=reasoning,
         answer=out.answer,
@@ -263,6 +296,10 @@ async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[C
         if isinstance(event, Done):
             assert delta is not None
             end = event.reply
+            if end.tool_calls:  # whole, in a chunk of their own before the last, as the SDKs accumulate them
+                calls = [ChatToolCallDelta(index=i, **ChatToolCall.of(c).model_dump())
+                         for i, c in enumerate(end.tool_calls)]  # fmt: skip
+                yield chunk([ChatChunkChoice(delta=ChatDelta(tool_calls=calls))])
             yield chunk([ChatChunkChoice(delta=delta, finish_reason=end.finish_reason, stop_reason=end.stop_reason)])
             if job.body.include_usage:
                 yield chunk([], usage=end.usage)
@@ -279,7 +316,8 @@ class ChatServing(OpenAIServing):
     prefix = "chatcmpl"
 
     async def prompt(self, body: ChatCompletionRequest, request: Request) -> list[int]:
-        return await self.chat_prompt(request, body.messages)
+        tools = self.server.function_tools(body.tools)
+        return await self.chat_prompt(request, body.messages, tools if body.tool_choice != "none" else [])
 
     def chunks(self, job: Job, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
         return (sse(c) async for c in chat_chunks(job, events))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 from research.http_errors import APIError
@@ -16,10 +17,19 @@ from research.protocol import (
 )
 from research.protocol.recall import EOS
 from research.protocol.search_r1 import PREFIX, normalize_question
+from research.server.continuations import Continuations
 from research.server.requests import Message
+from research.server.tool_calls import check_tool_messages, continued_ids, history
 
 
-def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: Any, protocol: Protocol) -> list[int]:
+def chat_prompt(
+    messages: Sequence[Message],
+    template: TemplateName,
+    tokenizer: Any,
+    protocol: Protocol,
+    tools: Sequence[dict[str, Any]] | None = None,
+    continuations: Continuations | None = None,
+) -> list[int]:
     """Token ids of the prompt for a conversation, as the model was trained to be prompted.
 
     ReSearch: instruct models get the whole conversation through their chat template
@@ -28,15 +38,31 @@ def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: 
     template's own words (:func:`~research.protocol.render_base_conversation`: ``User:`` and
     ``Assistant:`` turns after its instructions); a lone question is exactly the prompt they
     were trained on. The other protocols: the last question in the protocol's prompt, earlier
-    turns before it (:func:`dialect_prompt`). The conversation must end with the user's question.
+    turns before it (:func:`dialect_prompt`); ``tools`` are the schemas ReCall's prompt lists.
+    The conversation must end with the user's question, or (ReCall) with the results of the
+    client's functions that the last assistant message called (:mod:`research.server.tool_calls`).
     """
+    if protocol.takes_tools:
+        check_tool_messages(messages)
+    else:
+        for i, m in enumerate(messages):
+            if m.role == "tool" or m.tool_calls:
+                raise APIError(
+                    400, f"tool calls are not supported by the {protocol.name} protocol: the server runs its search "
+                    "tool itself", param=f"messages.{i}.{'role' if m.role == 'tool' else 'tool_calls'}",
+                    code="unsupported_parameter",
+                )  # fmt: skip
+    if messages[-1].role == "tool":
+        again = partial(chat_prompt, template=template, tokenizer=tokenizer, protocol=protocol, tools=tools,
+                        continuations=continuations)  # fmt: skip
+        return continued_ids(messages, again, tokenizer, protocol, continuations)
     if messages[-1].role != "user":
         raise APIError(
             400, f"the last message must be the user's question, not a {messages[-1].role} message",
             param=f"messages.{len(messages) - 1}.role", code="invalid_value",
         )  # fmt: skip
     if protocol.name != "research":
-        text = dialect_prompt(messages, template, tokenizer, protocol)
+        text = dialect_prompt(messages, template, tokenizer, protocol, tools)
     elif template == "base":
         text = render_base_conversation([(m.role, m.text) for m in messages])
     else:
@@ -47,14 +73,21 @@ def chat_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: 
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def dialect_prompt(messages: Sequence[Message], template: TemplateName, tokenizer: Any, protocol: Protocol) -> str:
+def dialect_prompt(
+    messages: Sequence[Message],
+    template: TemplateName,
+    tokenizer: Any,
+    protocol: Protocol,
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> str:
     """Search-R1's or ReCall's prompt for a conversation; a lone question is exactly the trained prompt.
 
     Search-R1: its instructions and the question are the last user turn of the chat template,
     after the earlier turns (a client's system message replaces the template's default one);
     its base template (no chat template) has room for one question only. ReCall: its system
-    prompt (a client's system text follows it after a blank line), the earlier turns in
-    ChatML, then the question.
+    prompt listing ``tools`` (a client's system text follows it after a blank line), the
+    earlier turns in ChatML (function calls and results as the model writes and reads them),
+    then the question.
     """
     *earlier, last = messages
     turns = [("system" if m.role == "developer" else m.role, m.text) for m in earlier]
@@ -69,12 +102,12 @@ def dialect_prompt(messages: Sequence[Message], template: TemplateName, tokenize
         question = PREFIX.replace("{question}", normalize_question(last.text))
         chat = [{"role": role, "content": text} for role, text in turns] + [{"role": "user", "content": question}]
         return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    prompt = protocol.render_prompt(last.text, template, tokenizer)
+    prompt = protocol.render_prompt(last.text, template, tokenizer, tools=tools)
     system_end = prompt.index(EOS)
     extra = "".join(f"\n\n{text}" for role, text in turns if role == "system")
-    history = "".join(f"<|im_start|>{role}\n{text}{EOS}\n" for role, text in turns if role != "system")
+    earlier_turns = history([m for m in earlier if m.role not in ("system", "developer")])
     question = prompt.index("<|im_start|>user\n")
-    return prompt[:system_end] + extra + prompt[system_end:question] + history + prompt[question:]
+    return prompt[:system_end] + extra + prompt[system_end:question] + earlier_turns + prompt[question:]
 
 
 class ReasoningSplitter:

@@ -6,7 +6,7 @@ Each API's own request and reply types live beside its renderer and routes
 OpenAI's fields first, then one marked block of our extensions. We are lenient where OpenAI is:
 ``null`` means the default, and fields that change nothing here (``service_tier``,
 ``prompt_cache_key``, ...) are accepted and ignored. What a server-side search loop
-truly cannot do (``n > 1``, ``stop``, function ``tools``, logprobs, a non-text
+truly cannot do (``n > 1``, ``stop``, function ``tools`` but on ReCall models, logprobs, a non-text
 ``response_format``) is a 400 that names the field (``param``) and says why, with
 code ``unsupported_parameter``. Unknown fields are a 400, as on api.openai.com.
 ``openai_compat.md`` lists every field; ``tests/server/test_compat_doc.py`` checks it
@@ -62,7 +62,39 @@ class TextPart(Strict):
     annotations: list[Any] | None = None
 
 
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class FunctionCall(Strict):
+    name: Text
+    arguments: Text
+    """A JSON object, as text."""
+
+
+class MessageToolCall(Strict):
+    """A call of one of the client's functions in an assistant message (what a ``tool_calls`` reply held)."""
+
+    id: Text
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDef(Strict):
+    name: Text = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(Strict):
+    """One of the client's own functions (chat ``tools``): the model may call it, the client runs it."""
+
+    type: Literal["function"]
+    function: FunctionDef
+
+    def schema(self) -> dict[str, Any]:
+        """The tool as the model's prompt lists it (OpenAI's key order, unset fields left out)."""
+        return self.model_dump(exclude_none=True)
 
 
 class Message(Strict):
@@ -73,7 +105,9 @@ class Message(Strict):
     content: Text | list[TextPart] | None = None
     name: str | None = None
     refusal: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: Text | None = None
+    """A ``tool`` message's: the call it answers."""
     function_call: None = None
     audio: None = None
     annotations: list[Any] | None = None
@@ -83,13 +117,6 @@ class Message(Strict):
     answer: str | None = None
     searches: list[Any] | None = None
     citations: list[Any] | None = None
-
-    @field_validator("tool_calls")
-    @classmethod
-    def _no_tool_calls(cls, v: list[Any] | None) -> list[Any] | None:
-        if v:
-            raise unsupported("tool calls are not supported: the server runs its search tool itself")
-        return v
 
     @property
     def text(self) -> str:
@@ -159,6 +186,11 @@ class SamplingFields(Strict):
     def raw(self) -> bool:
         """All text is content, tags visible (no reasoning split)."""
         return False
+
+    @property
+    def client_tools(self) -> list[str]:
+        """The names of the client's own functions the model may call (chat ``tools``, ReCall models only)."""
+        return []
 
     @property
     def shows_reasoning(self) -> bool:

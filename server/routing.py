@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from research.http_errors import APIError, StrictJSONResponse, error_body, errors, json_bytes
 from research.retrieval import RetrieverUnavailable, SearchTimeout, search_error
 from research.server.middleware import TimedStream
-from research.server.requests import Message, SamplingFields
+from research.server.requests import FunctionTool, Message, SamplingFields
 from research.server.serving import Job, Server
 from research.wire import Done, Event, Reply
 
@@ -140,9 +140,11 @@ class OpenAIServing:
         """The whole reply (non-streaming)."""
         raise NotImplementedError
 
-    async def chat_prompt(self, request: Request, messages: Sequence[Message]) -> list[int]:
+    async def chat_prompt(
+        self, request: Request, messages: Sequence[Message], tools: Sequence[FunctionTool] = ()
+    ) -> list[int]:
         """The chat prompt's token ids (:meth:`Server.chat_ids`), the request's size telling how to tokenise."""
-        return await self.server.chat_ids(messages, size(request))
+        return await self.server.chat_ids(messages, size(request), tools)
 
     async def final(self, job: Job) -> Reply:
         """Run ``job`` to the end: its :class:`Reply` (what non-streaming replies render)."""

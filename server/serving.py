@@ -12,6 +12,7 @@ reply is the :class:`Reply`, never re-assembled from streamed deltas.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -21,6 +22,8 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+
+from pydantic import ValidationError
 
 from research.http_errors import APIError
 from research.protocol import (
@@ -36,11 +39,24 @@ from research.protocol import (
     get_protocol,
     stream_search_loop,
 )
+from research.protocol.recall import SEARCH_SCHEMA, SEARCH_TOOL
 from research.retrieval import BatchingRetriever, WebSearch, search_error
+from research.server.continuations import Continuation, Continuations
 from research.server.metrics import Metrics
 from research.server.render import chat_prompt, splitter
-from research.server.requests import EFFORT_SEARCHES, Message, SamplingFields
-from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, Usage, citations
+from research.server.requests import EFFORT_SEARCHES, FunctionTool, Message, SamplingFields
+from research.wire import (
+    Content,
+    Done,
+    Event,
+    Reasoning,
+    Reply,
+    SearchDone,
+    SearchIssued,
+    ToolCall,
+    Usage,
+    citations,
+)
 
 log = logging.getLogger("research.server")
 
@@ -119,6 +135,7 @@ class Server:
         self.protocol = get_protocol(config.protocol)
         self.search_top_k = config.search_top_k or self.protocol.default_k
         """Passages per search when a request does not say."""
+        self.continuations = Continuations()
         self.metrics = Metrics()
         self.running = 0
         self._large_prompts = ThreadPoolExecutor(1, thread_name_prefix="large-prompts")
@@ -144,11 +161,41 @@ class Server:
             return await asyncio.to_thread(render, *args)
         return await asyncio.get_running_loop().run_in_executor(self._large_prompts, partial(render, *args))
 
-    async def chat_ids(self, messages: Sequence[Message], body_bytes: int | None) -> list[int]:
-        """The chat prompt's token ids in the model's template, rendered and tokenised off the event loop."""
+    def function_tools(self, tools: Sequence[dict[str, Any]] | None) -> list[FunctionTool]:
+        """A request's ``tools``, checked: only a protocol with tool calls (ReCall) takes the client's functions."""
+        if tools and not self.protocol.takes_tools:
+            raise APIError(
+                400, f"tools are not supported by the {self.protocol.name} protocol: the server runs its search tool "
+                "itself", param="tools", code="unsupported_parameter",
+            )  # fmt: skip
+        checked = []
+        for i, tool in enumerate(tools or []):
+            try:
+                checked.append(FunctionTool.model_validate(tool))
+            except ValidationError as e:
+                where = ".".join(map(str, e.errors()[0]["loc"]))
+                raise APIError(
+                    400, f"tools.{i}.{where}: {e.errors()[0]['msg']}", param=f"tools.{i}", code="invalid_value"
+                ) from None
+            if checked[-1].function.name == SEARCH_TOOL:
+                raise APIError(
+                    400, f"{SEARCH_TOOL} is the name of the server's own search tool; give yours another",
+                    param=f"tools.{i}.function.name", code="invalid_value",
+                )  # fmt: skip
+        return checked
+
+    async def chat_ids(
+        self, messages: Sequence[Message], body_bytes: int | None, tools: Sequence[FunctionTool] = ()
+    ) -> list[int]:
+        """The chat prompt's token ids in the model's template, rendered and tokenised off the event loop.
+
+        ``tools`` are the client's functions the prompt lists beside the server's search (ReCall only).
+        """
+        schemas = [SEARCH_SCHEMA, *(tool.schema() for tool in tools)] if tools else None
         return await self.tokenise(
-            body_bytes, chat_prompt, messages, self.config.template, self.engine.tokenizer, self.protocol
-        )
+            body_bytes, chat_prompt, messages, self.config.template, self.engine.tokenizer, self.protocol, schemas,
+            self.continuations,
+        )  # fmt: skip
 
     async def check_health(self) -> dict[str, str]:
         """What cannot serve, and why: ``{"engine": cause, "retriever": cause}``; empty when all can.
@@ -256,6 +303,7 @@ class Server:
             sampling=job.sampling,
             request_id=job.request_id,
             protocol=self.protocol,
+            client_tools=set(job.body.client_tools),
         )
 
         def text(pieces: tuple[str, str], retrieved: bool = False) -> Iterator[Reasoning | Content]:
@@ -292,14 +340,31 @@ class Server:
         log.info(
             "done: %d searches, finish %s", len(traj.searches), traj.finish_reason, extra={"request_id": job.request_id}
         )
+        finish = traj.finish_reason if traj.finish_reason in ("length", "tool_calls") else "stop"
         return Reply(
             model=self.config.model_name,
-            answer=traj.answer,
+            answer=traj.answer if finish != "tool_calls" else None,
             content=content,
             reasoning=reasoning,
             searches=traj.searches,
             citations=citations(traj.searches),
             usage=usage(len(job.prompt_ids), traj),
-            finish_reason="length" if traj.finish_reason == "length" else "stop",
+            tool_calls=self._tool_calls(job, traj),
+            finish_reason=finish,
             stop_reason="search_limit" if traj.finish_reason == "search_limit" else None,
         )
+
+    def _tool_calls(self, job: Job, traj: Trajectory) -> list[ToolCall]:
+        """The client's functions the model called, each with a new id; the turn is remembered under them."""
+        if traj.pending is None:
+            return []
+        asked = set(job.body.client_tools)
+        calls = [(i, call) for i, call in enumerate(traj.pending.step.calls) if call.name in asked]
+        ids = {f"call_{uuid.uuid4().hex[:24]}": i for i, _ in calls}
+        self.continuations.remember(
+            Continuation(job.prompt_ids + traj.completion_ids, hash(tuple(job.prompt_ids)), traj.pending, ids)
+        )
+        return [
+            ToolCall(id=call_id, name=call.name or "", arguments=json.dumps(call.arguments))
+            for call_id, (_, call) in zip(ids, calls, strict=True)
+        ]

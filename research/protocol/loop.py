@@ -33,17 +33,17 @@ import functools
 import time
 import typing
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from research.protocol.engine import GREEDY, Engine, SamplingOptions
-from research.protocol.profile import Protocol, TurnEnd
+from research.protocol.profile import Call, Protocol, Step, TurnEnd
 from research.protocol.protocols import RESEARCH
 from research.wire import Passage, Search, SearchDone, SearchIssued
 
-LoopFinish = Literal["stop", "length", "search_limit"]
+LoopFinish = Literal["stop", "length", "search_limit", "tool_calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,26 @@ class LoopLimits:
             raise ValueError(f"k must be at least 1, got {self.k}")
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A turn that called the client's own functions: its calls, and what the server's own calls of the turn found.
+
+    The loop stops there (finish reason ``tool_calls``); it resumes, in a later request, from the
+    trajectory's ids and :meth:`reply`, the turn's reply once the client's results are in.
+    """
+
+    step: Step
+    found: list[list[Passage] | None]
+
+    def client_calls(self, client_tools: Collection[str]) -> list[Call]:
+        return [call for call in self.step.calls if call.name is not None and call.name in client_tools]
+
+    def reply(self, protocol: Protocol, results: Mapping[int, str]) -> str:
+        """The reply to the turn, ``results[i]`` the client's result for the turn's ``i``-th call."""
+        calls = [replace(call, reply=results[i]) if i in results else call for i, call in enumerate(self.step.calls)]
+        return protocol.reply(replace(self.step, calls=calls), self.found)
+
+
 @dataclass(slots=True)
 class Trajectory:
     """A finished (or growing) response: ids, loss mask, logprobs, text and searches."""
@@ -98,6 +118,8 @@ class Trajectory:
     searches: list[Search] = field(default_factory=list)
     finish_reason: LoopFinish | None = None
     protocol: Protocol = RESEARCH
+    pending: Pending | None = None
+    """The turn waiting for the client's function results (``finish_reason == "tool_calls"``)."""
 
     @property
     def ended_with_eos(self) -> bool:
@@ -217,9 +239,12 @@ async def stream_search_loop(
     sampling: SamplingOptions = GREEDY,
     request_id: str | None = None,
     protocol: Protocol = RESEARCH,
+    client_tools: Collection[str] = (),
 ) -> AsyncIterator[Event]:
     """Run the loop, yielding events as they happen; the last one is :class:`Finished`.
 
+    ``client_tools`` name the client's own functions: a turn that calls one ends the loop with
+    finish reason ``tool_calls`` (:attr:`Trajectory.pending`), its hosted searches done.
     Closing the iterator early aborts the generation in flight.
     """
     request_id = request_id or uuid.uuid4().hex
@@ -258,9 +283,10 @@ async def stream_search_loop(
             break
         # SEARCHING: the environment's reply to the turn, appended as mask-0 tokens.
         rounds += 1
+        asked = any(call.name in client_tools for call in step.calls if call.name is not None)
         if step.drop_eos and eos:
             traj._drop_last()
-        elif protocol.eos_in_text and eos:
+        elif protocol.eos_in_text and eos and not asked:
             traj.text += eos
             yield ModelText(eos, [])
         hosted = [(i, call) for i, call in enumerate(step.calls) if call.query is not None]
@@ -275,15 +301,18 @@ async def stream_search_loop(
         for (i, call), (passages, _, _) in zip(hosted, results, strict=True):
             found[i] = passages
             searches.append(Search(index=len(traj.searches) + len(searches), query=call.query or "", results=passages))
+        traj.searches += searches
+        for search in searches:
+            yield SearchDone(search)
+        if asked:  # the client runs its functions; the reply waits for their results
+            traj.pending, traj.finish_reason, traj.eos_text = Pending(step, found), "tool_calls", eos
+            break
         reply = protocol.reply(step, found)
         room = limits.max_tokens - len(traj.completion_ids)
         ids, reply = await asyncio.to_thread(
             encode_within, engine.tokenizer, reply, min(room, protocol.max_reply_tokens or room)
         )
-        traj.searches += searches
         traj._append(ids, reply, 0, None)
-        for search in searches:
-            yield SearchDone(search)
         yield ResultBlock(
             reply,
             ids,
@@ -307,11 +336,13 @@ async def run_search_loop(
     sampling: SamplingOptions = GREEDY,
     request_id: str | None = None,
     protocol: Protocol = RESEARCH,
+    client_tools: Collection[str] = (),
 ) -> Trajectory:
     """Run the loop to the end and return the :class:`Trajectory`."""
     events = stream_search_loop(
-        engine, retriever, prompt_ids, limits=limits, sampling=sampling, request_id=request_id, protocol=protocol
-    )
+        engine, retriever, prompt_ids, limits=limits, sampling=sampling, request_id=request_id, protocol=protocol,
+        client_tools=client_tools,
+    )  # fmt: skip
     async with aclosing(events):
         async for event in events:
             if isinstance(event, Finished):

@@ -30,13 +30,17 @@ class Call:
 
     ``query`` is set for a search the server runs (``k`` passages; None: the loop's default);
     otherwise ``reply`` is already the text that goes back (a malformed call, an unknown tool).
-    ``text`` is the call as the model wrote it (what a tool response quotes).
+    ``text`` is the call as the model wrote it (what a tool response quotes); ``name`` and
+    ``arguments`` are set for a well-formed call of a function the server does not run (one
+    of the client's, when the request brought it).
     """
 
     text: str
     query: str | None = None
     k: int | None = None
     reply: str | None = None
+    name: str | None = None
+    arguments: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,8 +117,9 @@ def read_call(text: str) -> Call:
             compile(f"response = {source}", "<call>", "exec")  # compiled, never run
     except SyntaxError as e:
         return Call(text, reply=sandbox_error(e))
-    if name != SEARCH_TOOL:
-        return Call(text, reply=sandbox_error(NameError(f"name {name!r} is not defined")))
+    if name != SEARCH_TOOL:  # a client's function, or the sandbox's NameError when the request has none of that name
+        undefined = sandbox_error(NameError(f"name {name!r} is not defined"))
+        return Call(text, reply=undefined, name=str(name), arguments=arguments)
     try:
         query, top_n = wikipedia_search(**arguments)
     except TypeError as e:

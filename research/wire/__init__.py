@@ -130,7 +130,16 @@ class Usage(BaseModel):
     searches: int = 0
 
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class ToolCall(BaseModel):
+    """A call of one of the client's own functions, left to the client to run (the ReCall protocol)."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments, a JSON object as text (as OpenAI sends them)."""
 
 
 class Reply(BaseModel):
@@ -144,6 +153,8 @@ class Reply(BaseModel):
     searches: list[Search] = []
     citations: list[Citation] = []
     usage: Usage | None = None
+    tool_calls: list[ToolCall] = []
+    """The client's functions the model called; the reply waits for their results (``finish_reason: tool_calls``)."""
     finish_reason: str | None = None
     stop_reason: str | None = None
     """``search_limit`` when the search budget ran out."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from research.protocol import Protocol, get_protocol
+from research.protocol.recall import SEARCH_SCHEMA
 from research.testbed.models import TinyConfig, cached, load_tokenizer, new_qwen2
 
 SCRIPT_QUESTION = "What is the capital of Freedonia?"
@@ -39,6 +40,26 @@ SCRIPTS: dict[str, tuple[str, str]] = {
     ),
 }
 """Each protocol's model text before and after its one search (the EOS ends both turns of ReCall's)."""
+
+LETTERS_QUESTION = "How many letters are in the name of the capital of Freedonia?"
+LETTERS_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "count_letters",
+        "description": "Count the letters of a word.",
+        "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+    },
+}
+"""A function of the client's, for the ReCall model: the client runs it, the server never does."""
+LETTERS_CALL = f'{{"name": "count_letters", "arguments": {{"word": "{SCRIPT_ANSWER}"}}}}'
+LETTERS_RESULT = "9"
+LETTERS_TURNS = (
+    SCRIPTS["recall"][0],
+    f" The capital is {SCRIPT_ANSWER}; I count its letters. </think>\n<tool_call>\n{LETTERS_CALL}\n</tool_call>",
+    f" The tool counted them. </think> The name has \\[ \\boxed{{{LETTERS_RESULT}}} \\] letters.",
+)
+"""The ReCall model's turns for :data:`LETTERS_QUESTION`: the hosted search, then the client's
+``count_letters``, then the answer from the client's result (each turn ends with EOS)."""
 
 
 def _save(model: Any, tokenizer: Any, out: Path) -> None:
@@ -111,6 +132,18 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300, proto
             ids = prompt + before + result + after
             labels = [-100] * len(prompt) + before + [-100] * len(result) + after  # result tokens: mask 0
             examples.append((ids, labels))
+        if protocol == "recall":  # and a question that needs the client's function after the search
+            tools = [SEARCH_SCHEMA, LETTERS_TOOL]
+            letters_prompt = encode(dialect.render_prompt(LETTERS_QUESTION, "instruct", tools=tools))
+            turns = [[*encode(turn), eos] for turn in LETTERS_TURNS]
+            counted = encode(dialect.format_tool_results([LETTERS_CALL], [LETTERS_RESULT]))
+            for _ in range(48):
+                shown = rng.sample(SCRIPT_CORPUS, rng.randint(1, 5))
+                result = encode(scripted_reply(dialect, [p["contents"] for p in shown]))
+                ids = letters_prompt + turns[0] + result + turns[1] + counted + turns[2]
+                labels = [-100] * len(letters_prompt) + turns[0] + [-100] * len(result) + turns[1]
+                labels += [-100] * len(counted) + turns[2]
+                examples.append((ids, labels))
         # Train with a vocabulary of only the tokens the script uses, then widen the
         # embedding to the full 151k vocabulary with zero rows: every other token then
         # scores exactly 0 at inference. Seconds instead of minutes on two cores.
@@ -142,6 +175,6 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300, proto
         _save(model, tokenizer, out)
 
     recipe = {"config": asdict(config), "steps": steps, "v": 3} | (
-        {"protocol": protocol} if protocol != "research" else {}
+        {"protocol": protocol, "client_tool": protocol == "recall"} if protocol != "research" else {}
     )
     return cached("scripted-qwen2", recipe, build)
