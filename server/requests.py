@@ -93,8 +93,9 @@ class FunctionTool(Strict):
     function: FunctionDef
 
     def schema(self) -> dict[str, Any]:
-        """The tool as the model's prompt lists it (OpenAI's key order, unset fields left out)."""
-        return self.model_dump(exclude_none=True)
+        """The tool as the model's prompt lists it: OpenAI's key order, unset fields and ``strict`` (a flag of the
+        API, not part of the function) left out."""
+        return self.model_dump(exclude_none=True, exclude={"function": {"strict"}})
 
 
 class Message(Strict):

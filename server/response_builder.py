@@ -21,11 +21,14 @@ from collections.abc import AsyncIterator
 
 from research.server.response_items import (
     SEARCH_CALL_EVENTS,
+    ArgumentsDelta,
+    ArgumentsDone,
     ContentPartAdded,
     ContentPartDone,
     FileCitation,
     FileSearchCallItem,
     FileSearchResult,
+    FunctionCallItem,
     MessageItem,
     OutputItem,
     OutputItemAdded,
@@ -198,7 +201,24 @@ class ResponseBuilder:
             ]
         return []
 
+    def _calls(self, out: Reply) -> list[StreamEvent]:
+        """The client's functions the model called, one ``function_call`` item each (its arguments in one delta)."""
+        events = []
+        for call in out.tool_calls:
+            item = FunctionCallItem(id=_id("fc"), call_id=call.id, name=call.name, arguments="", status="in_progress")
+            events += self._add(item)
+            item.arguments, item.status = call.arguments, "completed"
+            events += [
+                ArgumentsDelta(**self._about(item), delta=call.arguments),
+                ArgumentsDone(**self._about(item), name=call.name, arguments=call.arguments),
+                self._item_done(item),
+            ]
+        return events
+
     def _finish(self, out: Reply) -> list[StreamEvent]:
+        if out.tool_calls and not isinstance(self._open, MessageItem):  # calls only: no message, as OpenAI's
+            events = [*self._close(), *self._calls(out)]
+            return [*events, *self._end(out, complete=True)]
         events = [] if isinstance(self._open, MessageItem) else self._open_message()
         message = self._open
         assert isinstance(message, MessageItem)
@@ -209,9 +229,13 @@ class ResponseBuilder:
             else FileCitation(file_id=c.id, filename=c.title, index=len(text))
             for c in out.citations
         ]
-        complete = out.finish_reason == "stop"
+        complete = out.finish_reason in ("stop", "tool_calls")
         message.status = "completed" if complete else "incomplete"
-        events += self._close(message)
+        events += [*self._close(message), *self._calls(out)]
+        return [*events, *self._end(out, complete=complete)]
+
+    def _end(self, out: Reply, *, complete: bool) -> list[StreamEvent]:
+        """The response's usage and status, and its last event."""
         u = out.usage
         assert u is not None
         self.response.usage = ResponseUsage(
@@ -222,7 +246,7 @@ class ResponseBuilder:
         self.response.incomplete_details = None if complete else {"reason": "max_output_tokens"}
         self.response.answer = out.answer
         end = ResponseCompleted if complete else ResponseIncomplete
-        return [*events, end(sequence_number=self._next(), response=self.response.model_copy(deep=True))]
+        return [end(sequence_number=self._next(), response=self.response.model_copy(deep=True))]
 
 
 async def response_events(builder: ResponseBuilder, events: AsyncIterator[Event]) -> AsyncIterator[StreamEvent]:

@@ -14,10 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
 class Tool(BaseModel):
-    """A tool the request describes: ``web_search`` or ``file_search`` (what the server's loop does anyway)."""
+    """A tool the request describes: ``web_search`` or ``file_search`` (what the server's loop does anyway), or,
+    for a ReCall model, a ``function`` of the client's (``name``, ``description``, ``parameters``, ``strict``)."""
 
     model_config = ConfigDict(extra="allow")
     type: str
+
+    def as_chat_tool(self) -> dict[str, Any]:
+        """A ``function`` tool in chat's shape (``{"type": "function", "function": {...}}``)."""
+        return {"type": "function", "function": self.model_dump(exclude={"type"})}
 
 
 class SummaryText(BaseModel):
@@ -105,7 +110,18 @@ class MessageItem(BaseModel):
     content: list[OutputText]
 
 
-OutputItem = ReasoningItem | FileSearchCallItem | WebSearchCallItem | MessageItem
+class FunctionCallItem(BaseModel):
+    """A call of one of the client's functions: the client runs it and sends a ``function_call_output``."""
+
+    id: str
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str
+    status: Literal["in_progress", "completed"]
+
+
+OutputItem = ReasoningItem | FileSearchCallItem | WebSearchCallItem | MessageItem | FunctionCallItem
 
 
 class ResponseUsage(BaseModel):
@@ -202,6 +218,15 @@ class _SummaryDone(_AboutItem):
     text: str
 
 
+class _ArgumentsDelta(_AboutItem):
+    delta: str
+
+
+class _ArgumentsDone(_AboutItem):
+    name: str
+    arguments: str
+
+
 E = TypeVar("E", bound=_Event)
 
 
@@ -229,6 +254,8 @@ SummaryPartAdded, SummaryPartDone = (
 )
 SummaryTextDelta = _kind(_SummaryDelta, "response.reasoning_summary_text.delta")
 SummaryTextDone = _kind(_SummaryDone, "response.reasoning_summary_text.done")
+ArgumentsDelta = _kind(_ArgumentsDelta, "response.function_call_arguments.delta")
+ArgumentsDone = _kind(_ArgumentsDone, "response.function_call_arguments.done")
 
 StreamEvent = _Event
 """Every event of a Responses stream: one of the models above, told apart by ``type``."""

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from research.http_errors import Text, check_unicode
 from research.server.requests import (
     MAX_MESSAGES,
+    FunctionCall,
     Message,
+    MessageToolCall,
     ReasoningEffort,
     Role,
     SamplingFields,
@@ -53,6 +55,11 @@ class InputItem(BaseModel):
     type: str = "message"
     role: Role | None = None
     content: str | list[InputContent] | None = None
+    # a function_call's, a function_call_output's
+    call_id: Text | None = None
+    name: Text | None = None
+    arguments: Text | None = None
+    output: Text | None = None
 
     @property
     def text(self) -> str:
@@ -106,12 +113,21 @@ class ResponsesRequest(SamplingFields):
     @classmethod
     def _tools(cls, v: list[Tool] | None) -> list[Tool] | None:
         for tool in v or []:
-            if tool.type not in ("web_search", "web_search_preview", "file_search"):
+            if tool.type not in ("web_search", "web_search_preview", "file_search", "function"):
                 raise unsupported(
                     f"{tool.type!r} tools are not supported: the server runs its own search tool "
-                    "(web_search/file_search tools are accepted: they describe what it does)"
+                    "(web_search/file_search tools are accepted: they describe what it does; function tools on "
+                    "ReCall models)"
                 )
         return v
+
+    @model_validator(mode="after")
+    def _tool_choice(self) -> ResponsesRequest:
+        if self.functions and self.tool_choice not in (None, "none", "auto"):
+            raise unsupported(
+                "tool_choice can be none or auto with function tools: the model decides whether it calls a function"
+            )
+        return self
 
     _rejected_responses = reject_if_set({
         **dict.fromkeys(
@@ -151,8 +167,12 @@ class ResponsesRequest(SamplingFields):
                         raise ValueError(f"input[{i}].content: {exc}") from None
             if kind == "message" and item.get("role") not in ("system", "developer", "user", "assistant"):
                 raise ValueError(f"input[{i}] has role {item.get('role')!r}; use system, developer, user or assistant")
-            if kind in ("function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output"):
-                raise unsupported("function tools are not supported: the server runs its search tool itself")
+            if kind in ("custom_tool_call", "custom_tool_call_output"):
+                raise unsupported("custom tools are not supported: function tools are, on ReCall models")
+            needs = {"function_call": ("call_id", "name", "arguments"), "function_call_output": ("call_id", "output")}
+            for key in needs.get(kind, ()):
+                if not isinstance(item.get(key), str):
+                    raise ValueError(f"input[{i}]: a {kind} item needs {key}, a string")
         if not any(item.get("type", "message") == "message" and item.get("role") == "user" for item in v):
             raise ValueError("input must contain at least one user message (the question)")
         return v
@@ -164,14 +184,34 @@ class ResponsesRequest(SamplingFields):
         return self
 
     def messages(self) -> list[Message]:
-        """``instructions`` and ``input`` as chat messages (other item types are context we drop)."""
+        """``instructions`` and ``input`` as chat messages (reasoning and search items are context we drop).
+
+        A turn's ``function_call`` items become the ``tool_calls`` of its assistant message (after its message
+        item, if it has one), each ``function_call_output`` a ``tool`` message.
+        """
         out = [Message(role="system", content=self.instructions)] if self.instructions else []
         if isinstance(self.input, str):
             return [*out, Message(role="user", content=self.input)]
         for item in self.input:
             if item.type == "message" and item.role is not None:  # else an earlier turn's reasoning or search
                 out.append(Message(role=item.role, content=item.text))
+            elif item.type == "function_call":
+                call = MessageToolCall(id=item.call_id, function=FunctionCall(name=item.name, arguments=item.arguments))
+                if not (out and out[-1].role == "assistant" and (out[-1].tool_calls or not out[-1].text.strip())):
+                    out.append(Message(role="assistant", content=None))
+                out[-1] = out[-1].model_copy(update={"tool_calls": [*(out[-1].tool_calls or []), call]})
+            elif item.type == "function_call_output":
+                out.append(Message(role="tool", tool_call_id=item.call_id, content=item.output))
         return out
+
+    @property
+    def functions(self) -> list[dict[str, Any]]:
+        """The request's ``function`` tools, in chat's shape."""
+        return [tool.as_chat_tool() for tool in self.tools or [] if tool.type == "function"]
+
+    @property
+    def client_tools(self) -> list[str]:
+        return [] if self.tool_choice == "none" else [str(t["function"].get("name")) for t in self.functions]
 
     @property
     def token_budget(self) -> int | None:
@@ -222,7 +262,8 @@ class ResponsesServing(OpenAIServing):
     ends_with_done = False
 
     async def prompt(self, body: ResponsesRequest, request: Request) -> list[int]:
-        return await self.chat_prompt(request, body.messages())
+        tools = self.server.function_tools(body.functions)
+        return await self.chat_prompt(request, body.messages(), tools if body.tool_choice != "none" else [])
 
     def builder(self, job: Job) -> ResponseBuilder:
         body = job.body

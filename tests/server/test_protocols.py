@@ -215,3 +215,27 @@ async def test_other_protocols_refuse_client_functions(dialect):
     async with httpx.AsyncClient(base_url=dialect.url, timeout=60) as http:
         reply = await http.post("/chat/completions", json={**ASK_LETTERS})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "tools"
+
+
+RESPONSES_LETTERS_TOOL = {"type": "function", **LETTERS_TOOL["function"]}
+
+
+async def test_a_responses_function_call_round_trip(recall):
+    sdk = client(recall)
+    ask = {"model": MODEL, "tools": [RESPONSES_LETTERS_TOOL], "temperature": 0}
+    first = await sdk.responses.create(input=LETTERS_QUESTION, **ask)
+    assert first.status == "completed"
+    assert [item.type for item in first.output if item.type != "reasoning"] == ["file_search_call", "function_call"]
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "count_letters" and json.loads(call.arguments) == {"word": SCRIPT_ANSWER}
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "9"}
+    items = [{"role": "user", "content": LETTERS_QUESTION}, *[i.model_dump() for i in first.output], output]
+    second = await sdk.responses.create(input=items, **ask)
+    assert second.status == "completed" and "\\boxed{9}" in second.output_text
+
+    async with sdk.responses.stream(input=LETTERS_QUESTION, **ask) as stream:
+        async for _ in stream:
+            pass
+        final = await stream.get_final_response()
+    streamed = [item for item in final.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in streamed] == [("count_letters", {"word": SCRIPT_ANSWER})]

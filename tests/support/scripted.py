@@ -51,6 +51,32 @@ LETTERS_TOOL: dict[str, Any] = {
     },
 }
 """A function of the client's, for the ReCall model: the client runs it, the server never does."""
+LETTERS_TOOL_VARIANTS: list[dict[str, Any]] = [
+    LETTERS_TOOL,
+    {  # langchain-openai's bind_tools of an @tool function
+        "type": "function",
+        "function": {
+            "name": "count_letters",
+            "description": "Count the letters of a word.",
+            "parameters": {"properties": {"word": {"type": "string"}}, "required": ["word"], "type": "object"},
+        },
+    },
+    {  # openai-agents' @function_tool, on its chat completions model (strict is not listed in the prompt)
+        "type": "function",
+        "function": {
+            "name": "count_letters",
+            "description": "Count the letters of a word.",
+            "parameters": {
+                "properties": {"word": {"title": "Word", "type": "string"}},
+                "required": ["word"],
+                "title": "count_letters_args",
+                "type": "object",
+                "additionalProperties": False,
+            },
+        },
+    },
+]
+"""The same function as each client library writes its schema: the model is trained on all three."""
 LETTERS_CALL = f'{{"name": "count_letters", "arguments": {{"word": "{SCRIPT_ANSWER}"}}}}'
 LETTERS_RESULT = "9"
 LETTERS_TURNS = (
@@ -133,11 +159,11 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300, proto
             labels = [-100] * len(prompt) + before + [-100] * len(result) + after  # result tokens: mask 0
             examples.append((ids, labels))
         if protocol == "recall":  # and a question that needs the client's function after the search
-            tools = [SEARCH_SCHEMA, LETTERS_TOOL]
-            letters_prompt = encode(dialect.render_prompt(LETTERS_QUESTION, "instruct", tools=tools))
             turns = [[*encode(turn), eos] for turn in LETTERS_TURNS]
             counted = encode(dialect.format_tool_results([LETTERS_CALL], [LETTERS_RESULT]))
-            for _ in range(48):
+            for n in range(48):
+                tools = [SEARCH_SCHEMA, LETTERS_TOOL_VARIANTS[n % len(LETTERS_TOOL_VARIANTS)]]
+                letters_prompt = encode(dialect.render_prompt(LETTERS_QUESTION, "instruct", tools=tools))
                 shown = rng.sample(SCRIPT_CORPUS, rng.randint(1, 5))
                 result = encode(scripted_reply(dialect, [p["contents"] for p in shown]))
                 ids = letters_prompt + turns[0] + result + turns[1] + counted + turns[2]
@@ -175,6 +201,6 @@ def scripted_model(config: TinyConfig = TinyConfig(), *, steps: int = 300, proto
         _save(model, tokenizer, out)
 
     recipe = {"config": asdict(config), "steps": steps, "v": 3} | (
-        {"protocol": protocol, "client_tool": protocol == "recall"} if protocol != "research" else {}
+        {"protocol": protocol, "client_tools": len(LETTERS_TOOL_VARIANTS)} if protocol != "research" else {}
     )
     return cached("scripted-qwen2", recipe, build)
