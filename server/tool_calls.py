@@ -12,12 +12,12 @@ gone). Earlier exchanges in the history are rendered from the messages too.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from research.http_errors import APIError
 from research.protocol import Protocol
-from research.protocol.recall import ASSISTANT_PREFIX, EOS
+from research.protocol.recall import EOS
 from research.server.continuations import Continuations
 from research.server.requests import Message, MessageToolCall
 
@@ -91,28 +91,27 @@ def _calls(message: Message) -> str:
 
 def continued_ids(
     messages: Sequence[Message],
-    prompt_ids: Any,
+    render: Callable[[Sequence[Message]], list[int]],
     tokenizer: Any,
     protocol: Protocol,
     continuations: Continuations | None,
 ) -> list[int]:
     """Token ids of a conversation ending with the results of the last assistant message's calls.
 
-    ``prompt_ids(messages)`` renders the conversation before that assistant message.
+    ``render(messages)`` gives the ids of the conversation before that assistant message.
     """
     start = len(messages)
     while messages[start - 1].role == "tool":
         start -= 1
     asked = messages[start - 1]
     calls = asked.tool_calls or []
-    results = {m.tool_call_id: m.text for m in messages[start:]}
-    before = prompt_ids(messages[: start - 1])
+    results = {m.tool_call_id or "": m.text for m in messages[start:]}  # every call answered: check_tool_messages
+    before = render(messages[: start - 1])
     found = continuations.find([c.id for c in calls], before) if continuations else None
     if found is not None:
-        reply = found.pending.reply(protocol, {found.calls[i]: text for i, text in results.items() if i})
-        return found.ids + tokenizer.encode(reply, add_special_tokens=False)
+        by_place = {found.calls[call_id]: result for call_id, result in results.items()}
+        return found.ids + tokenizer.encode(found.pending.reply(protocol, by_place), add_special_tokens=False)
     content = f" {asked.text.strip()}" if asked.text.strip() else ""
-    turn = f" </think>{content}{_calls(asked)}{EOS}"
+    turn = f" </think>{content}{_calls(asked)}{EOS}"  # the prompt before it opened the turn with <think>
     reply = protocol.format_tool_results([call_text(c) for c in calls], [results[c.id] for c in calls])
-    assert reply.endswith(ASSISTANT_PREFIX)
     return before + tokenizer.encode(turn + reply, add_special_tokens=False)

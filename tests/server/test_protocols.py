@@ -239,3 +239,13 @@ async def test_a_responses_function_call_round_trip(recall):
         final = await stream.get_final_response()
     streamed = [item for item in final.output if item.type == "function_call"]
     assert [(c.name, json.loads(c.arguments)) for c in streamed] == [("count_letters", {"word": SCRIPT_ANSWER})]
+
+
+async def test_a_tool_result_over_the_context_is_refused_before_the_engine(recall):
+    first = await client(recall).chat.completions.create(**ASK_LETTERS)
+    message = first.choices[0].message
+    huge = {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "many words " * 20_000}
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client(recall).chat.completions.create(**{**ASK_LETTERS, "messages": [*ASK_LETTERS["messages"], message,
+                                                                                      huge]})  # fmt: skip
+    assert refused.value.code == "context_length_exceeded"
