@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import openai
+import pytest
 import pytest_asyncio
 
 from research.engines.args import open_engine
@@ -59,8 +60,18 @@ async def test_langchain_bind_tools_and_a_tool_loop(url):
     assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [("count_letters", {"word": SCRIPT_ANSWER})]
 
 
-async def test_the_agents_sdk_runs_a_function_tool_on_its_chat_completions_model(url):
-    from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+@pytest.mark.parametrize("api", ["chat_completions", "responses"])
+async def test_the_agents_sdk_runs_a_function_tool(url, api):
+    """On the Agents SDK's chat completions model, and on its default one (the Responses API)."""
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIChatCompletionsModel,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
 
     set_tracing_disabled(True)  # tracing would export to api.openai.com
     counted = []
@@ -72,38 +83,14 @@ async def test_the_agents_sdk_runs_a_function_tool_on_its_chat_completions_model
         return str(len(word))
 
     client = openai.AsyncOpenAI(base_url=url, api_key="unused")
-    agent = Agent(
-        name="counter",
-        model=OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
-        model_settings=ModelSettings(temperature=0),
-        tools=[count_letters],
-    )
+    kind = OpenAIChatCompletionsModel if api == "chat_completions" else OpenAIResponsesModel
+    model = kind(MODEL, client)
+    agent = Agent(name="counter", model=model, model_settings=ModelSettings(temperature=0), tools=[count_letters])
     result = await Runner.run(agent, LETTERS_QUESTION)
+    await client.close()
     assert counted == [SCRIPT_ANSWER]
     assert f"\\boxed{{{LETTERS_RESULT}}}" in result.final_output
-    first = result.raw_responses[0]
-    assert first.usage.total_tokens > 0 and len(result.raw_responses) == 2  # the call's turn, then the answer's
-    await client.close()
-
-
-async def test_the_agents_sdk_runs_a_function_tool_on_its_default_responses_model(url):
-    from agents import Agent, ModelSettings, Runner, function_tool, set_default_openai_client, set_tracing_disabled
-
-    set_tracing_disabled(True)
-    counted = []
-
-    @function_tool
-    def count_letters(word: str) -> str:
-        """Count the letters of a word."""
-        counted.append(word)
-        return str(len(word))
-
-    client = openai.AsyncOpenAI(base_url=url, api_key="unused")
-    set_default_openai_client(client, use_for_tracing=False)
-    agent = Agent(name="counter", model=MODEL, model_settings=ModelSettings(temperature=0), tools=[count_letters])
-    result = await Runner.run(agent, LETTERS_QUESTION)
-    assert counted == [SCRIPT_ANSWER]
-    assert f"\\boxed{{{LETTERS_RESULT}}}" in result.final_output
-    searched = [item for item in result.raw_responses[0].output if item.type == "file_search_call"]
-    assert len(searched) == 1  # the server's own search, in the same answer
-    await client.close()
+    assert len(result.raw_responses) == 2  # the turn that called the function, then the answer's
+    if api == "responses":
+        searched = [item for item in result.raw_responses[0].output if item.type == "file_search_call"]
+        assert len(searched) == 1  # the server's own search, in the same answer
