@@ -12,6 +12,7 @@ from the messages (:mod:`research.server.render`).
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -20,8 +21,8 @@ from research.protocol.loop import Pending
 
 @dataclass(frozen=True, slots=True)
 class Continuation:
-    ids: list[int]
-    """The prompt and the turn, through its end-of-sequence token."""
+    ids: array[int]
+    """The prompt and the turn, through its end-of-sequence token (4 bytes a token)."""
     prompt: int
     """``hash`` of the prompt ids the turn followed (a request must render the same prompt to continue it)."""
     pending: Pending
@@ -31,9 +32,9 @@ class Continuation:
 
 class Continuations:
     """The last ``capacity`` turns that called the client's functions, by tool-call id (thread-safe: prompts
-    are rendered off the event loop)."""
+    are rendered off the event loop). A turn of 8,192 tokens takes 32 KiB: 1,024 of them at most 32 MiB."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
         self._by_call: OrderedDict[str, Continuation] = OrderedDict()
         self._lock = threading.Lock()
@@ -42,7 +43,7 @@ class Continuations:
         with self._lock:
             for call_id in continuation.calls:
                 self._by_call[call_id] = continuation
-            while len(self._by_call) > self.capacity:
+            while len({id(c) for c in self._by_call.values()}) > self.capacity:
                 self._by_call.popitem(last=False)
 
     def find(self, call_ids: list[str], prompt_ids: list[int]) -> Continuation | None:

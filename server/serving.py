@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from array import array
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -361,9 +362,8 @@ class Server:
         asked = set(job.body.client_tools)
         calls = [(i, call) for i, call in enumerate(traj.pending.step.calls) if call.name in asked]
         ids = {f"call_{uuid.uuid4().hex[:24]}": i for i, _ in calls}
-        self.continuations.remember(
-            Continuation(job.prompt_ids + traj.completion_ids, hash(tuple(job.prompt_ids)), traj.pending, ids)
-        )
+        turn = array("I", job.prompt_ids + traj.completion_ids)
+        self.continuations.remember(Continuation(turn, hash(tuple(job.prompt_ids)), traj.pending, ids))
         return [
             ToolCall(id=call_id, name=call.name or "", arguments=json.dumps(call.arguments))
             for call_id, (_, call) in zip(ids, calls, strict=True)

@@ -110,7 +110,7 @@ def continued_ids(
     found = continuations.find([c.id for c in calls], before) if continuations else None
     if found is not None:
         by_place = {found.calls[call_id]: result for call_id, result in results.items()}
-        return found.ids + tokenizer.encode(found.pending.reply(protocol, by_place), add_special_tokens=False)
+        return [*found.ids, *tokenizer.encode(found.pending.reply(protocol, by_place), add_special_tokens=False)]
     content = f" {asked.text.strip()}" if asked.text.strip() else ""
     turn = f" </think>{content}{_calls(asked)}{EOS}"  # the prompt before it opened the turn with <think>
     reply = protocol.format_tool_results([call_text(c) for c in calls], [results[c.id] for c in calls])

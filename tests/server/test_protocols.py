@@ -141,7 +141,7 @@ async def test_a_client_function_round_trip_continues_the_turn_exactly(recall):
     retriever = recall.server.retriever.using("vector")
     traj = await run_search_loop(recall.engine, retriever, prompt, protocol=protocol, client_tools={"count_letters"})
     remembered = recall.server.continuations.find([call.id], prompt)
-    assert remembered is not None and remembered.ids == prompt + traj.completion_ids  # the model's own ids
+    assert remembered is not None and list(remembered.ids) == prompt + traj.completion_ids  # the model's own ids
     continued = prompt + traj.completion_ids + tok.encode(traj.pending.reply(protocol, {0: "9"}))
     turn = f"<tool_response>{LETTERS_CALL}\n9\n</tool_response>\n<|im_end|>\n<|im_start|>assistant\n<think>"
     assert tok.decode(continued).endswith(turn)
