@@ -157,6 +157,8 @@ class ResponsesRequest(SamplingFields):
             return v  # not a list of items: the type check says so
         for i, item in enumerate(v):
             kind = item.get("type", "message")
+            if not isinstance(kind, str):
+                raise ValueError(f"input[{i}].type must be a string")
             content = item.get("content")
             parts = [content] if isinstance(content, str) else content if isinstance(content, list) else []
             for text in [p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in parts]:

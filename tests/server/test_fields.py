@@ -45,7 +45,8 @@ REJECTED_RESPONSES = [
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text"),
     ({"top_logprobs": 2}, "top_logprobs"), ({"input": ""}, "input"),
     ({"max_output_tokens": 10**9}, "max_output_tokens"),
-    ({"input": [{"role": "tool", "content": "x"}]}, "input"),
+    ({"input": [{"role": "tool", "content": "x"}]}, "input"), ({"input": [{"type": {}, "role": None}]}, "input"),
+    ({"input": [{"role": "user", "content": "q"}, {"type": "function_call", "call_id": "c"}]}, "input"),
 ]  # fmt: skip
 
 
