@@ -31,25 +31,22 @@ class Continuation:
 
 
 class Continuations:
-    """The last ``capacity`` turns that called the client's functions, by tool-call id (thread-safe: prompts
-    are rendered off the event loop). A turn of 8,192 tokens takes 32 KiB: 1,024 of them at most 32 MiB."""
+    """The last ``capacity`` turns that called the client's functions, by their tool-call ids (thread-safe:
+    prompts are rendered off the event loop). A turn of 8,192 tokens takes 32 KiB: 1,024 of them at most 32 MiB."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
-        self._by_call: OrderedDict[str, Continuation] = OrderedDict()
+        self._turns: OrderedDict[frozenset[str], Continuation] = OrderedDict()
         self._lock = threading.Lock()
 
     def remember(self, continuation: Continuation) -> None:
         with self._lock:
-            for call_id in continuation.calls:
-                self._by_call[call_id] = continuation
-            while len({id(c) for c in self._by_call.values()}) > self.capacity:
-                self._by_call.popitem(last=False)
+            self._turns[frozenset(continuation.calls)] = continuation
+            while len(self._turns) > self.capacity:
+                self._turns.popitem(last=False)
 
     def find(self, call_ids: list[str], prompt_ids: list[int]) -> Continuation | None:
         """The turn that made exactly ``call_ids`` after ``prompt_ids``, if it is still remembered."""
         with self._lock:
-            found = self._by_call.get(call_ids[0]) if call_ids else None
-        if found is None or set(found.calls) != set(call_ids) or found.prompt != hash(tuple(prompt_ids)):
-            return None
-        return found
+            found = self._turns.get(frozenset(call_ids))
+        return found if found is not None and found.prompt == hash(tuple(prompt_ids)) else None

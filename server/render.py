@@ -17,6 +17,7 @@ from research.protocol import (
 )
 from research.protocol.recall import EOS
 from research.protocol.search_r1 import PREFIX, normalize_question
+from research.protocol.templates import through_chat_template
 from research.server.continuations import Continuations
 from research.server.requests import Message
 from research.server.tool_calls import check_tool_messages, continued_ids, history
@@ -101,7 +102,7 @@ def dialect_prompt(
             return protocol.render_prompt(last.text, template, tokenizer)
         question = PREFIX.replace("{question}", normalize_question(last.text))
         chat = [{"role": role, "content": text} for role, text in turns] + [{"role": "user", "content": question}]
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        return through_chat_template(chat, tokenizer)
     prompt = protocol.render_prompt(last.text, template, tokenizer, tools=tools)
     system_end = prompt.index(EOS)
     extra = "".join(f"\n\n{text}" for role, text in turns if role == "system")

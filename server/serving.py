@@ -359,12 +359,11 @@ class Server:
         """The client's functions the model called, each with a new id; the turn is remembered under them."""
         if traj.pending is None:
             return []
-        asked = set(job.body.client_tools)
-        calls = [(i, call) for i, call in enumerate(traj.pending.step.calls) if call.name in asked]
-        ids = {f"call_{uuid.uuid4().hex[:24]}": i for i, _ in calls}
+        ids = {f"call_{uuid.uuid4().hex[:24]}": i for i in traj.pending.asked}
         turn = array("I", job.prompt_ids + traj.completion_ids)
         self.continuations.remember(Continuation(turn, hash(tuple(job.prompt_ids)), traj.pending, ids))
+        calls = traj.pending.step.calls
         return [
-            ToolCall(id=call_id, name=call.name or "", arguments=json.dumps(call.arguments))
-            for call_id, (_, call) in zip(ids, calls, strict=True)
+            ToolCall(id=call_id, name=calls[i].name or "", arguments=json.dumps(calls[i].arguments))
+            for call_id, i in ids.items()
         ]

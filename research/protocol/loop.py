@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from research.protocol.engine import GREEDY, Engine, SamplingOptions
-from research.protocol.profile import Call, Protocol, Step, TurnEnd
+from research.protocol.profile import Protocol, Step, TurnEnd
 from research.protocol.protocols import RESEARCH
 from research.wire import Passage, Search, SearchDone, SearchIssued
 
@@ -91,9 +91,8 @@ class Pending:
 
     step: Step
     found: list[list[Passage] | None]
-
-    def client_calls(self, client_tools: Collection[str]) -> list[Call]:
-        return [call for call in self.step.calls if call.name is not None and call.name in client_tools]
+    asked: list[int]
+    """The places in the turn of the calls of the client's functions (the others are the server's)."""
 
     def reply(self, protocol: Protocol, results: Mapping[int, str]) -> str:
         """The reply to the turn, ``results[i]`` the client's result for the turn's ``i``-th call."""
@@ -283,7 +282,7 @@ async def stream_search_loop(
             break
         # SEARCHING: the environment's reply to the turn, appended as mask-0 tokens.
         rounds += 1
-        asked = any(call.name in client_tools for call in step.calls if call.name is not None)
+        asked = [i for i, call in enumerate(step.calls) if call.name is not None and call.name in client_tools]
         if step.drop_eos and eos:
             traj._drop_last()
         elif protocol.eos_in_text and eos and not asked:
@@ -305,7 +304,7 @@ async def stream_search_loop(
         for search in searches:
             yield SearchDone(search)
         if asked:  # the client runs its functions; the reply waits for their results
-            traj.pending, traj.finish_reason, traj.eos_text = Pending(step, found), "tool_calls", eos
+            traj.pending, traj.finish_reason, traj.eos_text = Pending(step, found, asked), "tool_calls", eos
             break
         reply = protocol.reply(step, found)
         room = limits.max_tokens - len(traj.completion_ids)
