@@ -140,9 +140,7 @@ def wire_pointer_head(
         triggers, name_starts, continuations = list(triggers), list(name_starts), list(continuations)
         embedding[name_starts, NAME] = 1.0
         embedding[continuations, CONTINUES] = 1.0
-        embedding[triggers, token] = 0.0
-        embedding[triggers, TRIGGER] = 1.0
-        embedding[triggers, TRIGGER + 1 : TRIGGER + 1 + width] = torch.randn(len(triggers), width)
+        mark_triggers(model, triggers)
         look_back.v_proj.weight[width, CONTINUES] = 1.0  # head 0's spare value dim carries the flag forward
         look_back.o_proj.weight[AFTER_CONTINUES, width] = 1.0
         rows = slice(at, at + head_dim)
@@ -156,3 +154,19 @@ def wire_pointer_head(
             pointer.k_proj.weight[at + i, AFTER_CONTINUES] = -penalty
         pointer.v_proj.weight[at : at + width, token] = torch.eye(width)
         pointer.o_proj.weight[token, at : at + width] = copy * torch.eye(width)
+
+
+def mark_triggers(model: Any, triggers: Collection[int]) -> None:
+    """Give ``triggers`` the pointer head's trigger flag and identities of their own (no token identity).
+
+    :func:`wire_pointer_head` calls it; call it alone to teach a wired (or trained) model new
+    triggers: their embedding rows are reset to the flag and a fresh random identity.
+    """
+    import torch
+
+    triggers = list(triggers)
+    with torch.no_grad():
+        embedding = model.model.embed_tokens.weight
+        embedding[triggers, : TRIGGER + 1] = 0.0
+        embedding[triggers, TRIGGER] = 1.0
+        embedding[triggers, TRIGGER + 1 : TRIGGER + 1 + COPY_WIDTH] = torch.randn(len(triggers), COPY_WIDTH)

@@ -60,6 +60,8 @@ TAGS = [" <think>", " </think>", " <search>", " </search>", " <result>", "</resu
 BOXED = " \\boxed{"
 TRIGGERS = [" <search>", BOXED]
 """Tokens a name follows with no words before it to match: the pointer head's triggers."""
+Example = tuple[list[int], list[int]]
+"""Input ids and labels (-100 where there is no loss)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +150,7 @@ def world_index(world: World, split: str = "all") -> PassageIndex:
     return connect(path / "index")
 
 
-def training_examples(
-    world: World, index: PassageIndex, tokenizer: Any, top_k: int
-) -> list[tuple[list[int], list[int]]]:
+def training_examples(world: World, index: PassageIndex, tokenizer: Any, top_k: int) -> list[Example]:
     """(input ids, labels) per train bridge or 1-hop question; -100 on prompt and result tokens.
 
     Comparison questions are left out: their second search names an entity from
@@ -174,7 +174,7 @@ def training_examples(
     return out
 
 
-def copy_examples(recipe: ToyRecipe, tokenizer: Any, n: int = 10_000) -> list[tuple[list[int], list[int]]]:
+def copy_examples(recipe: ToyRecipe, tokenizer: Any, n: int = 10_000) -> list[Example]:
     """Copy drills: a list of names, other names, the list again (loss on the repeat).
 
     Names come from a world of another seed, so none is a train or test entity.
@@ -202,11 +202,14 @@ def _common_prefix(seqs: list[list[int]]) -> list[int]:
     return seqs[0][:n]
 
 
-def _fit(
-    model: Any, examples: list[tuple[list[int], list[int]]], *, steps: int, batch_size: int, lr: float,
-    seed: int, pad: int, desc: str,
+def fit(
+    model: Any, groups: list[list[Example]], *, steps: int, batch_size: int, lr: float, seed: int, pad: int,
+    desc: str,
 ) -> None:  # fmt: skip
-    """AdamW with warm-up and cosine decay on random batches of (input ids, labels)."""
+    """AdamW with warm-up and cosine decay on random batches of (input ids, labels).
+
+    Step ``i`` draws its batch from ``groups[i % len(groups)]`` (a group: examples that share a prompt).
+    """
     import torch
     from tqdm import tqdm
 
@@ -216,22 +219,25 @@ def _fit(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
-    # When every example opens with the same tokens (the template), run them once
+    # When a group's examples open with the same tokens (the template), run them once
     # per step and share their keys/values across the batch (gradients flow through both).
-    prefix = _common_prefix([ids for ids, _ in examples])
-    examples = [(ids[len(prefix) :], labels[len(prefix) :]) for ids, labels in examples]
-    prefix_ids = torch.tensor([prefix])
+    prefixes = [_common_prefix([ids for ids, _ in examples]) for examples in groups]
+    groups = [
+        [(ids[len(prefix) :], labels[len(prefix) :]) for ids, labels in examples]
+        for prefix, examples in zip(prefixes, groups, strict=True)
+    ]
     model.train()
     with tqdm(range(steps), desc=desc, unit="step") as bar:
-        for _ in bar:
-            batch = rng.sample(examples, batch_size)
+        for step in bar:
+            prefix = prefixes[step % len(groups)]
+            batch = rng.sample(groups[step % len(groups)], batch_size)
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch])
             labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
             attention = torch.tensor([[1] * (len(prefix) + len(ids)) + [0] * (width - len(ids)) for ids, _ in batch])
             cache = None
             if prefix:
-                cache = model.model(input_ids=prefix_ids, use_cache=True).past_key_values
+                cache = model.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
                 cache.batch_repeat_interleave(len(batch))
             loss = model(input_ids=input_ids, attention_mask=attention, past_key_values=cache, labels=labels).loss
             loss.backward()
@@ -243,15 +249,15 @@ def _fit(
     model.eval()
 
 
-def _train(recipe: ToyRecipe, tokenizer: Any, examples: list[tuple[list[int], list[int]]]) -> Any:
+def _train(recipe: ToyRecipe, tokenizer: Any, examples: list[Example]) -> Any:
     """A fresh tiny Qwen2 with the copy circuit, drilled on copies, then trained on the traces."""
     model = new_qwen2(replace(recipe.model, seed=recipe.seed), tokenizer)
     wire_copy_circuit(model)
     wire_pointer_head(model, **token_roles(recipe, tokenizer))
     common = {"lr": recipe.lr, "seed": recipe.seed, "pad": tokenizer.pad_token_id}
     drills = copy_examples(recipe, tokenizer)
-    _fit(model, drills, steps=recipe.copy_steps, batch_size=32, desc="copy drills", **common)
-    _fit(model, examples, steps=recipe.steps, batch_size=recipe.batch_size, desc="training toy model", **common)
+    fit(model, [drills], steps=recipe.copy_steps, batch_size=32, desc="copy drills", **common)
+    fit(model, [examples], steps=recipe.steps, batch_size=recipe.batch_size, desc="training toy model", **common)
     return model
 
 

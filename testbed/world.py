@@ -64,7 +64,7 @@ _CITY = ["", "", "ford", "holm", "ton", "burg", "vale"]
 _COUNTRY = ["ia", "land", "ania", "or", "istan"]
 _JOBS = ["engineer", "chemist", "merchant", "architect", "inventor", "banker"]
 
-QuestionType = Literal["1hop", "2hop", "comparison"]
+QuestionType = Literal["1hop", "2hop", "comparison", "client"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,8 @@ class Question:
     """What the oracle searches for, in order: the entity named by each hop."""
     turns: list[str]
     """The oracle's model turns; one more than queries (a result block follows each search)."""
+    thoughts: list[str]
+    """What the oracle thinks in each turn (:mod:`research.testbed.dialects` writes the turns in other dialects)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,12 @@ class World:
 
 def _word(rng: random.Random, syllables: int) -> str:
     return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)).title()
+
+
+def ceo_of(company: str) -> str:
+    """Who runs ``company``: a fact no passage holds, known only to a client's own tool."""
+    rng = random.Random(f"ceo-{company}")
+    return f"{_word(rng, 2)} {_word(rng, 2)}"
 
 
 def _unique(rng: random.Random, used: set[str], make) -> str:
@@ -198,7 +206,8 @@ def _question(
 ) -> Question:
     """A question and its oracle trace: ``steps`` are (thought, query) pairs, ``last`` the final thought."""
     turns = [_turn(thought, query) for thought, query in steps] + [_answer(last, answer)]
-    return Question(qid, text, answer, type_, [_slug(q) for _, q in steps], [q for _, q in steps], turns)
+    thoughts = [thought for thought, _ in steps] + [last]
+    return Question(qid, text, answer, type_, [_slug(q) for _, q in steps], [q for _, q in steps], turns, thoughts)
 
 
 def chain_questions(c: Chain, qid: str) -> list[Question]:
@@ -232,6 +241,26 @@ def chain_questions(c: Chain, qid: str) -> list[Question]:
             [born, (f"{born_in} Now I need the country of this city.", c.city)], f"It is a city in {c.country}.",
         ),
     ]  # fmt: skip
+
+
+def client_questions(world: World, split: Literal["train", "test"]) -> list[Question]:
+    """The question "Who runs the company that makes P?" per chain: a search, then a client's own tool (:func:`ceo_of`).
+
+    Only a model that can call the client's tools answers these (ReCall's); they have no ReSearch turns.
+    """
+    out = []
+    for i, c in enumerate(world.chains(split)):
+        thoughts = [
+            "I need the company that makes it.",
+            f"It is made by {c.company}. Now I need who runs this company.",
+            f"It is run by {ceo_of(c.company)}.",
+        ]
+        question = f"Who runs the company that makes {c.product}?"
+        queries = [c.product, c.company]
+        out.append(
+            Question(f"{split}-{i}-g", question, ceo_of(c.company), "client", [_slug(c.product)], queries, [], thoughts)
+        )
+    return out
 
 
 def comparison(a: Chain, b: Chain, qid: str, rng: random.Random) -> Question:

@@ -31,6 +31,7 @@ from research.engines.args import open_engine
 from research.protocol import Engine
 from research.retrieval import BatchingRetriever, Embedder, Passage, PassageIndex, build_index
 from research.server.app import Server, ServerConfig, create_app
+from research.testbed.dialects import MAX_LENGTH, toy_dialect_model
 from research.testbed.models import engine_args, load_tokenizer
 from research.testbed.object_store import s3_server
 from research.testbed.processes import ServerProcess, free_port
@@ -332,5 +333,13 @@ async def toy_transformers_engine(toy_model_path: Path) -> AsyncIterator[Engine]
 @pytest_asyncio.fixture(scope="session")
 async def toy_vllm_engine(toy_model_path: Path) -> AsyncIterator[Engine]:
     engine = open_engine(toy_model_path, engine_args("vllm", max_model_len=2048))
+    yield engine
+    await engine.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def toy_dialects_engine() -> AsyncIterator[Engine]:
+    """The three-protocol toy (:mod:`research.testbed.dialects`, built from the toy model once; cached) on vLLM."""
+    engine = open_engine(toy_dialect_model(), engine_args("vllm", max_model_len=MAX_LENGTH))
     yield engine
     await engine.close()
