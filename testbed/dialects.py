@@ -1,6 +1,6 @@
 """One toy model that speaks all three protocols: ReSearch, Search-R1 and ReCall (with a client's tool).
 
-    python -m research.testbed.dialects          # build (or find in the cache), about 4 minutes
+    python -m research.testbed.dialects          # build (or find in the cache), about 6 minutes on two cores
 
 The toy ReSearch model (:mod:`research.testbed.toy_model`) already copies names with
 its wired circuit; this one starts from it and is trained on the same world's oracle
@@ -25,7 +25,12 @@ one passage, as the ReSearch toy was trained). JSON indentation, keys and tag na
 these templates are single tokens too (:data:`TEMPLATE_TOKENS`). The vocabulary had room for
 them (it is padded to a multiple of 64), so the checkpoint keeps its shape. Every dialect's
 response ends with ``<|im_end|>``, the tokenizer's EOS here, as in Qwen2.5's instruct models:
-ReCall's turns end with it and its reward checks it.
+ReCall's turns end with it and its reward checks it. In the new dialects the oracle states
+its plan in its first thought (:func:`planned`).
+
+Measured with ``python -m research.testbed.acceptance --protocol all`` (README, "Serving
+other checkpoints"): exact match at least 0.9 in each protocol on held-out 2-hop questions,
+0 without retrieval.
 """
 
 from __future__ import annotations
@@ -47,41 +52,31 @@ from research.testbed.models import cached
 from research.testbed.toy_model import Example, ToyRecipe, fit, toy_model
 from research.testbed.world import Question, World, ceo_of, client_questions, make_world
 
-CEO_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "ceo_of",
-        "description": "Look up who runs a company.",
-        "parameters": {"type": "object", "properties": {"company": {"type": "string"}}, "required": ["company"]},
-    },
-}
-"""The client's own tool: no passage says who runs a company; the client's records do."""
-CEO_TOOL_VARIANTS: list[dict[str, Any]] = [
-    CEO_TOOL,
-    {  # langchain-openai's bind_tools of an @tool function
-        "type": "function",
-        "function": {
-            "name": "ceo_of",
-            "description": "Look up who runs a company.",
-            "parameters": {"properties": {"company": {"type": "string"}}, "required": ["company"], "type": "object"},
-        },
-    },
-    {  # openai-agents' @function_tool (strict is not listed in the prompt)
-        "type": "function",
-        "function": {
-            "name": "ceo_of",
-            "description": "Look up who runs a company.",
-            "parameters": {
-                "properties": {"company": {"title": "Company", "type": "string"}},
-                "required": ["company"],
-                "title": "ceo_of_args",
-                "type": "object",
-                "additionalProperties": False,
-            },
-        },
-    },
-]
-"""The client's tool as each client library writes its schema: the model is trained on all three."""
+
+def client_schemas(name: str, description: str, argument: str) -> list[dict[str, Any]]:
+    """A function of one string argument as client libraries list it in ``tools``: by hand (the
+    ``openai`` SDK), by langchain-openai's ``bind_tools`` of an ``@tool`` function, by
+    openai-agents' ``@function_tool`` (whose ``strict`` is not listed in the prompt)."""
+    typed = {"type": "string"}
+    by_hand = {"type": "object", "properties": {argument: typed}, "required": [argument]}
+    langchain = {"properties": {argument: typed}, "required": [argument], "type": "object"}
+    agents = {
+        "properties": {argument: {"title": argument.title(), **typed}},
+        "required": [argument],
+        "title": f"{name}_args",
+        "type": "object",
+        "additionalProperties": False,
+    }
+    return [
+        {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+        for parameters in (by_hand, langchain, agents)
+    ]
+
+
+CEO_TOOL_VARIANTS = client_schemas("ceo_of", "Look up who runs a company.", "company")
+"""The client's own tool, as each client library writes its schema: the model is trained on all three.
+No passage says who runs a company; the client's records do (:func:`client_result`)."""
+CEO_TOOL = CEO_TOOL_VARIANTS[0]
 
 SEARCH_CALL = '{"name": "wikipedia_search", "arguments": {"query": "'
 CEO_CALL = '{"name": "ceo_of", "arguments": {"company": "'

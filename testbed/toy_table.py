@@ -71,7 +71,7 @@ def grpo_step(protocol: str, model: Path, index: str, data: Path, out: Path) -> 
         TrainConfig(
             base=str(model), template="base", protocol=protocol, data=str(data), index=index, output_dir=str(out),
             prompts_per_step=4, num_generations=4, per_device_train_batch_size=4, max_steps=1, max_prompt_tokens=2048,
-            max_completion_length=512, k=1, validation_size=0, generation="vllm",
+            max_completion_length=512, search_top_k=1, validation_size=0, generation="vllm",
         )
     )  # fmt: skip
     (row,) = read_metrics(out)

@@ -18,6 +18,7 @@ from typing import Any
 
 from research.protocol import Protocol, get_protocol
 from research.protocol.recall import SEARCH_SCHEMA
+from research.testbed.dialects import client_schemas
 from research.testbed.models import TinyConfig, cached, load_tokenizer, new_qwen2
 
 SCRIPT_QUESTION = "What is the capital of Freedonia?"
@@ -42,41 +43,10 @@ SCRIPTS: dict[str, tuple[str, str]] = {
 """Each protocol's model text before and after its one search (the EOS ends both turns of ReCall's)."""
 
 LETTERS_QUESTION = "How many letters are in the name of the capital of Freedonia?"
-LETTERS_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "count_letters",
-        "description": "Count the letters of a word.",
-        "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
-    },
-}
-"""A function of the client's, for the ReCall model: the client runs it, the server never does."""
-LETTERS_TOOL_VARIANTS: list[dict[str, Any]] = [
-    LETTERS_TOOL,
-    {  # langchain-openai's bind_tools of an @tool function
-        "type": "function",
-        "function": {
-            "name": "count_letters",
-            "description": "Count the letters of a word.",
-            "parameters": {"properties": {"word": {"type": "string"}}, "required": ["word"], "type": "object"},
-        },
-    },
-    {  # openai-agents' @function_tool, on its chat completions model (strict is not listed in the prompt)
-        "type": "function",
-        "function": {
-            "name": "count_letters",
-            "description": "Count the letters of a word.",
-            "parameters": {
-                "properties": {"word": {"title": "Word", "type": "string"}},
-                "required": ["word"],
-                "title": "count_letters_args",
-                "type": "object",
-                "additionalProperties": False,
-            },
-        },
-    },
-]
-"""The same function as each client library writes its schema: the model is trained on all three."""
+LETTERS_TOOL_VARIANTS = client_schemas("count_letters", "Count the letters of a word.", "word")
+"""A function of the client's, for the ReCall model: the client runs it, the server never does; as each
+client library writes its schema (the model is trained on all three)."""
+LETTERS_TOOL = LETTERS_TOOL_VARIANTS[0]
 LETTERS_CALL = f'{{"name": "count_letters", "arguments": {{"word": "{SCRIPT_ANSWER}"}}}}'
 LETTERS_RESULT = "9"
 LETTERS_TURNS = (
