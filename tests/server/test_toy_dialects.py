@@ -21,7 +21,7 @@ from research.protocol import PROTOCOL_NAMES, exact_match
 from research.protocol.answer import last_boxed
 from research.testbed.acceptance import held_out
 from research.testbed.dialects import CEO_TOOL, client_result
-from research.testbed.world import client_questions
+from research.testbed.world import Question, client_questions
 from tests.conftest import Live, serving
 
 MODEL = "toy"
@@ -48,13 +48,13 @@ async def test_held_out_questions_through_chat_completions_and_responses(live, t
     protocol = live.server.protocol
     api = client(live)
     right = {"chat": 0, "completions": 0, "responses": 0}
-    questions = held_out(toy_world, 5)
+    questions = held_out(toy_world, 10)
     for q in questions:
         chat = await api.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": q.question}], temperature=0
         )
         message = chat.choices[0].message
-        assert chat.usage.model_extra["searches"] == len(message.model_extra["searches"]) >= 1
+        assert chat.usage.model_extra["searches"] == len(message.model_extra["searches"])
         right["chat"] += exact_match(message.model_extra["answer"] or "", q.answer)
         completion = await api.completions.create(
             model=MODEL, prompt=protocol.render_prompt(q.question, "base"), temperature=0, max_tokens=1024
@@ -62,44 +62,46 @@ async def test_held_out_questions_through_chat_completions_and_responses(live, t
         right["completions"] += exact_match(completion.choices[0].model_extra["answer"] or "", q.answer)
         response = await api.responses.create(model=MODEL, input=q.question, temperature=0)
         right["responses"] += exact_match(answer_in(response.output_text), q.answer)
-    # measured on 200 held-out questions per protocol: README, "The offline test bed"
-    assert all(n >= len(questions) - 1 for n in right.values()), right
+    # 0.93-0.95 on 200 (README, "Serving other checkpoints"); loose, as weights differ by machine
+    assert all(n >= 6 for n in right.values()), right
     await api.close()
 
 
-@pytest.mark.parametrize("live", ["recall"], indirect=True)
-async def test_recall_toy_calls_the_clients_function_after_the_servers_search(live, toy_world):
-    api = client(live)
-    right = 0
-    questions = client_questions(toy_world, "test")[:3]
-    for q in questions:
-        messages = [{"role": "user", "content": q.question}]
-        asked = await api.chat.completions.create(model=MODEL, messages=messages, tools=[CEO_TOOL], temperature=0)
-        assert asked.choices[0].finish_reason == "tool_calls"
-        assert asked.usage.model_extra["searches"] == 1  # the server's own search, in the same answer
-        (call,) = asked.choices[0].message.tool_calls
-        assert call.function.name == "ceo_of"
-        result = client_result(**json.loads(call.function.arguments))
-        messages += [asked.choices[0].message.model_dump(exclude_none=True),
-                     {"role": "tool", "tool_call_id": call.id, "content": result}]  # fmt: skip
-        done = await api.chat.completions.create(model=MODEL, messages=messages, tools=[CEO_TOOL], temperature=0)
-        assert done.choices[0].finish_reason == "stop"
-        right += exact_match(answer_in(done.choices[0].message.content), q.answer)
-    assert right >= len(questions) - 1
-    await api.close()
+async def chat_round_trip(api: openai.AsyncOpenAI, q: Question) -> bool:
+    """Whether the model searched, called ``ceo_of`` (the client answers it here), then answered right."""
+    messages = [{"role": "user", "content": q.question}]
+    asked = await api.chat.completions.create(model=MODEL, messages=messages, tools=[CEO_TOOL], temperature=0)
+    calls = asked.choices[0].message.tool_calls or []
+    assert (asked.choices[0].finish_reason == "tool_calls") == bool(calls)
+    if [call.function.name for call in calls] != ["ceo_of"] or asked.usage.model_extra["searches"] != 1:
+        return False  # the server's own search, then the client's function, in the same answer
+    result = client_result(**json.loads(calls[0].function.arguments))
+    messages += [asked.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": calls[0].id, "content": result}]  # fmt: skip
+    done = await api.chat.completions.create(model=MODEL, messages=messages, tools=[CEO_TOOL], temperature=0)
+    return done.choices[0].finish_reason == "stop" and exact_match(answer_in(done.choices[0].message.content), q.answer)
 
 
-@pytest.mark.parametrize("live", ["recall"], indirect=True)
-async def test_recall_toy_round_trip_on_the_responses_api(live, toy_world):
-    api = client(live)
-    q = client_questions(toy_world, "test")[0]
+async def responses_round_trip(api: openai.AsyncOpenAI, q: Question) -> bool:
+    """The same on the Responses API: a ``file_search_call``, a ``function_call``, its output, the answer."""
     tool = {"type": "function", **CEO_TOOL["function"]}
     first = await api.responses.create(model=MODEL, input=q.question, tools=[tool], temperature=0)
-    (call,) = [item for item in first.output if item.type == "function_call"]
-    assert call.name == "ceo_of"
-    result = client_result(**json.loads(call.arguments))
-    output = {"type": "function_call_output", "call_id": call.call_id, "output": result}
+    kinds = [item.type for item in first.output if item.type != "reasoning"]
+    calls = [item for item in first.output if item.type == "function_call"]
+    if kinds != ["file_search_call", "function_call"] or calls[0].name != "ceo_of":
+        return False
+    output = {"type": "function_call_output", "call_id": calls[0].call_id,
+              "output": client_result(**json.loads(calls[0].arguments))}  # fmt: skip
     follow = [{"role": "user", "content": q.question}, *[item.model_dump() for item in first.output], output]
     done = await api.responses.create(model=MODEL, input=follow, tools=[tool], temperature=0)
-    assert exact_match(answer_in(done.output_text), q.answer)
+    return done.status == "completed" and exact_match(answer_in(done.output_text), q.answer)
+
+
+@pytest.mark.parametrize("live", ["recall"], indirect=True)
+@pytest.mark.parametrize("round_trip", [chat_round_trip, responses_round_trip])
+async def test_recall_toy_calls_the_clients_function_after_the_servers_search(live, toy_world, round_trip):
+    api = client(live)
+    questions = client_questions(toy_world, "test")[:4]
+    right = [await round_trip(api, q) for q in questions]
+    assert sum(right) >= 2, right  # 0.935 on 200 (README); loose, as weights differ by machine
     await api.close()
