@@ -26,6 +26,8 @@ from research.wire import MAX_K, SearchMode
 
 MAX_MESSAGES = 1024
 """Most messages (or input items) one request may carry."""
+MAX_LOGIT_BIAS = 300
+"""Most ``logit_bias`` entries (OpenAI's limit)."""
 
 ReasoningFormat = Literal["parsed", "raw"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
@@ -206,9 +208,28 @@ class CompletionFields(SamplingFields):
     max_tokens: int | None = Field(None, ge=1)
     n: int | None = None
     stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="over the model's tokens, default 0")
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="over the model's tokens, default 0")
+    logit_bias: dict[str, float] | None = Field(None, description="token id -> bias in [-100, 100], at most 300")
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is None:
+            return v
+        if len(v) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias may hold at most {MAX_LOGIT_BIAS} tokens, not {len(v)}")
+        for token, bias in v.items():
+            if not token.isdigit() or not token.isascii():
+                raise ValueError(f"logit_bias keys are token ids (digits), not {token[:40]!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values must be in [-100, 100], not {bias} (token {token})")
+        return v
+
+    @property
+    def token_bias(self) -> dict[int, float] | None:
+        """``logit_bias`` keyed by token id."""
+        return {int(token): bias for token, bias in self.logit_bias.items()} if self.logit_bias else None
 
     @field_validator("n")
     @classmethod
@@ -224,7 +245,4 @@ class CompletionFields(SamplingFields):
 
     _rejected = reject_if_set({
         "stop": "stop is not supported: the server owns stopping (</search>, EOS)",
-        "presence_penalty": "presence penalties are not supported: use repetition_penalty or temperature",
-        "frequency_penalty": "frequency penalties are not supported: use repetition_penalty or temperature",
-        "logit_bias": "logit_bias is not supported: it would bias the search tags too",
     })  # fmt: skip

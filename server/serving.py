@@ -20,7 +20,7 @@ from array import array
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -45,7 +45,7 @@ from research.retrieval import BatchingRetriever, WebSearch, search_error
 from research.server.continuations import Continuation, Continuations
 from research.server.metrics import Metrics
 from research.server.render import chat_prompt, splitter
-from research.server.requests import EFFORT_SEARCHES, FunctionTool, Message, SamplingFields
+from research.server.requests import EFFORT_SEARCHES, CompletionFields, FunctionTool, Message, SamplingFields
 from research.wire import (
     Content,
     Done,
@@ -286,6 +286,17 @@ class Server:
             repetition_penalty=body.repetition_penalty or 1.0,
             seed=body.seed,
         )
+        if isinstance(body, CompletionFields):  # chat and completions: OpenAI's penalties and bias
+            bias = body.token_bias
+            if bias and (unknown := [t for t in bias if t >= len(self.engine.tokenizer)]):
+                raise APIError(
+                    400, f"logit_bias names token {unknown[0]}, outside the model's vocabulary of "
+                    f"{len(self.engine.tokenizer)}", param="logit_bias", code="invalid_value",
+                )  # fmt: skip
+            sampling = replace(
+                sampling, presence_penalty=body.presence_penalty or 0.0,
+                frequency_penalty=body.frequency_penalty or 0.0, logit_bias=bias,
+            )  # fmt: skip
         return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body)
 
     # -- the loop as typed output ---------------------------------------------

@@ -48,9 +48,20 @@ class IncrementalDetokenizer:
         return ""
 
 
-def _sample(logits: torch.Tensor, sampling: SamplingOptions, generator: torch.Generator | None, seen: list[int]) -> int:
-    """One token, by vLLM's rules: repetition penalty over ``seen`` (prompt and output), then
-    temperature, top-k, min-p, top-p."""
+def _sample(
+    logits: torch.Tensor, sampling: SamplingOptions, generator: torch.Generator | None, seen: list[int],
+    generated: list[int],
+) -> int:  # fmt: skip
+    """One token, by vLLM's rules: logit bias, presence and frequency penalties over ``generated``
+    (this call's output), repetition penalty over ``seen`` (prompt and output), then temperature,
+    top-k, min-p, top-p."""
+    if sampling.logit_bias:
+        ids = torch.tensor(list(sampling.logit_bias), device=logits.device)
+        logits = logits.index_add(0, ids, torch.tensor(list(sampling.logit_bias.values()), device=logits.device))
+    if (sampling.presence_penalty or sampling.frequency_penalty) and generated:
+        ids, counts = torch.tensor(generated, device=logits.device).unique(return_counts=True)
+        penalty = sampling.presence_penalty + sampling.frequency_penalty * counts.to(logits.dtype)
+        logits = logits.index_add(0, ids, -penalty)
     if sampling.repetition_penalty != 1.0 and seen:
         ids = torch.tensor(sorted(set(seen)), device=logits.device)
         picked = logits[ids]
@@ -138,11 +149,13 @@ class TransformersEngine(BaseEngine):
         text = ""
         out = self.model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
         seen = list(prompt_ids) if sampling.repetition_penalty != 1.0 else []
+        generated: list[int] = []
         for step in range(max_tokens):
             if cancelled.is_set():
                 return
             logits = out.logits[0, -1].float()
-            token = _sample(logits, sampling, generator, seen)
+            token = _sample(logits, sampling, generator, seen, generated)
+            generated.append(token)
             if seen:
                 seen.append(token)
             logprobs = [float(torch.log_softmax(logits, -1)[token])] if sampling.logprobs else None

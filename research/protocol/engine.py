@@ -22,7 +22,7 @@ Engines are async and safe to call concurrently; each decides how to batch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -42,6 +42,12 @@ class SamplingOptions:
     seed: int | None = None
     logprobs: bool = False
     """Also return the log-probability of each sampled token under the model."""
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    """OpenAI's penalties, over the tokens generated in this call: ``presence_penalty`` once for a
+    token that occurred, ``frequency_penalty`` for each occurrence, taken off its logit."""
+    logit_bias: Mapping[int, float] | None = None
+    """Added to the logits of these token ids before sampling (OpenAI's, keyed by int)."""
 
 
 GREEDY = SamplingOptions(temperature=0.0)

@@ -29,6 +29,7 @@ Run it with :func:`run_search_loop` (a finished :class:`Trajectory`) or
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 import typing
@@ -229,6 +230,27 @@ def _turn_end(finish: str | None, stop: str | None, protocol: Protocol) -> TurnE
     return "turn_limit" if finish == "length" else "eos"
 
 
+def turn_sampling(sampling: SamplingOptions, traj: Trajectory) -> SamplingOptions:
+    """The next turn's sampling: the penalties over the model's tokens of earlier turns, as logit bias.
+
+    The engine applies ``presence_penalty``/``frequency_penalty`` to what it generates in the
+    turn; the model's tokens of earlier turns are in the prompt by then, so their share goes
+    in as bias. Inserted tokens (mask 0: results, tool responses) never count.
+
+    >>> traj = Trajectory([9], completion_ids=[5, 5, 7, 8], mask=[1, 1, 0, 1])
+    >>> asked = SamplingOptions(presence_penalty=0.5, frequency_penalty=1.0, logit_bias={8: 2.0})
+    >>> turn_sampling(asked, traj).logit_bias  # 5 twice, 8 once, 7 inserted
+    {8: 0.5, 5: -2.5}
+    """
+    if not (sampling.presence_penalty or sampling.frequency_penalty):
+        return sampling
+    counts = collections.Counter(t for t, model in zip(traj.completion_ids, traj.mask, strict=True) if model)
+    bias = dict(sampling.logit_bias or {})
+    for token, n in counts.items():
+        bias[token] = bias.get(token, 0.0) - sampling.presence_penalty - sampling.frequency_penalty * n
+    return replace(sampling, logit_bias=bias) if counts else sampling
+
+
 async def stream_search_loop(
     engine: Engine,
     retriever: Retriever,
@@ -257,7 +279,7 @@ async def stream_search_loop(
             traj.prompt_ids + traj.completion_ids,
             max_tokens=min(room, protocol.max_turn_tokens or room),
             stop=protocol.stop,
-            sampling=sampling,
+            sampling=turn_sampling(sampling, traj),
             request_id=f"{request_id}-{rounds}",
         )
         finish = stop = None

@@ -57,6 +57,24 @@ async def test_logprobs_come_one_per_token_when_asked(engine, prompt_ids):
     assert plain.logprobs is None and plain.token_ids == out.token_ids
 
 
+async def test_logit_bias_moves_the_greedy_choice(engine, prompt_ids, tokenizer):
+    first = (await collect(engine.generate(prompt_ids, max_tokens=1, sampling=GREEDY))).token_ids[0]
+    other = tokenizer.encode(" rivers", add_special_tokens=False)[0]
+    pushed = SamplingOptions(temperature=0.0, logit_bias={other: 100.0})
+    assert (await collect(engine.generate(prompt_ids, max_tokens=1, sampling=pushed))).token_ids == [other]
+    barred = SamplingOptions(temperature=0.0, logit_bias={first: -100.0})
+    assert (await collect(engine.generate(prompt_ids, max_tokens=1, sampling=barred))).token_ids != [first]
+
+
+async def test_presence_and_frequency_penalties_leave_the_prompts_tokens_alone(engine, prompt_ids):
+    """Penalties count the tokens generated, never the prompt's: the first token is greedy's
+    (the engines' penalty arithmetic: tests/engines/test_sampling.py)."""
+    plain = await collect(engine.generate(prompt_ids, max_tokens=12, stop=[SEARCH_STOP], sampling=GREEDY))
+    sampling = SamplingOptions(temperature=0.0, presence_penalty=2.0, frequency_penalty=2.0)
+    out = await collect(engine.generate(prompt_ids, max_tokens=12, stop=[SEARCH_STOP], sampling=sampling))
+    assert out.token_ids[0] == plain.token_ids[0]
+
+
 async def test_seeded_sampling_is_reproducible(engine, tokenizer):
     ids = tokenizer.encode("Tell me a long story about rivers")
     sampling = SamplingOptions(temperature=1.0, seed=7)

@@ -149,3 +149,35 @@ def test_limits_are_validated_in_the_users_words():
         LoopLimits(max_searches=-1)
     with pytest.raises(ValueError, match="max_tokens"):
         LoopLimits(max_tokens=0)
+
+
+class RecordingEngine:
+    """A real engine, with the sampling of each turn written down."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.turns = engine, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.engine, name)
+
+    def generate(self, prompt_ids, **kwargs):
+        self.turns.append(kwargs["sampling"])
+        return self.engine.generate(prompt_ids, **kwargs)
+
+
+async def test_penalties_count_the_models_tokens_of_earlier_turns_never_the_inserted_ones(
+    transformers_engine, retriever, prompt_ids
+):
+    recording = RecordingEngine(transformers_engine)
+    sampling = SamplingOptions(temperature=0.0, presence_penalty=0.01, frequency_penalty=0.02, logit_bias={7: 1.0})
+    traj = await run_search_loop(recording, retriever, prompt_ids, sampling=sampling)
+    assert traj.answer == SCRIPT_ANSWER  # penalties this small leave the script as it is
+    first, second = recording.turns
+    assert first == sampling  # nothing generated yet: the engine counts the turn's own tokens
+    turn = traj.completion_ids[: traj.mask.index(0)]
+    expected = {7: 1.0}
+    for token in set(turn):
+        expected[token] = expected.get(token, 0.0) - 0.01 - 0.02 * turn.count(token)
+    assert second.logit_bias == pytest.approx(expected)
+    inserted = {t for t, m in zip(traj.completion_ids, traj.mask, strict=True) if m == 0}
+    assert inserted - set(turn) and not (inserted - set(turn)) & set(second.logit_bias)

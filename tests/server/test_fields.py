@@ -21,13 +21,18 @@ ACCEPTED_CHAT = [
     {"presence_penalty": None}, {"frequency_penalty": 0}, {"stop": None}, {"tools": []}, {"tool_choice": "none"},
     {"response_format": {"type": "text"}}, {"logprobs": False}, {"store": False}, {"metadata": {"a": "b"}},
     {"user": "u"}, {"seed": 7}, {"max_completion_tokens": 512}, {"stream_options": None}, {"parallel_tool_calls": None},
+    {"presence_penalty": 0.01}, {"frequency_penalty": -0.01}, {"logit_bias": {"0": 0.5, "151643": -1}},
 ]  # fmt: skip
 REJECTED_CHAT = [
     ({"n": 2}, "n"), ({"stop": ["x"]}, "stop"), ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"tool_choice": "required"}, "tool_choice"), ({"logprobs": True}, "logprobs"),
     ({"top_logprobs": 3}, "top_logprobs"),
-    ({"response_format": {"type": "json_schema"}}, "response_format"), ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"logit_bias": {"1": 2}}, "logit_bias"), ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"response_format": {"type": "json_schema"}}, "response_format"), ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"frequency_penalty": -3}, "frequency_penalty"), ({"logit_bias": {"1": 101}}, "logit_bias"),
+    ({"logit_bias": {"x": 1}}, "logit_bias"), ({"logit_bias": {"-5": 1}}, "logit_bias"),
+    ({"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"), ({"logit_bias": {"10000000": 1}}, "logit_bias"),
+    ({"logit_bias": {str(i): 1 for i in range(100_000)}}, "logit_bias"),
+    ({"modalities": ["text", "audio"]}, "modalities"),
     ({"reasoning_effort": "extreme"}, "reasoning_effort"), ({"min_p": 2}, "min_p"),
 ]  # fmt: skip
 ACCEPTED_RESPONSES = [
@@ -43,7 +48,7 @@ REJECTED_RESPONSES = [
     ({"previous_response_id": "resp_1"}, "previous_response_id"), ({"conversation": "conv_1"}, "conversation"),
     ({"tools": [{"type": "function", "name": "f"}]}, "tools"), ({"background": True}, "background"),
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text"),
-    ({"top_logprobs": 2}, "top_logprobs"), ({"input": ""}, "input"),
+    ({"top_logprobs": 2}, "top_logprobs"), ({"input": ""}, "input"), ({"logit_bias": {"1": 1}}, "logit_bias"),
     ({"max_output_tokens": 10**9}, "max_output_tokens"),
     ({"input": [{"role": "tool", "content": "x"}]}, "input"), ({"input": [{"type": {}, "role": None}]}, "input"),
     ({"input": [{"role": "user", "content": "q"}, {"type": "function_call", "call_id": "c"}]}, "input"),
