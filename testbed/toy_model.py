@@ -226,6 +226,7 @@ def fit(
         [(ids[len(prefix) :], labels[len(prefix) :]) for ids, labels in examples]
         for prefix, examples in zip(prefixes, groups, strict=True)
     ]
+    prefix_ids = [torch.tensor([prefix]) for prefix in prefixes]
     model.train()
     with tqdm(range(steps), desc=desc, unit="step") as bar:
         for step in bar:
@@ -237,7 +238,7 @@ def fit(
             attention = torch.tensor([[1] * (len(prefix) + len(ids)) + [0] * (width - len(ids)) for ids, _ in batch])
             cache = None
             if prefix:
-                cache = model.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+                cache = model.model(input_ids=prefix_ids[step % len(groups)], use_cache=True).past_key_values
                 cache.batch_repeat_interleave(len(batch))
             loss = model(input_ids=input_ids, attention_mask=attention, past_key_values=cache, labels=labels).loss
             loss.backward()
