@@ -1,5 +1,6 @@
 """What the engines share beyond the contract (:mod:`research.protocol.engine`): the common opening of
-``generate`` (:class:`BaseEngine`), stop-string search, the context-window cut, and folding a stream."""
+``generate`` (:class:`BaseEngine`), the context-window cut, and folding a stream (stop strings are found by
+:func:`~research.protocol.engine.find_stop`, which the loop shares)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Generation:
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     logprobs: list[float] | None = None
+    top_logprobs: list[dict[int, float]] | None = None
     finish_reason: FinishReason | None = None
     stop_reason: str | None = None
 
@@ -27,6 +29,8 @@ class Generation:
         self.text += chunk.text
         if chunk.logprobs is not None:
             self.logprobs = (self.logprobs or []) + chunk.logprobs
+        if chunk.top_logprobs is not None:
+            self.top_logprobs = (self.top_logprobs or []) + chunk.top_logprobs
         if chunk.finish_reason is not None:
             self.finish_reason, self.stop_reason = chunk.finish_reason, chunk.stop_reason
 
@@ -37,23 +41,6 @@ async def collect(chunks: AsyncIterator[Chunk]) -> Generation:
     async for chunk in chunks:
         out.add(chunk)
     return out
-
-
-def find_stop(text: str, stop: Sequence[str], new_from: int) -> tuple[int, str] | None:
-    """End offset and string of the first stop in ``text`` that ends after ``new_from``.
-
-    Used by engines that detect stop strings themselves: only stops overlapping the
-    newest text are looked for, so a long generation is not rescanned each step.
-
-    >>> find_stop("a </search> b", ["</search>"], 5)
-    (11, '</search>')
-    """
-    best: tuple[int, str] | None = None
-    for s in stop:
-        pos = text.find(s, max(0, new_from - len(s) + 1))
-        if pos >= 0 and (best is None or pos + len(s) < best[0]):
-            best = (pos + len(s), s)
-    return best
 
 
 def fit_max_tokens(max_tokens: int, prompt_len: int, max_model_len: int | None) -> int:

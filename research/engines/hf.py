@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from research.engines.base import BaseEngine, find_stop
-from research.protocol.engine import Chunk, SamplingOptions
+from research.engines.base import BaseEngine
+from research.protocol.engine import Chunk, SamplingOptions, find_stop
 from research.protocol.templates import eos_token_ids
 
 
@@ -158,19 +158,25 @@ class TransformersEngine(BaseEngine):
             generated.append(token)
             if seen:
                 seen.append(token)
-            logprobs = [float(torch.log_softmax(logits, -1)[token])] if sampling.logprobs else None
+            logprobs = top = None
+            if sampling.logprobs:
+                dist = torch.log_softmax(logits, -1)
+                logprobs = [float(dist[token])]
+                if sampling.top_logprobs:
+                    best = torch.topk(dist, min(sampling.top_logprobs, dist.numel()))
+                    top = [dict(zip(best.indices.tolist(), best.values.tolist(), strict=True))]
             if token in self.eos_ids:
-                emit(Chunk([token], "", logprobs, "stop"))
+                emit(Chunk([token], "", logprobs, top, "stop"))
                 return
             delta = detok.add(token)
             hit = find_stop(text + delta, stop, len(text)) if delta else None
             if hit is not None:
                 end, matched = hit
-                emit(Chunk([token], (text + delta)[len(text) : end], logprobs, "stop", matched))
+                emit(Chunk([token], (text + delta)[len(text) : end], logprobs, top, "stop", matched))
                 return
             text += delta
             last = step == max_tokens - 1
-            emit(Chunk([token], delta, logprobs, "length" if last else None))
+            emit(Chunk([token], delta, logprobs, top, "length" if last else None))
             if not last:
                 out = self.model(
                     input_ids=torch.tensor([[token]], device=device),

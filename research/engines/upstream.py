@@ -4,8 +4,9 @@ This is the scale-out path: N ``vllm serve`` replicas (behind any load balancer)
 do the generation while our stateless search servers run the loop. Prompts are
 sent as token ids and the server returns token ids (vLLM's ``return_token_ids``),
 so nothing is ever re-tokenised. The vLLM extensions used are
-``include_stop_str_in_output``, ``stop_token_ids``, ``return_token_ids`` and
-``top_k``; closing the stream aborts the request on the server.
+``include_stop_str_in_output``, ``stop_token_ids``, ``return_token_ids``,
+``return_tokens_as_token_ids`` (top log-probabilities keyed by id) and ``top_k``;
+closing the stream aborts the request on the server.
 
 It speaks through the ``openai`` SDK: connection errors, 408, 409, 429 and 5xx are
 retried with exponential backoff before a stream starts, and failures are the SDK's
@@ -138,6 +139,7 @@ class UpstreamEngine(BaseEngine):
             "min_p": sampling.min_p,
             "repetition_penalty": sampling.repetition_penalty,
             "return_token_ids": True,
+            "return_tokens_as_token_ids": True,
         }
         stream = await self.client.completions.create(
             model=model,
@@ -150,7 +152,7 @@ class UpstreamEngine(BaseEngine):
             presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty,
             logit_bias={str(t): b for t, b in sampling.logit_bias.items()} if sampling.logit_bias else openai.omit,
-            logprobs=0 if sampling.logprobs else openai.omit,
+            logprobs=sampling.top_logprobs if sampling.logprobs else openai.omit,
             stream=True,
             extra_body=vllm,
             extra_headers={"X-Request-Id": request_id},
@@ -158,7 +160,7 @@ class UpstreamEngine(BaseEngine):
         async with stream:
             async for completion in stream:
                 for choice in completion.choices:
-                    yield _chunk(choice, sampling.logprobs)
+                    yield _chunk(choice, sampling)
 
     async def check_health(self) -> None:
         """The upstream lists its models (a quick request that needs its engine up)."""
@@ -202,22 +204,27 @@ class _Boundary:
             return chunk
         end, found = min(spanning)
         end -= len(self.before) + len(self.after)  # in the chunk's text
-        ids = chunk.token_ids
-        n = next((n for n in range(1, len(ids)) if len(tokenizer.decode(ids[:n])) >= end), len(ids))
-        logprobs = chunk.logprobs[:n] if chunk.logprobs else chunk.logprobs
-        return Chunk(ids[:n], chunk.text[:end], logprobs, finish_reason="stop", stop_reason=found)
+        cut = chunk.upto(end, tokenizer)
+        cut.stop_reason = found
+        return cut
 
 
-def _chunk(choice: Any, want_logprobs: bool) -> Chunk:
+def _top(alternatives: dict[str, float] | None) -> dict[int, float]:
+    """vLLM's top log-probabilities with ``return_tokens_as_token_ids`` (keys ``"token_id:123"``), keyed by id."""
+    return {int(key.rpartition(":")[2]): lp for key, lp in (alternatives or {}).items()}
+
+
+def _chunk(choice: Any, sampling: SamplingOptions) -> Chunk:
     token_ids = getattr(choice, "token_ids", None)
     if token_ids is None:
         raise UpstreamError("the upstream server returned no token_ids; it must support vLLM's return_token_ids")
-    logprobs = choice.logprobs
+    logprobs = choice.logprobs if sampling.logprobs else None
     stop_reason = getattr(choice, "stop_reason", None)
     return Chunk(
         token_ids=list(token_ids),
         text=choice.text or "",
-        logprobs=list(logprobs.token_logprobs) if want_logprobs and logprobs else None,
+        logprobs=list(logprobs.token_logprobs) if logprobs else None,
+        top_logprobs=[_top(top) for top in logprobs.top_logprobs or []] if logprobs and sampling.top_logprobs else None,
         finish_reason=choice.finish_reason,
         stop_reason=stop_reason if isinstance(stop_reason, str) else None,
     )

@@ -61,7 +61,7 @@ class VLLMEngine(BaseEngine):
         params = sampling_params(max_tokens, stop, self.eos_ids, sampling, output_kind=RequestOutputKind.DELTA)
         # vLLM aborts the request itself when this generator is closed or cancelled.
         async for output in self.engine.generate(tokens_input(prompt_ids), params, request_id):
-            yield to_chunk(output.outputs[0], output.finished, sampling.logprobs)
+            yield to_chunk(output.outputs[0], output.finished, sampling.logprobs, sampling.top_logprobs)
 
     async def check_health(self) -> None:
         if self.engine is None:
@@ -111,7 +111,7 @@ class LLMEngine(BaseEngine):
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
         output = await done
-        yield to_chunk(output.outputs[0], True, sampling.logprobs)
+        yield to_chunk(output.outputs[0], True, sampling.logprobs, sampling.top_logprobs)
 
     async def _run_batch(self) -> None:
         async with self._one_batch:
@@ -159,23 +159,28 @@ def sampling_params(
         frequency_penalty=sampling.frequency_penalty,
         logit_bias=dict(sampling.logit_bias) if sampling.logit_bias else None,
         seed=sampling.seed,
-        logprobs=0 if sampling.logprobs else None,
+        logprobs=sampling.top_logprobs if sampling.logprobs else None,
         **extra,
     )
 
 
-def to_chunk(completion: Any, finished: bool, want_logprobs: bool) -> Chunk:
-    """One vLLM ``CompletionOutput`` (delta or whole) as a :class:`Chunk`."""
-    logprobs = (
-        [lp[tok].logprob for tok, lp in zip(completion.token_ids, completion.logprobs, strict=True)]
-        if want_logprobs and completion.logprobs is not None
-        else None
-    )
+def to_chunk(completion: Any, finished: bool, want_logprobs: bool, top_n: int = 0) -> Chunk:
+    """One vLLM ``CompletionOutput`` (delta or whole) as a :class:`Chunk`.
+
+    vLLM lists, per token, the sampled token and the ``top`` most likely ones (by ``rank``, from 1).
+    """
+    logprobs = top = None
+    if want_logprobs and completion.logprobs is not None:
+        places = list(zip(completion.token_ids, completion.logprobs, strict=True))
+        logprobs = [lp[tok].logprob for tok, lp in places]
+        if top_n:
+            top = [{t: p.logprob for t, p in lp.items() if p.rank is not None and p.rank <= top_n} for _, lp in places]
     finish = completion.finish_reason if finished else None
     return Chunk(
         token_ids=list(completion.token_ids),
         text=completion.text,
         logprobs=logprobs,
+        top_logprobs=top,
         finish_reason=("length" if finish == "length" else "stop") if finish else None,
         stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
     )

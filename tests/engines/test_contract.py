@@ -57,6 +57,18 @@ async def test_logprobs_come_one_per_token_when_asked(engine, prompt_ids):
     assert plain.logprobs is None and plain.token_ids == out.token_ids
 
 
+async def test_top_logprobs_list_the_most_likely_tokens_with_the_greedy_one_first(engine, prompt_ids):
+    sampling = SamplingOptions(temperature=0.0, logprobs=True, top_logprobs=3)
+    out = await collect(engine.generate(prompt_ids, max_tokens=6, stop=[SEARCH_STOP], sampling=sampling))
+    assert out.top_logprobs is not None and len(out.top_logprobs) == len(out.token_ids) == 6
+    for token, lp, top in zip(out.token_ids, out.logprobs or [], out.top_logprobs, strict=True):
+        assert len(top) >= 3
+        best = max(top, key=top.__getitem__)
+        assert best == token and top[token] == pytest.approx(lp, abs=1e-4)  # greedy: the sampled token is the best
+    plain = await collect(engine.generate(prompt_ids, max_tokens=2, sampling=SamplingOptions(0.0, logprobs=True)))
+    assert plain.top_logprobs is None
+
+
 async def test_logit_bias_moves_the_greedy_choice(engine, prompt_ids, tokenizer):
     first = (await collect(engine.generate(prompt_ids, max_tokens=1, sampling=GREEDY))).token_ids[0]
     other = tokenizer.encode(" rivers", add_special_tokens=False)[0]
