@@ -27,9 +27,11 @@ from typing import Any
 from research.protocol import (
     Engine,
     LoopLimits,
+    Protocol,
     Retriever,
     SamplingOptions,
     Trajectory,
+    choice_sampling,
     get_protocol,
     run_search_loop,
 )
@@ -43,9 +45,14 @@ class SearchRollouts:
     """
 
     def __init__(
-        self, retriever: Retriever, *, template: str, k: int | None, max_response_tokens: int, protocol: str
-    ) -> None:
+        self, retriever: Retriever, *, template: str, k: int | None, max_response_tokens: int, protocol: str,
+        seed: int | None = None,
+    ) -> None:  # fmt: skip
         self.retriever, self.template, self.protocol = retriever, template, get_protocol(protocol)
+        self.seed = seed
+        """Seeds the rollouts: the ``i``-th prompt of a call samples with :func:`~research.protocol.choice_sampling`'s
+        seed, so a group of one question's copies gets the choices of a ``research-serve`` request with ``n`` and
+        this ``seed``. None (training's default): unseeded."""
         self.limits = LoopLimits(max_tokens=max_response_tokens, k=k)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="rollouts", daemon=True)
@@ -64,29 +71,16 @@ class SearchRollouts:
         if trainer.args.use_vllm and trainer.args.vllm_mode == "server":
             trainer.accelerator.wait_for_everyone()  # the main process has finished pushing the new weights
         tok = engine.tokenizer
-        sampling = SamplingOptions(temperature=trainer.temperature, top_p=trainer.top_p, logprobs=True)
+        sampling = SamplingOptions(temperature=trainer.temperature, top_p=trainer.top_p, logprobs=True, seed=self.seed)
 
         texts = [self.protocol.render_prompt(question, self.template, tok) for question in prompts]
 
-        async def rollouts() -> list[Trajectory]:
-            return list(
-                await asyncio.gather(
-                    *(
-                        run_search_loop(
-                            engine,
-                            self.retriever,
-                            tok.encode(text),
-                            limits=self.limits,
-                            sampling=sampling,
-                            protocol=self.protocol,
-                        )
-                        for text in texts
-                    )
-                )
-            )
-
+        rollouts = rollout_batch(
+            engine, self.retriever, [tok.encode(text) for text in texts], limits=self.limits, sampling=sampling,
+            protocol=self.protocol,
+        )  # fmt: skip
         try:
-            trajs = asyncio.run_coroutine_threadsafe(rollouts(), self.loop).result()
+            trajs = asyncio.run_coroutine_threadsafe(rollouts, self.loop).result()
         finally:
             trainer.model.train(was_training)
         return {
@@ -109,6 +103,24 @@ class SearchRollouts:
                 asyncio.run_coroutine_threadsafe(close(), self.loop).result(timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+
+
+async def rollout_batch(
+    engine: Engine,
+    retriever: Retriever,
+    prompts: Sequence[Sequence[int]],
+    *,
+    limits: LoopLimits,
+    sampling: SamplingOptions,
+    protocol: Protocol,
+) -> list[Trajectory]:
+    """The rollouts of one batch, all at once: prompt ``i`` samples with :func:`~research.protocol.choice_sampling`
+    ``(sampling, i)``, so a group of one prompt's copies is what ``research-serve`` gives for ``n`` and ``seed``."""
+    loops = (
+        run_search_loop(engine, retriever, ids, limits=limits, sampling=choice_sampling(sampling, i), protocol=protocol)
+        for i, ids in enumerate(prompts)
+    )
+    return list(await asyncio.gather(*loops))
 
 
 def policy_engine(trainer: Any) -> Engine:

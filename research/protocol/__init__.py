@@ -16,6 +16,7 @@ from research.protocol.loop import (
     Retrieved,
     Retriever,
     Trajectory,
+    choice_sampling,
     run_search_loop,
     stream_search_loop,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "TemplateName",
     "Trajectory",
     "check_format",
+    "choice_sampling",
     "cover_exact_match",
     "eos_token_ids",
     "exact_match",

@@ -39,7 +39,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from research.protocol.engine import GREEDY, Engine, SamplingOptions
+from research.protocol.engine import GREEDY, Chunk, Engine, SamplingOptions, find_stop
 from research.protocol.profile import Protocol, Step, TurnEnd
 from research.protocol.protocols import RESEARCH
 from research.wire import Passage, Search, SearchDone, SearchIssued
@@ -120,6 +120,8 @@ class Trajectory:
     protocol: Protocol = RESEARCH
     pending: Pending | None = None
     """The turn waiting for the client's function results (``finish_reason == "tool_calls"``)."""
+    stop_reason: str | int | None = None
+    """The client's stop string or stop token that ended the response (its text ends :attr:`text`)."""
 
     @property
     def ended_with_eos(self) -> bool:
@@ -158,10 +160,12 @@ class Trajectory:
 # Events of stream_search_loop, in the order they happen.
 @dataclass(frozen=True, slots=True)
 class ModelText:
-    """Text (and its token ids) the model just generated."""
+    """Text (and its token ids, with their log-probabilities when asked for) the model just generated."""
 
     text: str
     token_ids: list[int]
+    logprobs: list[float] | None = None
+    top_logprobs: list[dict[int, float]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,67 @@ def _turn_end(finish: str | None, stop: str | None, protocol: Protocol) -> TurnE
     return "turn_limit" if finish == "length" else "eos"
 
 
+class StopWatch:
+    """Finds the client's stop strings and stop tokens in what the model writes outside its calls.
+
+    The engine is given the protocol's stop strings only, so a client's stop can never cut a
+    search query or a tool call short: the loop reads each turn as it streams, skips a stop the
+    model wrote inside a call (:meth:`Protocol.inside_call`), and at one outside cuts the chunk
+    after the token that completes it (:attr:`hit`: the stop string, or the stop token's id; a stop
+    token is kept in the ids and, like EOS, left out of the text), and the loop leaves the stream,
+    which aborts the generation.
+    """
+
+    def __init__(self, protocol: Protocol, stop: Sequence[str], stop_ids: Collection[int], tokenizer: Any) -> None:
+        self.protocol, self.stops, self.stop_ids, self.tokenizer = protocol, tuple(stop), set(stop_ids), tokenizer
+        self.text = ""
+        """The turn so far."""
+        self.hit: str | int | None = None
+
+    def turn(self) -> None:
+        """A new turn starts."""
+        self.text = ""
+
+    def check(self, chunk: Chunk) -> Chunk:
+        """``chunk``, or its part up to the client's stop that it completes (then :attr:`hit` is set)."""
+        if not (self.stops or self.stop_ids):
+            return chunk
+        if found := self._token(chunk):
+            return found
+        seen, text = len(self.text), self.text + chunk.text
+        while (found := find_stop(text, self.stops, seen)) is not None:
+            end, string = found
+            if not self.protocol.inside_call(text[: end - len(string)]):
+                self.hit = string
+                return chunk.upto(end - len(self.text), self.tokenizer)
+            seen = end
+        self.text = text
+        return chunk
+
+    def _token(self, chunk: Chunk) -> Chunk | None:
+        for i, token in enumerate(chunk.token_ids):
+            if token in self.stop_ids:
+                before = self.tokenizer.decode(chunk.token_ids[:i]) if i else ""
+                if not self.protocol.inside_call(self.text + before):
+                    self.hit = token
+                    return chunk.head(i + 1, self.tokenizer, before)  # its text left out, as EOS's
+        return None
+
+
+def choice_sampling(sampling: SamplingOptions, choice: int) -> SamplingOptions:
+    """The sampling of choice ``choice`` of a request for several (a GRPO group, OpenAI's ``n``): its seed is the
+    request's plus ``choice`` (as vLLM derives its ``n`` children's), so the same request gives the same choices.
+
+    >>> choice_sampling(SamplingOptions(seed=7), 2).seed, choice_sampling(SamplingOptions(), 2).seed
+    (9, None)
+    >>> choice_sampling(SamplingOptions(seed=2**63 - 1), 1).seed  # a 64-bit seed wraps
+    -9223372036854775808
+    """
+    if sampling.seed is None or choice == 0:
+        return sampling
+    return replace(sampling, seed=(sampling.seed + choice + 2**63) % 2**64 - 2**63)
+
+
 def turn_sampling(sampling: SamplingOptions, traj: Trajectory) -> SamplingOptions:
     """The next turn's sampling: the penalties over the model's tokens of earlier turns, as logit bias.
 
@@ -261,15 +326,21 @@ async def stream_search_loop(
     request_id: str | None = None,
     protocol: Protocol = RESEARCH,
     client_tools: Collection[str] = (),
+    stop: Sequence[str] = (),
+    stop_token_ids: Collection[int] = (),
 ) -> AsyncIterator[Event]:
     """Run the loop, yielding events as they happen; the last one is :class:`Finished`.
 
     ``client_tools`` name the client's own functions: a turn that calls one ends the loop with
     finish reason ``tool_calls`` (:attr:`Trajectory.pending`), its hosted searches done.
+    ``stop`` and ``stop_token_ids`` (the client's) end the response where the model writes one
+    outside a call (:attr:`Trajectory.stop_reason`); inside a search query or a tool call they are
+    text like any other (:class:`StopWatch`).
     Closing the iterator early aborts the generation in flight.
     """
     request_id = request_id or uuid.uuid4().hex
     traj = Trajectory(prompt_ids=list(prompt_ids), protocol=protocol)
+    watch = StopWatch(protocol, stop, stop_token_ids, engine.tokenizer)
     rounds = 0
     while True:
         # GENERATING: one turn, to a stop string, EOS, the protocol's turn cap or the budget.
@@ -284,12 +355,19 @@ async def stream_search_loop(
         )
         finish = stop = None
         turn_start_ids = len(traj.completion_ids)
-        async with aclosing(stream):
+        watch.turn()
+        async with aclosing(stream):  # leaving it early (the client's stop) aborts the generation
             async for chunk in stream:
+                chunk = watch.check(chunk)
                 traj._append(chunk.token_ids, chunk.text, 1, chunk.logprobs)
                 if chunk.text or chunk.token_ids:
-                    yield ModelText(chunk.text, chunk.token_ids)
+                    yield ModelText(chunk.text, chunk.token_ids, chunk.logprobs, chunk.top_logprobs)
                 finish, stop = chunk.finish_reason, chunk.stop_reason
+                if watch.hit is not None:
+                    break
+        if watch.hit is not None:  # the client's stop string or token, written outside a call
+            traj.finish_reason, traj.stop_reason = "stop", watch.hit
+            break
         spent = len(traj.completion_ids) >= limits.max_tokens or len(traj.completion_ids) == turn_start_ids
         if finish == "length" and spent:  # the budget, or the context window, is full
             traj.finish_reason = "length"
@@ -358,11 +436,13 @@ async def run_search_loop(
     request_id: str | None = None,
     protocol: Protocol = RESEARCH,
     client_tools: Collection[str] = (),
+    stop: Sequence[str] = (),
+    stop_token_ids: Collection[int] = (),
 ) -> Trajectory:
     """Run the loop to the end and return the :class:`Trajectory`."""
     events = stream_search_loop(
         engine, retriever, prompt_ids, limits=limits, sampling=sampling, request_id=request_id, protocol=protocol,
-        client_tools=client_tools,
+        client_tools=client_tools, stop=stop, stop_token_ids=stop_token_ids,
     )  # fmt: skip
     async with aclosing(events):
         async for event in events:

@@ -76,6 +76,18 @@ class Protocol(ABC):
     """Whether a turn's end-of-sequence token is part of the text the model continues from (ChatML turns)."""
     takes_tools: ClassVar[bool] = False
     """Whether its prompt lists tool schemas (ReCall); the others know one tool, their search."""
+    call_tags: ClassVar[tuple[str, str]] = ("<search>", "</search>")
+    """The tags around a call the model writes (its search query; ReCall's JSON tool call)."""
+
+    def inside_call(self, turn: str) -> bool:
+        """Whether the model's ``turn`` ends inside a call it is writing (a client's stop string there is no stop).
+
+        >>> from research.protocol import RESEARCH
+        >>> RESEARCH.inside_call("I will look. <search> Paris"), RESEARCH.inside_call("<search> x </search> So")
+        (True, False)
+        """
+        opened, closed = self.call_tags
+        return turn.rfind(opened) > turn.rfind(closed)
 
     def render_prompt(
         self,

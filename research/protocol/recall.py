@@ -171,6 +171,7 @@ class ReCall(Protocol):
     max_turn_tokens = 512
     eos_in_text = True
     takes_tools = True
+    call_tags = ("<tool_call>", "</tool_call>")
 
     def _render(self, question: str, template: TemplateName, tokenizer: ChatTokenizer | None, tools: Any) -> str:
         """``init_prompt`` (both templates: the reference writes ChatML by hand); ``tools`` default to the search."""

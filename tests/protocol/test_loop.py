@@ -181,3 +181,27 @@ async def test_penalties_count_the_models_tokens_of_earlier_turns_never_the_inse
     assert second.logit_bias == pytest.approx(expected)
     inserted = {t for t, m in zip(traj.completion_ids, traj.mask, strict=True) if m == 0}
     assert inserted - set(turn) and not (inserted - set(turn)) & set(second.logit_bias)
+
+
+async def test_a_clients_stop_string_ends_the_response_where_the_model_writes_it(
+    engine, retriever, prompt_ids, tokenizer
+):
+    traj = await run_search_loop(engine, retriever, prompt_ids, stop=["need"])
+    assert (traj.text, traj.finish_reason, traj.stop_reason) == ("<think> I need", "stop", "need")
+    assert traj.searches == [] and traj.mask == [1] * len(traj.completion_ids)
+    assert tokenizer.decode(traj.completion_ids) == traj.text  # cut after the token that completed it
+
+
+async def test_a_stop_string_inside_a_search_query_never_cuts_the_loop(engine, retriever, prompt_ids):
+    """ "Freedonia </" is only in the query: the search runs; "boxed" after it ends the response."""
+    traj = await run_search_loop(engine, retriever, prompt_ids, stop=["Freedonia </", "boxed"])
+    assert [s.query for s in traj.searches] == [SCRIPT_QUERY]
+    assert traj.text.endswith("\\boxed") and (traj.finish_reason, traj.stop_reason) == ("stop", "boxed")
+    assert traj.answer is None
+
+
+async def test_a_clients_stop_token_ends_the_response(engine, retriever, prompt_ids, tokenizer):
+    need = tokenizer.encode(" need", add_special_tokens=False)
+    assert len(need) == 1
+    traj = await run_search_loop(engine, retriever, prompt_ids, stop_token_ids=need)
+    assert (traj.text, traj.stop_reason, traj.completion_ids[-1]) == ("<think> I", need[0], need[0])  # text: as EOS
