@@ -137,10 +137,10 @@ class ChatReSearch(_ServerFields, BaseChatModel):
     with their passages and the ``citations``. Invoke, stream (the chunks add up to the
     same message), their async forms and batch all work.
 
-    Not supported, because a search model cannot do them: tool calling and structured
-    output (the model's one tool is its search, run on the server), and ``stop``
-    sequences (the server stops the model at its own search tags; a stop string would
-    cut the search loop) — a non-empty ``stop`` is a ``ValueError``.
+    ``stop`` sequences end the answer where the model writes one (never inside a search
+    query: the server's loop skips those). Not supported, because a search model cannot do
+    them: tool calling and structured output (the model's one tool is its search, run on the
+    server).
     """
 
     model_config = ConfigDict(populate_by_name=True)
@@ -181,12 +181,9 @@ class ChatReSearch(_ServerFields, BaseChatModel):
         return params
 
     def _request(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if stop or self.stop:
-            raise ValueError(
-                "ChatReSearch does not take stop sequences: the server stops the model at its own search tags"
-            )
         options = {"model": self.model_name, "temperature": self.temperature, "max_tokens": self.max_tokens,
-                   "search_top_k": self.search_top_k, "max_searches": self.max_searches, **kwargs}  # fmt: skip
+                   "search_top_k": self.search_top_k, "max_searches": self.max_searches, "stop": stop or self.stop,
+                   **kwargs}  # fmt: skip
         return {"question": convert_to_openai_messages(messages), **{k: v for k, v in options.items() if v is not None}}
 
     def _generate(

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from research.server.requests import (
     MAX_MESSAGES,
+    MAX_TOP_LOGPROBS,
     CompletionFields,
     Message,
     ReasoningEffort,
@@ -25,8 +26,9 @@ from research.server.requests import (
     unsupported,
 )
 from research.server.routing import OpenAIServing, api_router, sse
-from research.server.serving import Job
+from research.server.serving import Job, TokenIds, total_usage
 from research.wire import (
+    ChoiceLogprobs,
     Citation,
     Content,
     Delta,
@@ -56,7 +58,7 @@ class ChatCompletionRequest(CompletionFields):
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="with logprobs")
     tools: list[dict[str, Any]] | None = Field(None, max_length=128, description="functions: ReCall models only")
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
@@ -72,11 +74,18 @@ class ChatCompletionRequest(CompletionFields):
     include_reasoning: bool | None = Field(None, description="vLLM's: false leaves the reasoning out")
     chat_template_kwargs: dict[str, Any] | None = Field(None, description="accepted; the ReSearch templates are fixed")
 
-    _rejected_chat = reject_if_set({
-        "logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
-        "top_logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
-        "audio": "audio output is not supported",
-    })  # fmt: skip
+    _rejected_chat = reject_if_set({"audio": "audio output is not supported"})
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return v
+
+    @property
+    def listed_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("tool_choice")
     @classmethod
@@ -202,12 +211,12 @@ class ChatMessageOut(BaseModel):
     citations: list[Citation]
 
 
-class ChatChoice(BaseModel):
+class ChatChoice(TokenIds):
     index: int = 0
     message: ChatMessageOut
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason
-    stop_reason: str | None = None
+    stop_reason: str | int | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -217,6 +226,8 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_token_ids: list[int] | None = None
+    """The prompt's token ids (``return_token_ids``)."""
 
 
 class ChatDelta(Delta):
@@ -232,12 +243,12 @@ class ChatDelta(Delta):
     annotations: list[Annotation] | None = None
 
 
-class ChatChunkChoice(BaseModel):
+class ChatChunkChoice(TokenIds):
     index: int = 0
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
-    stop_reason: str | None = None
+    stop_reason: str | int | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -247,12 +258,14 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    prompt_token_ids: list[int] | None = None
+    """On the first chunk, with ``return_token_ids``."""
 
 
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def chat_completion(job: Job, out: Reply) -> ChatCompletion:
+def chat_choice(job: Job, out: Reply) -> ChatChoice:
     reasoning = out.reasoning if job.body.shows_reasoning else None
     calls = [ChatToolCall.of(call) for call in out.tool_calls] or None
     message = ChatMessageOut(
@@ -265,8 +278,24 @@ def chat_completion(job: Job, out: Reply) -> ChatCompletion:
         citations=out.citations,
         annotations=url_citations(out),
     )
-    choice = ChatChoice(message=message, finish_reason=out.finish_reason, stop_reason=out.stop_reason)
-    return ChatCompletion(id=job.request_id, created=job.created, model=out.model, choices=[choice], usage=out.usage)
+    return ChatChoice(
+        index=out.index, message=message, logprobs=shown_logprobs(job, out.logprobs), finish_reason=out.finish_reason,
+        stop_reason=out.stop_reason, **TokenIds.of(out),
+    )  # fmt: skip
+
+
+def chat_completion(job: Job, replies: list[Reply]) -> ChatCompletion:
+    return ChatCompletion(
+        id=job.request_id, created=job.created, model=replies[0].model, choices=[chat_choice(job, r) for r in replies],
+        usage=total_usage(replies), prompt_token_ids=job.prompt_ids if job.body.wants_token_ids else None,
+    )  # fmt: skip
+
+
+def shown_logprobs(job: Job, logprobs: ChoiceLogprobs | None) -> ChoiceLogprobs | None:
+    """The log-probabilities as the client sees them: without ``reasoning`` when the reasoning is not shown."""
+    if logprobs is None or job.body.shows_reasoning:
+        return logprobs
+    return ChoiceLogprobs(content=logprobs.content)
 
 
 def chat_delta(job: Job, event: Event) -> ChatDelta | None:
@@ -283,28 +312,39 @@ def chat_delta(job: Job, event: Event) -> ChatDelta | None:
 
 
 async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[ChatCompletionChunk]:
-    """The stream of ``chat.completion.chunk``s, usage last when asked for."""
+    """The stream of ``chat.completion.chunk``s: each choice's (marked with its index) as its loop goes, usage last
+    when asked for."""
 
     def chunk(choices: list[ChatChunkChoice], **extra) -> ChatCompletionChunk:
         return ChatCompletionChunk(
             id=job.request_id, created=job.created, model=job.body.model, choices=choices, **extra
         )
 
-    yield chunk([ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))])
+    ids = {"prompt_token_ids": job.prompt_ids} if job.body.wants_token_ids else {}
+    for i in range(job.n):
+        opening = ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))
+        yield chunk([opening], **(ids if i == 0 else {}))
+    replies = []
     async for event in events:
         delta = chat_delta(job, event)
         if isinstance(event, Done):
             assert delta is not None
             end = event.reply
+            replies.append(end)
             if end.tool_calls:  # whole, in a chunk of their own before the last, as the SDKs accumulate them
                 calls = [ChatToolCallDelta(index=i, **ChatToolCall.of(c).model_dump())
                          for i, c in enumerate(end.tool_calls)]  # fmt: skip
-                yield chunk([ChatChunkChoice(delta=ChatDelta(tool_calls=calls))])
-            yield chunk([ChatChunkChoice(delta=delta, finish_reason=end.finish_reason, stop_reason=end.stop_reason)])
-            if job.body.include_usage:
-                yield chunk([], usage=end.usage)
+                yield chunk([ChatChunkChoice(index=end.index, delta=ChatDelta(tool_calls=calls))])
+            last = ChatChunkChoice(
+                index=end.index, delta=delta, finish_reason=end.finish_reason, stop_reason=end.stop_reason,
+                **TokenIds.of(end),
+            )  # fmt: skip
+            yield chunk([last])
         elif delta is not None:
-            yield chunk([ChatChunkChoice(delta=delta)])
+            logprobs = shown_logprobs(job, event.logprobs) if isinstance(event, Reasoning | Content) else None
+            yield chunk([ChatChunkChoice(index=event.choice, delta=delta, logprobs=logprobs)])
+    if job.body.include_usage and replies:
+        yield chunk([], usage=total_usage(replies))
 
 
 # -- serving and the route ------------------------------------------------------------------------

@@ -6,11 +6,10 @@ Each API's own request and reply types live beside its renderer and routes
 OpenAI's fields first, then one marked block of our extensions. We are lenient where OpenAI is:
 ``null`` means the default, and fields that change nothing here (``service_tier``,
 ``prompt_cache_key``, ...) are accepted and ignored. What a server-side search loop
-truly cannot do (``n > 1``, ``stop``, function ``tools`` but on ReCall models, logprobs, a non-text
-``response_format``) is a 400 that names the field (``param``) and says why, with
-code ``unsupported_parameter``. Unknown fields are a 400, as on api.openai.com.
-``openai_compat.md`` lists every field; ``tests/server/test_compat_doc.py`` checks it
-against these models.
+truly cannot do (function ``tools`` but on ReCall models, a non-text ``response_format``, ``echo``)
+is a 400 that names the field (``param``) and says why, with code ``unsupported_parameter``.
+Unknown fields are a 400, as on api.openai.com. ``openai_compat.md`` lists every field;
+``tests/server/test_compat_doc.py`` checks it against these models.
 """
 
 from __future__ import annotations
@@ -28,6 +27,14 @@ MAX_MESSAGES = 1024
 """Most messages (or input items) one request may carry."""
 MAX_LOGIT_BIAS = 300
 """Most ``logit_bias`` entries (OpenAI's limit)."""
+MAX_STOP = 4
+"""Most stop strings (OpenAI's limit)."""
+MAX_STOP_CHARS = 256
+"""Longest stop string."""
+MAX_STOP_TOKENS = 64
+"""Most ``stop_token_ids``."""
+MAX_TOP_LOGPROBS = 20
+"""Most alternatives listed per token (OpenAI's limit)."""
 
 ReasoningFormat = Literal["parsed", "raw"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
@@ -200,17 +207,82 @@ class SamplingFields(Strict):
         """The reasoning is sent, apart from the content."""
         return not self.raw
 
+    @property
+    def choices(self) -> int:
+        """Choices to generate (``n``), each its own search loop."""
+        return 1
+
+    @property
+    def stop_strings(self) -> list[str]:
+        """The client's stop strings."""
+        return []
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """The client's stop tokens."""
+        return []
+
+    @property
+    def include_stop(self) -> bool:
+        """A stop string that ended the response stays in its text."""
+        return False
+
+    @property
+    def listed_logprobs(self) -> int | None:
+        """None: no log-probabilities; else how many of the most likely tokens to list beside each token's."""
+        return None
+
+    @property
+    def wants_token_ids(self) -> bool:
+        """The reply carries the token ids, the inserted mask (and, with logprobs, each token's log-probability)."""
+        return False
+
 
 class CompletionFields(SamplingFields):
     """Fields of chat and text completions."""
 
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
-    n: int | None = None
-    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1, description="choices, each its own search loop (at most the server's --max-n)")
+    stop: str | list[str] | None = Field(None, description="at most 4 strings of at most 256 characters")
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="over the model's tokens, default 0")
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, description="over the model's tokens, default 0")
     logit_bias: dict[str, float] | None = Field(None, description="token id -> bias in [-100, 100], at most 300")
+    # -- extensions (vLLM's) --
+    stop_token_ids: list[int] | None = Field(None, max_length=MAX_STOP_TOKENS, description="tokens that end the reply")
+    include_stop_str_in_output: bool | None = Field(None, description="keep the stop string that ended the reply")
+    return_token_ids: bool | None = Field(None, description="token ids, the inserted mask and token logprobs")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        strings = [v] if isinstance(v, str) else v or []
+        if len(strings) > MAX_STOP:
+            raise ValueError(f"stop may hold at most {MAX_STOP} strings, not {len(strings)}")
+        for s in strings:
+            if not 0 < len(s) <= MAX_STOP_CHARS:
+                raise ValueError(f"each stop string must have 1 to {MAX_STOP_CHARS} characters, not {len(s)}")
+        return v
+
+    @property
+    def stop_strings(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def stop_ids(self) -> list[int]:
+        return list(self.stop_token_ids or [])
+
+    @property
+    def include_stop(self) -> bool:
+        return bool(self.include_stop_str_in_output)
+
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def wants_token_ids(self) -> bool:
+        return bool(self.return_token_ids)
 
     @field_validator("logit_bias")
     @classmethod
@@ -231,18 +303,7 @@ class CompletionFields(SamplingFields):
         """``logit_bias`` keyed by token id."""
         return {int(token): bias for token, bias in self.logit_bias.items()} if self.logit_bias else None
 
-    @field_validator("n")
-    @classmethod
-    def _n(cls, v: int | None) -> int | None:
-        if v not in (None, 1):
-            raise unsupported("only n=1 is supported: each choice would run its own search loop; send n requests")
-        return v
-
     @property
     def include_usage(self) -> bool:
         """A stream ends with a chunk holding the usage (``stream_options.include_usage``)."""
         return bool(self.stream_options and self.stream_options.include_usage)
-
-    _rejected = reject_if_set({
-        "stop": "stop is not supported: the server owns stopping (</search>, EOS)",
-    })  # fmt: skip

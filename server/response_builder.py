@@ -54,7 +54,7 @@ from research.server.response_items import (
     WebSearchAction,
     WebSearchCallItem,
 )
-from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued
+from research.wire import Content, Done, Event, Reasoning, Reply, SearchDone, SearchIssued, TokenLogprob
 
 SearchItem = FileSearchCallItem | WebSearchCallItem
 
@@ -114,7 +114,9 @@ class ResponseBuilder:
         if isinstance(event, Reasoning | Content):
             if event.retrieved or not event.text:
                 return []
-            return self._reasoning(event.text) if isinstance(event, Reasoning) else self._content(event.text)
+            if isinstance(event, Reasoning):
+                return self._reasoning(event.text)
+            return self._content(event.text, event.logprobs.content or [] if event.logprobs else None)
         if isinstance(event, SearchIssued):
             return self._search_issued(event.query)
         if isinstance(event, SearchDone):
@@ -167,13 +169,14 @@ class ResponseBuilder:
         item.summary[0].text += text
         return [*out, SummaryTextDelta(**self._about(item), summary_index=0, delta=text)]
 
-    def _content(self, text: str) -> list[StreamEvent]:
+    def _content(self, text: str, logprobs: list[TokenLogprob] | None) -> list[StreamEvent]:
         item = self._open
         out = [] if isinstance(item, MessageItem) else self._open_message()
         item = self._open
         assert isinstance(item, MessageItem)
         item.content[0].text += text
-        return [*out, OutputTextDelta(**self._about(item), content_index=0, delta=text)]
+        item.content[0].logprobs += logprobs or []
+        return [*out, OutputTextDelta(**self._about(item), content_index=0, delta=text, logprobs=logprobs or [])]
 
     def _open_message(self) -> list[StreamEvent]:
         item = MessageItem(id=_id("msg"), status="in_progress", content=[])

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from research.http_errors import Text, check_unicode
 from research.server.requests import (
     MAX_MESSAGES,
+    MAX_TOP_LOGPROBS,
     FunctionCall,
     Message,
     MessageToolCall,
@@ -35,6 +36,9 @@ from research.server.serving import Job
 from research.wire import Event
 
 # -- the request --------------------------------------------------------------------------------
+
+LOGPROBS = "message.output_text.logprobs"
+"""The ``include`` entry that asks for the answer text's log-probabilities."""
 
 
 class InputContent(BaseModel):
@@ -104,7 +108,7 @@ class ResponsesRequest(SamplingFields):
     conversation: Any = None
     include: list[str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="with include's logprobs")
     background: bool | None = None
     prompt: Any = None
     stream_options: StreamOptions | None = None
@@ -135,8 +139,23 @@ class ResponsesRequest(SamplingFields):
             "responses are not stored on this server: send the earlier turns in input",
         ),
         "background": "background responses are not supported: stream instead",
-        "top_logprobs": "logprobs are not supported: responses mix model and retrieved tokens",
     })  # fmt: skip
+
+    @field_validator("include")
+    @classmethod
+    def _include(cls, v: list[str] | None) -> list[str] | None:
+        if v and "reasoning.encrypted_content" in v:
+            raise unsupported(
+                "reasoning.encrypted_content cannot be included: the reasoning is sent in the clear (its summary)"
+            )
+        return v
+
+    @property
+    def listed_logprobs(self) -> int | None:
+        """``include: ["message.output_text.logprobs"]`` or ``top_logprobs`` > 0: the answer text's logprobs."""
+        if LOGPROBS in (self.include or []) or self.top_logprobs:
+            return self.top_logprobs or 0
+        return None
 
     @field_validator("text")
     @classmethod

@@ -146,13 +146,13 @@ class OpenAIServing:
         """The chat prompt's token ids (:meth:`Server.chat_ids`), the request's size telling how to tokenise."""
         return await self.server.chat_ids(messages, size(request), tools)
 
-    async def final(self, job: Job) -> Reply:
-        """Run ``job`` to the end: its :class:`Reply` (what non-streaming replies render)."""
+    async def final(self, job: Job) -> list[Reply]:
+        """Run ``job`` to the end: each choice's :class:`Reply`, in order (what non-streaming replies render)."""
         async with aclosing(self.server.run(job)) as events:
-            async for event in events:
-                if isinstance(event, Done):
-                    return event.reply
-        raise AssertionError("the search loop ended without its reply")
+            replies = [event.reply async for event in events if isinstance(event, Done)]
+        if len(replies) != job.n:
+            raise AssertionError(f"the search loops ended with {len(replies)} replies for {job.n} choices")
+        return sorted(replies, key=lambda reply: reply.index)
 
     async def reply(self, request: Request, job: Job, work: Awaitable[BaseModel]) -> Response:
         """``job``'s whole reply as ``work`` makes it; 499 if the client left, 503/504 if the loop failed."""

@@ -17,14 +17,14 @@ import logging
 import time
 import uuid
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from research.http_errors import APIError
 from research.protocol import (
@@ -37,20 +37,20 @@ from research.protocol import (
     SamplingOptions,
     TemplateName,
     Trajectory,
+    choice_sampling,
     get_protocol,
     stream_search_loop,
 )
 from research.protocol.recall import SEARCH_SCHEMA, SEARCH_TOOL
 from research.retrieval import BatchingRetriever, WebSearch, search_error
+from research.server.choice_text import LOWEST_LOGPROB, ChoiceText
 from research.server.continuations import Continuation, Continuations
 from research.server.metrics import Metrics
-from research.server.render import chat_prompt, splitter
+from research.server.render import chat_prompt
 from research.server.requests import EFFORT_SEARCHES, CompletionFields, FunctionTool, Message, SamplingFields
 from research.wire import (
-    Content,
     Done,
     Event,
-    Reasoning,
     Reply,
     SearchDone,
     SearchIssued,
@@ -74,6 +74,8 @@ class ServerConfig:
     """Largest response budget a request may ask for (model and retrieved tokens)."""
     max_searches: int | None = None
     """Largest number of searches per response a request may ask for (default: unbounded)."""
+    max_n: int = 16
+    """Most choices (``n``) one request may ask for; each runs its own search loop."""
     search_top_k: int | None = None
     """Passages per search when a request does not say (default: the protocol's: ReSearch 5, Search-R1 3)."""
     search_timeout: float = 10.0
@@ -107,6 +109,8 @@ class Job:
     sampling: SamplingOptions
     body: SamplingFields
     """The request (a chat, completion or Responses request)."""
+    n: int = 1
+    """Choices, each its own search loop."""
     started: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -122,6 +126,65 @@ def usage(prompt_tokens: int, traj: Trajectory) -> Usage:
         retrieved_tokens=retrieved,
         searches=len(traj.searches),
     )
+
+
+class TokenIds(BaseModel):
+    """What a choice of chat and text completions carries for RL frameworks (``return_token_ids``; vLLM's names)."""
+
+    token_ids: list[int] | None = None
+    """Every token after the prompt, the model's and the inserted ones, in order."""
+    inserted_mask: list[int] | None = None
+    """1 where the server inserted the token (result blocks, tool responses), 0 where the model generated it."""
+    token_logprobs: list[float | None] | None = None
+    """With logprobs: each of the model's tokens' log-probability, aligned to ``token_ids`` (None where inserted)."""
+
+    @staticmethod
+    def of(reply: Reply) -> dict[str, Any]:
+        return {name: getattr(reply, name) for name in TokenIds.model_fields}
+
+
+def total_usage(replies: Sequence[Reply]) -> Usage:
+    """The usage of a request's choices together: the prompt once, every choice's tokens and searches."""
+    first = replies[0].usage
+    assert first is not None
+    completion = sum(r.usage.completion_tokens for r in replies if r.usage)
+    return Usage(
+        prompt_tokens=first.prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=first.prompt_tokens + completion,
+        retrieved_tokens=sum(r.usage.retrieved_tokens for r in replies if r.usage),
+        searches=sum(r.usage.searches for r in replies if r.usage),
+    )
+
+
+async def interleave(streams: Sequence[AsyncIterator[Event]]) -> AsyncIterator[Event]:
+    """The events of ``streams`` as they come; a failure in one stops all; closing this cancels them all."""
+    queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(maxsize=64)
+
+    async def pump(stream: AsyncIterator[Event]) -> None:
+        try:
+            async with aclosing(stream):
+                async for event in stream:
+                    await queue.put(event)
+            await queue.put(None)
+        except Exception as exc:  # handed to the reader, which stops them all
+            await queue.put(exc)
+
+    tasks = [asyncio.ensure_future(pump(stream)) for stream in streams]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 LARGE_BODY = 256 * 1024
@@ -286,84 +349,109 @@ class Server:
             repetition_penalty=body.repetition_penalty or 1.0,
             seed=body.seed,
         )
+        if body.choices > cfg.max_n:
+            raise APIError(
+                400, f"n is {body.choices}, above this server's limit of {cfg.max_n}", param="n", code="invalid_value"
+            )
+        if body.listed_logprobs is not None:
+            sampling = replace(sampling, logprobs=True, top_logprobs=body.listed_logprobs)
         if isinstance(body, CompletionFields):  # chat and completions: OpenAI's penalties and bias
             bias = body.token_bias
-            if bias and (unknown := [t for t in bias if t >= len(self.engine.tokenizer)]):
-                raise APIError(
-                    400, f"logit_bias names token {unknown[0]}, outside the model's vocabulary of "
-                    f"{len(self.engine.tokenizer)}", param="logit_bias", code="invalid_value",
-                )  # fmt: skip
+            self._check_vocabulary(bias or (), "logit_bias")
+            self._check_vocabulary(body.stop_ids, "stop_token_ids")
             sampling = replace(
                 sampling, presence_penalty=body.presence_penalty or 0.0,
                 frequency_penalty=body.frequency_penalty or 0.0, logit_bias=bias,
             )  # fmt: skip
-        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body)
+        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body, body.choices)
+
+    def _check_vocabulary(self, tokens: Iterable[int], param: str) -> None:
+        """A 400 naming ``param`` when it names a token outside the model's vocabulary."""
+        size = len(self.engine.tokenizer)
+        if unknown := [t for t in tokens if not 0 <= t < size]:
+            raise APIError(
+                400, f"{param} names token {unknown[0]}, outside the model's vocabulary of {size}", param=param,
+                code="invalid_value",
+            )  # fmt: skip
 
     # -- the loop as typed output ---------------------------------------------
     async def run(self, job: Job) -> AsyncIterator[Event]:
-        """The loop's events as API output: text, searches, then :class:`Done` with the :class:`Reply`."""
-        split = splitter(self.protocol, raw=job.body.raw)
+        """The loop's events as API output: text, searches, then :class:`Done` with the :class:`Reply`, for each of
+        the request's ``n`` choices (their loops run at once, their events interleaved, each marked with its
+        choice; closing this iterator cancels them all)."""
         self.metrics.prompt_tokens.inc(len(job.prompt_ids))
+        runs = [self._choice(job, i) for i in range(job.n)]
+        async with aclosing(runs[0] if job.n == 1 else interleave(runs)) as events:
+            async for event in events:
+                yield event
+
+    async def _choice(self, job: Job, choice: int) -> AsyncIterator[Event]:
+        """Choice ``choice``'s loop as API output."""
+        body = job.body
+        text = ChoiceText(
+            self.protocol, self.engine.tokenizer, choice=choice, raw=body.raw, stop=body.stop_strings,
+            include_stop=body.include_stop, top_logprobs=body.listed_logprobs,
+        )  # fmt: skip
         retrieval_time = 0.0
-        reasoning: list[str] = []
-        content: list[str] = []
         events = stream_search_loop(
             self.engine,
-            self.retriever.using(job.body.search_mode or "vector", timeout=self.config.search_timeout),
+            self.retriever.using(body.search_mode or "vector", timeout=self.config.search_timeout),
             job.prompt_ids,
             limits=job.limits,
-            sampling=job.sampling,
-            request_id=job.request_id,
+            sampling=choice_sampling(job.sampling, choice),
+            request_id=job.request_id if job.n == 1 else f"{job.request_id}-{choice}",
             protocol=self.protocol,
-            client_tools=set(job.body.client_tools),
+            client_tools=set(body.client_tools),
+            stop=body.stop_strings,
+            stop_token_ids=body.stop_ids,
         )
-
-        def text(pieces: tuple[str, str], retrieved: bool = False) -> Iterator[Reasoning | Content]:
-            reasoning.append(pieces[0])
-            content.append(pieces[1])
-            if pieces[0]:
-                yield Reasoning(pieces[0], retrieved)
-            if pieces[1]:
-                yield Content(pieces[1], retrieved)
-
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, ModelText):
                     self.metrics.generation_tokens.inc(len(event.token_ids))
-                    for out in text(split.feed(event.text)):
+                    for out in text.model(event):
                         yield out
                 elif isinstance(event, SearchIssued | SearchDone):
-                    yield event
+                    yield replace(event, choice=choice)
                 elif isinstance(event, ResultBlock):
                     retrieval_time += event.seconds
                     if event.searches:
                         self.metrics.searched(event.seconds, event.index_seconds, len(event.token_ids), event.searches)
                     self.metrics.notices.inc(event.notices)
-                    for out in text(split.feed(event.text), retrieved=True):
+                    for out in text.inserted(event.text):
                         yield out
                 elif isinstance(event, Finished):
-                    for out in text(split.close()):
+                    for out in text.close(event.trajectory):
                         yield out
                     self.metrics.generation_seconds.observe(time.perf_counter() - job.started - retrieval_time)
-                    yield Done(self._reply(job, event.trajectory, "".join(reasoning), "".join(content)))
+                    yield Done(self._reply(job, event.trajectory, text, choice))
 
-    def _reply(self, job: Job, traj: Trajectory, reasoning: str, content: str) -> Reply:
-        """The whole reply of ``job``'s finished loop."""
+    def _reply(self, job: Job, traj: Trajectory, text: ChoiceText, choice: int) -> Reply:
+        """The whole reply of ``job``'s finished loop for choice ``choice``."""
         log.info(
             "done: %d searches, finish %s", len(traj.searches), traj.finish_reason, extra={"request_id": job.request_id}
         )
         finish = traj.finish_reason if traj.finish_reason in ("length", "tool_calls") else "stop"
+        ids = {}
+        if job.body.wants_token_ids:
+            ids = {"token_ids": traj.completion_ids, "inserted_mask": [1 - m for m in traj.mask]}
+            if text.logprobs is not None:
+                logprobs = traj.logprobs or [None] * len(traj.mask)
+                ids["token_logprobs"] = [None if lp is None else max(lp, LOWEST_LOGPROB) for lp in logprobs]
         return Reply(
             model=self.config.model_name,
+            index=choice,
             answer=traj.answer if finish != "tool_calls" else None,
-            content=content,
-            reasoning=reasoning,
+            content="".join(text.content),
+            reasoning="".join(text.reasoning),
             searches=traj.searches,
             citations=citations(traj.searches),
             usage=usage(len(job.prompt_ids), traj),
             tool_calls=self._tool_calls(job, traj),
             finish_reason=finish,
-            stop_reason="search_limit" if traj.finish_reason == "search_limit" else None,
+            stop_reason="search_limit" if traj.finish_reason == "search_limit" else traj.stop_reason,
+            logprobs=text.logprobs,
+            **ids,
         )
 
     def _tool_calls(self, job: Job, traj: Trajectory) -> list[ToolCall]:

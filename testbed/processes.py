@@ -1,7 +1,9 @@
-"""Servers as subprocesses on loopback, for tests and benchmarks: free ports, start, wait, stop."""
+"""Servers on loopback, for tests and benchmarks: subprocesses (free ports, start, wait, stop), and ASGI apps run
+under uvicorn in this process (:func:`start_app`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,6 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
+import uvicorn
 
 
 def free_port() -> int:
@@ -79,3 +82,31 @@ def launched(
     with ServerProcess(args, health, log, env=env) as server:
         server.wait_healthy(timeout)
         yield server.proc
+
+
+async def _serve(uv: uvicorn.Server, app) -> None:
+    """``uv.serve()``, with the app's MCP session manager running (its lifespan, which would close the shared
+    engine, is off)."""
+    mcp = getattr(getattr(app, "state", None), "mcp", None)
+    if mcp is None:
+        return await uv.serve()
+    async with mcp.session_manager.run():
+        await uv.serve()
+
+
+async def start_app(app) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """Serve an ASGI ``app`` with uvicorn on a free loopback port; (server, task, base URL)."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(_serve(uv, app))
+    while not uv.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    return uv, task, f"http://127.0.0.1:{port}"
+
+
+async def stop(uv: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    uv.should_exit = True
+    await task

@@ -34,7 +34,7 @@ from research.server.app import Server, ServerConfig, create_app
 from research.testbed.dialects import MAX_LENGTH, toy_dialect_model
 from research.testbed.models import engine_args, load_tokenizer
 from research.testbed.object_store import s3_server
-from research.testbed.processes import ServerProcess, free_port
+from research.testbed.processes import ServerProcess, free_port, start_app, stop
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import World, make_world
 from tests.support.scripted import SCRIPT_CORPUS, scripted_model
@@ -229,36 +229,8 @@ class Live:
     engine: Engine
 
 
-async def _serve(uv: uvicorn.Server, app) -> None:
-    """``uv.serve()``, with the app's MCP session manager running (its lifespan, which would close the shared
-    engine, is off)."""
-    mcp = getattr(getattr(app, "state", None), "mcp", None)
-    if mcp is None:
-        return await uv.serve()
-    async with mcp.session_manager.run():
-        await uv.serve()
-
-
-async def start_app(app) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    """Serve an ASGI ``app`` with uvicorn on a free loopback port; (server, task, base URL)."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(_serve(uv, app))
-    while not uv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    return uv, task, f"http://127.0.0.1:{port}"
-
-
 async def start(server: Server) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
     return await start_app(create_app(server))
-
-
-async def stop(uv: uvicorn.Server, task: asyncio.Task[None]) -> None:
-    uv.should_exit = True
-    await task
 
 
 @asynccontextmanager

@@ -133,6 +133,34 @@ class Usage(BaseModel):
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
+class TopLogprob(BaseModel):
+    """One of the most likely tokens at a place (OpenAI's)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    """A token the model generated, its log-probability and the most likely tokens there (OpenAI's)."""
+
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    """The log-probabilities of a choice's tokens: ``content`` over the answer text's, as OpenAI's; ``reasoning``
+    (an extension, as vLLM's reasoning outputs) over the model's other tokens. Inserted tokens are in neither."""
+
+    content: list[TokenLogprob] | None = None
+    refusal: None = None
+    reasoning: list[TokenLogprob] | None = None
+
+    def add(self, other: ChoiceLogprobs) -> None:
+        for name in ("content", "reasoning"):
+            if more := getattr(other, name):
+                setattr(self, name, (getattr(self, name) or []) + more)
+
+
 class ToolCall(BaseModel):
     """A call of one of the client's own functions, left to the client to run (the ReCall protocol)."""
 
@@ -143,9 +171,11 @@ class ToolCall(BaseModel):
 
 
 class Reply(BaseModel):
-    """A whole response: the answer and everything that led to it."""
+    """A whole response (one choice of it): the answer and everything that led to it."""
 
     model: str
+    index: int = 0
+    """The choice (of a request's ``n``)."""
     answer: str | None = None
     """The model's final answer (its ``\\boxed{}``), None if it gave none."""
     content: str = ""
@@ -156,8 +186,15 @@ class Reply(BaseModel):
     tool_calls: list[ToolCall] = []
     """The client's functions the model called; the reply waits for their results (``finish_reason: tool_calls``)."""
     finish_reason: str | None = None
-    stop_reason: str | None = None
-    """``search_limit`` when the search budget ran out."""
+    stop_reason: str | int | None = None
+    """``search_limit`` when the search budget ran out; the client's stop string or stop token that ended it."""
+    logprobs: ChoiceLogprobs | None = None
+    token_ids: list[int] | None = None
+    """Every token after the prompt, the model's and the inserted ones, in order (``return_token_ids``)."""
+    inserted_mask: list[int] | None = None
+    """1 where the server inserted the token (result blocks, tool responses), 0 where the model generated it."""
+    token_logprobs: list[float | None] | None = None
+    """Aligned to ``token_ids``: the model's log-probability of each of its tokens, None at inserted ones."""
 
 
 # -- stream events: what happens during a response, in order ---------------------------------------
@@ -170,6 +207,10 @@ class Reasoning:
     text: str
     retrieved: bool = field(default=False, compare=False)
     """A result block fed back to the model (known server-side only: a chat stream does not mark it)."""
+    choice: int = field(default=0, compare=False)
+    """The choice it belongs to (of a request's ``n``)."""
+    logprobs: ChoiceLogprobs | None = field(default=None, compare=False)
+    """The log-probabilities of the model's tokens that wrote this text (when asked for)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +219,8 @@ class Content:
 
     text: str
     retrieved: bool = field(default=False, compare=False)
+    choice: int = field(default=0, compare=False)
+    logprobs: ChoiceLogprobs | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +229,7 @@ class SearchIssued:
 
     index: int
     query: str
+    choice: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +237,12 @@ class SearchDone:
     """A search came back; its passages are appended to the response."""
 
     search: Search
+    choice: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """The response is complete."""
+    """The response (one choice of it) is complete."""
 
     reply: Reply
 

@@ -98,8 +98,9 @@ async def test_chat_research_carries_reasoning_searches_and_citations(live_trans
 
     batch = await asyncio.to_thread(chat.batch, [SCRIPT_QUESTION, SCRIPT_QUESTION])
     assert [m.response_metadata["answer"] for m in batch] == [SCRIPT_ANSWER] * 2
-    with pytest.raises(ValueError, match="does not take stop sequences"):
-        await chat.ainvoke(SCRIPT_QUESTION, stop=["Freedonia"])
+    cut = await chat.ainvoke(SCRIPT_QUESTION, stop=["boxed"])  # the answer ends at the stop; the search ran
+    assert cut.response_metadata["stop_reason"] == "boxed" and cut.content.endswith("\\[ \\")
+    assert cut.response_metadata["searches"] == searches
 
 
 async def test_the_tool_gives_the_answer_as_content_and_the_passages_as_artifact(live_transformers):

@@ -4,8 +4,7 @@ The integration suite talks to a live ``research-serve`` subprocess found throug
 ``$RESEARCH_URL``, as a user's would be. It sends free text ("Hello", "how are you",
 conversations), so the server runs the canned model (:mod:`research.testbed.canned`),
 which answers every prompt by construction (think, one search, answer) on any CPU,
-over the toy world's LanceDB index. Expected to fail, with the reason: ``stop``
-sequences, which the server refuses because they would cut its search loop. Tool
+over the toy world's LanceDB index. Every test passes or skips itself: tool
 calling and structured output skip themselves (``ChatReSearch`` has no ``bind_tools``), as
 do (with langchain-tests' own reasons; the suite forbids overriding a test to skip it):
 per-call model override (``model_override_value``: the server serves one model),
@@ -29,7 +28,6 @@ from research.testbed.canned import canned_model
 from research.testbed.models import engine_args
 from research.testbed.processes import free_port, launched
 
-NO_STOP = "ChatReSearch refuses stop sequences: the server stops the model at its own search tags"
 MODEL_NAME = "canned"
 
 
@@ -66,7 +64,3 @@ class TestChatReSearchIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict[str, Any]:
         return {"model": MODEL_NAME}  # the server's default sampling: the canned reply does not depend on it
-
-    @pytest.mark.xfail(reason=NO_STOP, raises=ValueError, strict=True)
-    def test_stop_sequence(self, model: Any) -> None:
-        super().test_stop_sequence(model)

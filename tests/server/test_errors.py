@@ -33,12 +33,14 @@ BAD = [
     pytest.param({**GOOD, "search_top_k": 0}, 400, "search_top_k", "greater than or equal to 1", id="zero-top-k"),
     pytest.param({**GOOD, "search_top_k": -2}, 400, "search_top_k", "greater than or equal to 1", id="neg-top-k"),
     pytest.param({**GOOD, "top_k": -3}, 400, "top_k", "-1 or 0", id="sampling-top-k-3"),
-    pytest.param({**GOOD, "n": 2}, 400, "n", "only n=1", id="n-2"),
+    pytest.param({**GOOD, "n": 17}, 400, "n", "limit of 16", id="n-over-max"),
     pytest.param({**GOOD, "max_searches": 9}, 400, "max_searches", "limit of 4", id="too-many-searches"),
     pytest.param({**GOOD, "search_mode": "magic"}, 400, "search_mode", "vector", id="unknown-search-mode"),
-    pytest.param({**GOOD, "stop": ["x"]}, 400, "stop", "stop is not supported", id="stop"),
+    pytest.param({**GOOD, "stop": list("abcde")}, 400, "stop", "at most 4 strings", id="five-stops"),
+    pytest.param({**GOOD, "stop": "x" * 300}, 400, "stop", "1 to 256 characters", id="long-stop"),
     pytest.param({**GOOD, "tools": [{"type": "function"}]}, 400, "tools", "search tool itself", id="tools"),
-    pytest.param({**GOOD, "logprobs": True}, 400, "logprobs", "not supported", id="logprobs"),
+    pytest.param({**GOOD, "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs", "less than or equal to 20",
+                 id="top-logprobs-21"),
     pytest.param(
         {**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format", "only text", id="json-format"
     ),

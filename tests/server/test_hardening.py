@@ -254,6 +254,10 @@ LEAVING = [
     *(pytest.param("stall", at, STREAM, id=f"stream-reader-stalls-at-{at}") for at in (1, 6)),
     *(pytest.param("receive", at, ASK, id=f"reply-disconnect-at-receive-{at}") for at in (0, 1)),
     pytest.param("send", 0, ASK, id="reply-send-fails"),
+    # n = 8: eight search loops, every one cancelled
+    *(pytest.param("send", at, {**STREAM, "n": 8}, id=f"n8-stream-send-fails-at-{at}") for at in (4, 12)),
+    pytest.param("stall", 6, {**STREAM, "n": 8}, id="n8-stream-reader-stalls-at-6"),
+    pytest.param("receive", 1, {**ASK, "n": 8}, id="n8-reply-disconnect-at-receive-1"),
 ]
 
 

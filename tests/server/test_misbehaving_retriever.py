@@ -26,7 +26,8 @@ from starlette.routing import Route
 
 from research.protocol import render_prompt
 from research.retrieval import RemoteIndex
-from tests.conftest import MODEL, serving, start_app, stop
+from research.testbed.processes import start_app, stop
+from tests.conftest import MODEL, serving
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_CORPUS, SCRIPT_QUESTION
 
 ASK = [{"role": "user", "content": SCRIPT_QUESTION}]

@@ -9,7 +9,8 @@ import pytest
 
 from research.retrieval import BatchingRetriever, RemoteIndex
 from research.retrieval.service import create_app
-from tests.conftest import serving, start_app, stop
+from research.testbed.processes import start_app, stop
+from tests.conftest import serving
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUERY, SCRIPT_QUESTION
 
 MODEL = "scripted"

@@ -16,7 +16,8 @@ from openai.types.responses.response_output_text import AnnotationURLCitation
 
 from research.retrieval import BatchingRetriever, WebSearch
 from research.server.app import Server, ServerConfig
-from tests.conftest import MODEL, start, start_app, stop
+from research.testbed.processes import start_app, stop
+from tests.conftest import MODEL, start
 from tests.support.scripted import SCRIPT_ANSWER, SCRIPT_QUERY, SCRIPT_QUESTION
 from tests.support.web_providers import KEY, Replay
 
