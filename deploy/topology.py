@@ -153,9 +153,10 @@ async def ask(client: Any, model: str, question: str) -> str:
     stream = await client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": question}], temperature=0, stream=True
     )
-    async for chunk in stream:
-        for choice in chunk.choices:
-            shown += [choice.delta.model_extra.get("reasoning_content") or "", choice.delta.content or ""]
+    async with stream:  # closed however the stream ends (a replica killed, the caller cancelled)
+        async for chunk in stream:
+            for choice in chunk.choices:
+                shown += [choice.delta.model_extra.get("reasoning_content") or "", choice.delta.content or ""]
     return "".join(shown)
 
 

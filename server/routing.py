@@ -39,9 +39,18 @@ def sse(data: BaseModel | dict[str, Any] | str, event: str | None = None) -> byt
     return (f"event: {event}\n" if event else "").encode() + b"data: " + payload + b"\n\n"
 
 
+SSE_EVENT = {
+    "type": "object",
+    "description": "One server-sent event (OpenAPI 3.1: the schema of a text/event-stream is each event's): `data` "
+    "is a chunk or stream event as JSON, or `[DONE]`; `event` is the Responses API's event type",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+    "required": ["data"],
+}
+
+
 def generation_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses of a generation route: its reply (or stream) and every error it can give."""
-    stream = {"text/event-stream": {"schema": {"type": "string"}}}
+    stream = {"text/event-stream": {"schema": SSE_EVENT}}
     reply = {"model": model, "content": stream, "description": 'The reply; with "stream": true, server-sent events'}
     return {200: reply, **errors(404, 429, 503, 504)}
 
