@@ -26,7 +26,7 @@ from research.server.requests import (
     unsupported,
 )
 from research.server.routing import OpenAIServing, api_router, sse
-from research.server.serving import Job, TokenIds, total_usage
+from research.server.serving import Job, total_usage
 from research.wire import (
     ChoiceLogprobs,
     Citation,
@@ -41,6 +41,7 @@ from research.wire import (
     SearchDelta,
     SearchDone,
     SearchIssued,
+    TokenIds,
     ToolCall,
     Usage,
 )

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 from research.http_errors import APIError, Text
 from research.server.requests import MAX_TOP_LOGPROBS, CompletionFields, reject_if_set, unsupported
 from research.server.routing import OpenAIServing, api_router, size, sse
-from research.server.serving import Job, TokenIds, total_usage
+from research.server.serving import Job, total_usage
 from research.wire import (
     Citation,
     Content,
@@ -31,6 +31,7 @@ from research.wire import (
     SearchDelta,
     SearchDone,
     SearchIssued,
+    TokenIds,
     TokenLogprob,
     Usage,
 )

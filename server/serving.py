@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from research.http_errors import APIError
 from research.protocol import (
@@ -109,10 +109,13 @@ class Job:
     sampling: SamplingOptions
     body: SamplingFields
     """The request (a chat, completion or Responses request)."""
-    n: int = 1
-    """Choices, each its own search loop."""
     started: float = field(default_factory=time.perf_counter)
     created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def n(self) -> int:
+        """Choices, each its own search loop (the request's ``n``)."""
+        return self.body.choices
 
 
 def usage(prompt_tokens: int, traj: Trajectory) -> Usage:
@@ -126,21 +129,6 @@ def usage(prompt_tokens: int, traj: Trajectory) -> Usage:
         retrieved_tokens=retrieved,
         searches=len(traj.searches),
     )
-
-
-class TokenIds(BaseModel):
-    """What a choice of chat and text completions carries for RL frameworks (``return_token_ids``; vLLM's names)."""
-
-    token_ids: list[int] | None = None
-    """Every token after the prompt, the model's and the inserted ones, in order."""
-    inserted_mask: list[int] | None = None
-    """1 where the server inserted the token (result blocks, tool responses), 0 where the model generated it."""
-    token_logprobs: list[float | None] | None = None
-    """With logprobs: each of the model's tokens' log-probability, aligned to ``token_ids`` (None where inserted)."""
-
-    @staticmethod
-    def of(reply: Reply) -> dict[str, Any]:
-        return {name: getattr(reply, name) for name in TokenIds.model_fields}
 
 
 def total_usage(replies: Sequence[Reply]) -> Usage:
@@ -363,7 +351,7 @@ class Server:
                 sampling, presence_penalty=body.presence_penalty or 0.0,
                 frequency_penalty=body.frequency_penalty or 0.0, logit_bias=bias,
             )  # fmt: skip
-        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body, body.choices)
+        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body)
 
     def _check_vocabulary(self, tokens: Iterable[int], param: str) -> None:
         """A 400 naming ``param`` when it names a token outside the model's vocabulary."""

@@ -170,8 +170,25 @@ class ToolCall(BaseModel):
     """The arguments, a JSON object as text (as OpenAI sends them)."""
 
 
-class Reply(BaseModel):
-    """A whole response (one choice of it): the answer and everything that led to it."""
+class TokenIds(BaseModel):
+    """What a choice carries for RL frameworks (``return_token_ids``; vLLM's names), None when not asked for."""
+
+    token_ids: list[int] | None = None
+    """Every token after the prompt, the model's and the inserted ones, in order."""
+    inserted_mask: list[int] | None = None
+    """1 where the server inserted the token (result blocks, tool responses), 0 where the model generated it."""
+    token_logprobs: list[float | None] | None = None
+    """With logprobs: each of the model's tokens' log-probability, aligned to ``token_ids`` (None where inserted)."""
+
+    @staticmethod
+    def of(reply: TokenIds) -> dict[str, Any]:
+        """The fields of ``reply`` (a :class:`Reply`), to pass on to a reply choice."""
+        return {name: getattr(reply, name) for name in TokenIds.model_fields}
+
+
+class Reply(TokenIds):
+    """A whole response (one choice of it): the answer and everything that led to it, and (:class:`TokenIds`) its
+    token ids when asked for."""
 
     model: str
     index: int = 0
@@ -189,12 +206,6 @@ class Reply(BaseModel):
     stop_reason: str | int | None = None
     """``search_limit`` when the search budget ran out; the client's stop string or stop token that ended it."""
     logprobs: ChoiceLogprobs | None = None
-    token_ids: list[int] | None = None
-    """Every token after the prompt, the model's and the inserted ones, in order (``return_token_ids``)."""
-    inserted_mask: list[int] | None = None
-    """1 where the server inserted the token (result blocks, tool responses), 0 where the model generated it."""
-    token_logprobs: list[float | None] | None = None
-    """Aligned to ``token_ids``: the model's log-probability of each of its tokens, None at inserted ones."""
 
 
 # -- stream events: what happens during a response, in order ---------------------------------------
