@@ -10,61 +10,23 @@ become API output for all of them.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
-from fastapi import Depends, FastAPI, Request, params
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.datastructures import Headers
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from research.http_errors import APIError, BodyLimit, error_response, errors, install_error_handlers
+from research.http_errors import BodyLimit, errors, install_error_handlers
 from research.retrieval import dropin_router, v1_search_router
-from research.server import chat, completions, operations, responses
+from research.server import chat, completions, conversations, operations, responses, stored_responses
+from research.server.access import BehindKey
 from research.server.mcp_local import PATH as MCP_PATH
 from research.server.mcp_local import mcp_app
 from research.server.middleware import Admission, RequestLog
 from research.server.serving import Server, ServerConfig
 
 __all__ = ["Server", "ServerConfig", "create_app"]
-
-
-def check_key(headers: Headers, key: str) -> None:
-    """Refuse a request without ``Authorization: Bearer <key>`` (401)."""
-    scheme, _, sent = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), key.encode()):
-        raise APIError(
-            401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
-
-
-def api_key_check(key: str) -> params.Depends:
-    """A dependency refusing a request without the key (:func:`check_key`)."""
-
-    async def authorize(request: Request) -> None:
-        check_key(request.headers, key)
-
-    return Depends(authorize)
-
-
-@dataclass(frozen=True, slots=True)
-class BehindKey:
-    """An ASGI app mounted beside the routes (``/mcp``) behind the API key (:func:`check_key`)."""
-
-    app: ASGIApp
-    key: str | None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is not None:
-            try:
-                check_key(Headers(scope=scope), self.key)
-            except APIError as error:
-                return await error_response(error)(scope, receive, send)
-        await self.app(scope, receive, send)
 
 
 def create_app(server: Server) -> FastAPI:
@@ -80,6 +42,7 @@ def create_app(server: Server) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.start()
         async with mcp.session_manager.run():
             yield
         await server.close()
@@ -88,6 +51,7 @@ def create_app(server: Server) -> FastAPI:
     # The API is documented in openai_compat.md; the schema stays at /openapi.json.
     app = FastAPI(title="ReSearch server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.mcp = mcp  # its session manager runs in the lifespan (or in whatever serves the app without one)
+    app.state.server = server  # started and stopped by the lifespan (or by whatever serves the app without one)
     install_error_handlers(app)
     # Outermost last: the log sees every request; CORS headers reach a 429 too; an over-large body is refused
     # before it takes a slot.
@@ -100,14 +64,17 @@ def create_app(server: Server) -> FastAPI:
         )  # fmt: skip
     app.add_middleware(RequestLog, metrics=server.metrics)
 
-    keyed = {"dependencies": [api_key_check(cfg.api_key)], "responses": errors(401)} if cfg.api_key else {}
+    access = server.access
+    keyed = {"dependencies": [access.dependency()], "responses": errors(401)} if access.required else {}
     app.include_router(chat.router(chat.ChatServing(server)), **keyed)
     app.include_router(completions.router(completions.CompletionServing(server)), **keyed)
     app.include_router(responses.router(responses.ResponsesServing(server)), **keyed)
+    app.include_router(stored_responses.router(server.records), **keyed)
+    app.include_router(conversations.router(server.records), **keyed)
     app.include_router(operations.models_router(server), **keyed)
     app.include_router(v1_search_router(server.retriever, search_timeout=cfg.search_timeout), **keyed)
     dropins = dropin_router(server.retriever, k=server.search_top_k, search_timeout=cfg.search_timeout)
     app.include_router(dropins, **({} if cfg.open_retriever_routes else keyed))
     app.include_router(operations.router(server))
-    app.router.routes.append(Route(MCP_PATH, BehindKey(mcp_endpoint, cfg.api_key)))
+    app.router.routes.append(Route(MCP_PATH, BehindKey(mcp_endpoint, access)))
     return app

@@ -354,7 +354,7 @@ async def chat_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIterator[C
 class ChatServing(OpenAIServing):
     """``POST /v1/chat/completions``: the chat prompt in the model's template, the loop, chunks or a whole reply."""
 
-    prefix = "chatcmpl"
+    prefix = "chatcmpl-"
 
     async def prompt(self, body: ChatCompletionRequest, request: Request) -> list[int]:
         tools = self.server.function_tools(body.tools)

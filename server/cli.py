@@ -27,6 +27,7 @@ from research.engines.card import ModelArgs
 from research.http_errors.head import Listen
 from research.retrieval import RetrieverArgs
 from research.server.app import Server, ServerConfig, create_app
+from research.server.store import check_store, default_store_url
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +76,10 @@ async def serve(args: argparse.Namespace, *, ready: Callable[[], None] | None = 
         template=serve.prompt_template,
         protocol=serve.search_protocol,
         api_key=args.api_key or os.environ.get("RESEARCH_API_KEY"),
+        store=args.store or default_store_url(),
     )
     log = logging.getLogger("research.server")
+    log.info("store: %s, schema version %d", *await check_store(config.store))
     engine = open_engine(serve.model, engine_args)
     log.info("engine: %s on %s, context %s tokens", engine_args.engine, serve.model, engine.max_model_len or "unknown")
     retriever = index.open_retriever()

@@ -194,7 +194,7 @@ async def completion_chunks(job: Job, events: AsyncIterator[Event]) -> AsyncIter
 class CompletionServing(OpenAIServing):
     """``POST /v1/completions``: the prompt as sent (text or token ids), the loop, chunks or a whole reply."""
 
-    prefix = "cmpl"
+    prefix = "cmpl-"
 
     async def prompt(self, body: CompletionRequest, request: Request) -> list[int]:
         tokenizer = self.server.engine.tokenizer

@@ -88,7 +88,7 @@ class ServerTools(IndexTools):
                     temperature=0.0,
                     max_searches=max_searches,
                 )
-                job = server.job(body, await server.chat_ids(body.messages, len(question.encode())), "mcp")
+                job = server.job(body, await server.chat_ids(body.messages, len(question.encode())), "mcp-")
             try:
                 async with aclosing(server.run(job)) as events:  # closing it aborts generation
                     async for event in events:

@@ -41,6 +41,28 @@ class Metrics:
         self.request_seconds = Histogram(
             "research_request_seconds", "End-to-end request latency", buckets=_LATENCY, registry=r
         )
+        self.stored = Gauge(
+            "research_stored_objects", "Stored responses by status, and conversations (read from the store)",
+            ["kind", "status"], registry=r,
+        )  # fmt: skip
+        self.background = Gauge(
+            "research_background_responses", "Background responses by status, all servers' (read from the store)",
+            ["status"], registry=r,
+        )  # fmt: skip
+        self.background_running = Gauge(
+            "research_background_running", "Background responses this server runs now", registry=r
+        )
+
+    def count_stored(self, counts: dict[str, dict[str, int]], running: int) -> None:
+        """Set the stored objects' gauges from :meth:`~research.server.store.Store.counts`."""
+        self.stored.clear()
+        self.background.clear()
+        for status, n in counts["responses"].items():
+            self.stored.labels("response", status).set(n)
+        self.stored.labels("conversation", "").set(counts["conversations"]["all"])
+        for status, n in counts["background"].items():
+            self.background.labels(status).set(n)
+        self.background_running.set(running)
 
     def searched(self, seconds: float, index_seconds: float, retrieved_tokens: int, searches: int = 1) -> None:
         """Count a reply of the loop: its searches (run together: their time, the index's share of it), and its

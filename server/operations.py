@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from research.http_errors import errors
+from research.http_errors import APIError, errors
 from research.server.serving import Server
 from research.wire import Health, ModelCard, ModelList
 
@@ -37,6 +38,9 @@ def router(server: Server) -> APIRouter:
 
     @routes.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
+        """Prometheus metrics; the stored objects' counts as the store has them (left as they were if it is down)."""
+        with suppress(APIError):
+            server.metrics.count_stored(await server.store.counts(), len(server.background.tasks))
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return routes

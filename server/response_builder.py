@@ -259,10 +259,3 @@ async def response_events(builder: ResponseBuilder, events: AsyncIterator[Event]
     async for event in events:
         for out in builder.feed(event):
             yield out
-
-
-async def response_object(builder: ResponseBuilder, events: AsyncIterator[Event]) -> ResponseObject:
-    """The whole response (non-streaming): the same items, built by the same code."""
-    async for _ in response_events(builder, events):
-        pass
-    return builder.response

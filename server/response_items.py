@@ -141,7 +141,7 @@ class ResponseObject(BaseModel):
     id: str
     object: Literal["response"] = "response"
     created_at: int
-    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"]
     model: str
     output: list[OutputItem]
     usage: ResponseUsage | None = None
@@ -156,7 +156,10 @@ class ResponseObject(BaseModel):
     tools: list[Tool] = Field(default_factory=list)
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
     reasoning: dict[str, Any] | None = None
-    store: bool = False
+    store: bool = True
+    background: bool = False
+    previous_response_id: str | None = None
+    conversation: dict[str, str] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     # -- extensions --
     answer: str | None = None

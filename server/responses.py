@@ -3,18 +3,29 @@
 A run's events become output items (reasoning, a ``file_search_call`` or, with
 ``--web-search``, a ``web_search_call`` per search, the answer's message) by
 :class:`~research.server.response_builder.ResponseBuilder`, streamed or whole; their types are
-:mod:`research.server.response_items`. Nothing is stored.
+:mod:`research.server.response_items`. A response is stored unless ``store: false``
+(:mod:`research.server.stored_responses`): a later turn continues it (``previous_response_id``), or
+a conversation's items (``conversation``); ``background: true`` runs it as a task of the server
+(:mod:`research.server.background`) and answers at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from research.http_errors import Text, check_unicode
+from research.http_errors import APIError, StrictJSONResponse, Text, check_unicode
+from research.server.access import owner_of
+from research.server.records import as_item, history_messages
 from research.server.requests import (
     MAX_MESSAGES,
     MAX_TOP_LOGPROBS,
@@ -29,11 +40,14 @@ from research.server.requests import (
     reject_if_set,
     unsupported,
 )
-from research.server.response_builder import ResponseBuilder, response_events, response_object
-from research.server.response_items import ResponseObject, Tool
+from research.server.response_builder import ResponseBuilder, response_events
+from research.server.response_items import ResponseObject, StreamEvent, Tool
 from research.server.routing import OpenAIServing, api_router, sse
 from research.server.serving import Job
+from research.server.stored_responses import follow
 from research.wire import Event
+
+log = logging.getLogger("research.server")
 
 # -- the request --------------------------------------------------------------------------------
 
@@ -91,10 +105,16 @@ class TextParam(Strict):
     verbosity: str | None = None
 
 
-class ResponsesRequest(SamplingFields):
-    """``POST /v1/responses``. Nothing is stored: ``store`` is accepted and has no effect,
-    and ``previous_response_id``/``conversation`` are a 400 (send the earlier turns in ``input``)."""
+class ConversationParam(Strict):
+    id: Text
 
+
+class ResponsesRequest(SamplingFields):
+    """``POST /v1/responses``: stored unless ``store: false``; continuing a stored response or a conversation."""
+
+    previous_response_id: Text | None = None
+    conversation: Text | ConversationParam | None = None
+    # after the two above: whether the input must ask a question depends on them
     input: Text | Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)]
     instructions: Text | None = None
     max_output_tokens: int | None = Field(None, ge=1)
@@ -104,8 +124,6 @@ class ResponsesRequest(SamplingFields):
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     max_tool_calls: int | None = Field(None, ge=0, description="the search budget, like max_searches")
-    previous_response_id: str | None = None
-    conversation: Any = None
     include: list[str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="with include's logprobs")
@@ -133,13 +151,46 @@ class ResponsesRequest(SamplingFields):
             )
         return self
 
-    _rejected_responses = reject_if_set({
-        **dict.fromkeys(
-            ("previous_response_id", "conversation", "prompt"),
-            "responses are not stored on this server: send the earlier turns in input",
-        ),
-        "background": "background responses are not supported: stream instead",
-    })  # fmt: skip
+    _rejected_responses = reject_if_set({"prompt": "prompt templates are not supported: send the prompt in input"})
+
+    @field_validator("conversation")
+    @classmethod
+    def _one_history(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is not None and info.data.get("previous_response_id") is not None:
+            raise unsupported("previous_response_id and conversation cannot be used together")
+        return v
+
+    @field_validator("input")
+    @classmethod
+    def _asks(cls, v: Any, info: ValidationInfo) -> Any:
+        """A first turn asks a question; a continued one may only answer a function call."""
+        continued = info.data.get("previous_response_id") is not None or info.data.get("conversation") is not None
+        if isinstance(v, list) and not continued and not any(i.type == "message" and i.role == "user" for i in v):
+            raise ValueError("input must contain at least one user message (the question)")
+        return v
+
+    @field_validator("background")
+    @classmethod
+    def _stored(cls, v: bool | None, info: ValidationInfo) -> bool | None:
+        if v and info.data.get("store") is False:
+            raise unsupported("a background response is stored: background needs store true")
+        return v
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.conversation.id if isinstance(self.conversation, ConversationParam) else self.conversation
+
+    @property
+    def own_items(self) -> list[InputItem]:
+        """The request's own ``input`` as items (a string is one user message)."""
+        if isinstance(self.input, str):
+            return [InputItem(type="message", role="user", content=self.input)]
+        return list(self.input)
+
+    def continued(self, history: list[dict[str, Any]]) -> ResponsesRequest:
+        """This request with ``history`` (stored items) before its own input: as if the client had sent them all."""
+        items = [InputItem.model_validate(item) for item in history]
+        return self.model_copy(update={"input": [*items, *self.own_items]})
 
     @field_validator("include")
     @classmethod
@@ -194,8 +245,6 @@ class ResponsesRequest(SamplingFields):
             for key in needs.get(kind, ()):
                 if not isinstance(item.get(key), str):
                     raise ValueError(f"input[{i}]: a {kind} item needs {key}, a string")
-        if not any(item.get("type", "message") == "message" and item.get("role") == "user" for item in v):
-            raise ValueError("input must contain at least one user message (the question)")
         return v
 
     @model_validator(mode="after")
@@ -255,13 +304,14 @@ class ResponsesRequest(SamplingFields):
 
 
 def new_response(job: Job) -> ResponseObject:
-    """The response object as it starts: in progress, no output, the request's settings echoed."""
+    """The response object as it starts: in progress (queued in the background), no output, the request's settings
+    echoed."""
     body = job.body
     assert isinstance(body, ResponsesRequest)
     return ResponseObject(
         id=job.request_id,
         created_at=job.created,
-        status="in_progress",
+        status="queued" if body.background else "in_progress",
         model=body.model,
         output=[],
         instructions=body.instructions,
@@ -272,31 +322,101 @@ def new_response(job: Job) -> ResponseObject:
         tool_choice=body.tool_choice or "auto",
         parallel_tool_calls=bool(body.parallel_tool_calls),
         reasoning=body.reasoning.model_dump(exclude_none=True) if body.reasoning else None,
+        store=body.store is not False,
+        background=bool(body.background),
+        previous_response_id=body.previous_response_id,
+        conversation={"id": body.conversation_id} if body.conversation_id else None,
         metadata=body.metadata or {},
     )
+
+
+@dataclass
+class Turn:
+    """A Responses request about to run: whose it is, the response it grows, and what is kept of it."""
+
+    owner: str
+    response: ResponseObject
+    own: list[dict[str, Any]]
+    """The request's own input items, as stored and listed."""
+    stored: bool
 
 
 class ResponsesServing(OpenAIServing):
     """``POST /v1/responses``: the chat prompt from ``instructions`` and ``input``, the loop, as output items."""
 
-    prefix = "resp"
+    prefix = "resp_"
     ends_with_done = False
+
+    async def create(self, body: ResponsesRequest, request: Request) -> Response:
+        """Continue the stored turns it names, run it (in the background, streamed or whole), store it."""
+        server, owner = self.server, owner_of(request)
+        server.check_model(body.model)
+        history = await server.records.history(owner, body.previous_response_id, body.conversation_id)
+        full = body.continued(history) if history else body
+        prompt = await self.prompt(full, request)
+        try:
+            job = server.job(full, prompt, self.prefix)
+        except APIError as error:
+            if error.code == "context_length_exceeded" and history:
+                raise APIError(
+                    400, f"{error.message}: the {history_messages(history)} stored messages this turn continues and "
+                    "its input do not fit; start a new conversation", param=error.param, code=error.code,
+                ) from None  # fmt: skip
+            raise
+        turn = Turn(owner, new_response(job), [as_item(item) for item in body.own_items], body.store is not False)
+        if turn.stored:
+            if body.background:
+                server.background.check_room()
+            await server.records.start(owner, turn.response, [*history, *turn.own], turn.own)
+        if body.background:
+            created = turn.response.model_dump(mode="json")
+            finish = partial(server.records.add_to_conversation, owner, own=turn.own)
+            server.background.run(turn.response, response_events(self.builder(job, turn.response), server.run(job)),
+                                  finish)  # fmt: skip
+            if body.stream:
+                return follow(server.records, job.request_id, owner, -1)
+            return StrictJSONResponse(created, headers={"x-request-id": job.request_id})
+        if body.stream:
+            return self.stream(job, lambda events: self.sse(job, turn, events))
+        return await self.reply(request, job, self.whole_turn(job, turn))
 
     async def prompt(self, body: ResponsesRequest, request: Request) -> list[int]:
         tools = self.server.function_tools(body.functions)
         return await self.chat_prompt(request, body.messages(), tools if body.tool_choice != "none" else [])
 
-    def builder(self, job: Job) -> ResponseBuilder:
+    def builder(self, job: Job, response: ResponseObject) -> ResponseBuilder:
         body = job.body
         assert isinstance(body, ResponsesRequest)
         sources = "web_search_call.action.sources" in (body.include or [])
-        return ResponseBuilder(new_response(job), web=self.server.searches_web, sources=sources)
+        return ResponseBuilder(response, web=self.server.searches_web, sources=sources)
 
-    def chunks(self, job: Job, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-        return (sse(e, e.type) async for e in response_events(self.builder(job), events))
+    async def kept(self, job: Job, turn: Turn, events: AsyncIterator[Event]) -> AsyncIterator[StreamEvent]:
+        """The turn's stream events; the response stored as it ended (failed, or cancelled if the client left)."""
+        response = turn.response
+        try:
+            async for event in response_events(self.builder(job, response), events):
+                yield event
+        except Exception as exc:
+            response.status, response.error = "failed", {"code": "search_loop_failed", "message": str(exc)[:200]}
+            raise
+        except BaseException:  # the client left
+            response.status = "cancelled"
+            raise
+        finally:
+            if turn.stored:
+                try:
+                    await asyncio.shield(self.server.records.end(turn.owner, response, turn.own))
+                except Exception as exc:  # the reply is the client's: a store that failed since is logged
+                    log.warning("the response could not be stored (%s)", exc, extra={"request_id": job.request_id})
 
-    async def whole(self, job: Job) -> ResponseObject:
-        return await response_object(self.builder(job), self.server.run(job))
+    def sse(self, job: Job, turn: Turn, events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+        return (sse(e, e.type) async for e in self.kept(job, turn, events))
+
+    async def whole_turn(self, job: Job, turn: Turn) -> ResponseObject:
+        async with aclosing(self.kept(job, turn, self.server.run(job))) as events:
+            async for _ in events:
+                pass
+        return turn.response
 
 
 def router(serving: ResponsesServing) -> APIRouter:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, suppress
+from functools import partial
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
@@ -29,6 +30,9 @@ from research.server.serving import Job, Server
 from research.wire import Done, Event, Reply
 
 log = logging.getLogger("research.server")
+
+Chunks = Callable[[AsyncIterator[Event]], AsyncIterator[bytes]]
+"""A run's events as server-sent events."""
 
 
 def sse(data: BaseModel | dict[str, Any] | str, event: str | None = None) -> bytes:
@@ -122,7 +126,7 @@ class OpenAIServing:
     """
 
     prefix: ClassVar[str]
-    """The request ids' prefix (``chatcmpl``, ``cmpl``, ``resp``)."""
+    """The request ids' prefix (``chatcmpl-``, ``cmpl-``, ``resp_``: OpenAI's)."""
     ends_with_done: ClassVar[bool] = True
     """Its stream ends with ``data: [DONE]`` (chat and text completions; the Responses API's does not)."""
 
@@ -175,14 +179,15 @@ class OpenAIServing:
             self.server.metrics.request_seconds.observe(time.perf_counter() - job.started)
         return rendered(job, body)
 
-    def stream(self, job: Job) -> TimedStream:
-        """Stream ``job``'s events as :meth:`chunks` renders them, then ``data: [DONE]`` where the API has it."""
-        server, done = self.server, self.ends_with_done
+    def stream(self, job: Job, chunks: Chunks | None = None) -> TimedStream:
+        """Stream ``job``'s events as ``chunks`` (default :meth:`chunks`) renders them, then ``data: [DONE]`` where
+        the API has it."""
+        server, done, chunks = self.server, self.ends_with_done, chunks or partial(self.chunks, job)
 
         async def body() -> AsyncIterator[bytes]:
             try:
                 async with aclosing(server.run(job)) as events:  # closing it aborts generation
-                    async for chunk in self.chunks(job, events):
+                    async for chunk in chunks(events):
                         yield chunk
             except Exception as exc:
                 error = failure(server, job, exc)

@@ -43,11 +43,15 @@ from research.protocol import (
 )
 from research.protocol.recall import SEARCH_SCHEMA, SEARCH_TOOL
 from research.retrieval import BatchingRetriever, WebSearch, search_error
+from research.server.access import Access
+from research.server.background import Background
 from research.server.choice_text import LOWEST_LOGPROB, ChoiceText
 from research.server.continuations import Continuation, Continuations
 from research.server.metrics import Metrics
+from research.server.records import ResponseRecords
 from research.server.render import chat_prompt
 from research.server.requests import EFFORT_SEARCHES, CompletionFields, FunctionTool, Message, SamplingFields
+from research.server.store import DAY, Store
 from research.wire import (
     Done,
     Event,
@@ -97,6 +101,20 @@ class ServerConfig:
     open_retriever_routes: bool = False
     """With an API key, leave /search, /batch_search and /retrieve open (ReSearch's and Search-R1's retriever
     clients send no key); /v1/* still needs it."""
+    api_keys_file: str | None = None
+    """A file of API keys, 'KEY NAME' a line (the name optional): each key's stored responses and conversations
+    are its own; another key gets 404"""
+    store: str | None = None
+    """Where responses and conversations are kept: sqlite:///PATH or postgresql://USER@HOST/DB, which several
+    servers share (research-serve's default: a SQLite file in $RESEARCH_STATE_DIR, else ~/.local/state/research;
+    a server made in Python without one: in memory)"""
+    store_ttl: float = 30 * DAY
+    """Seconds a stored response or conversation is kept (OpenAI's 30 days by default)"""
+    store_lease: float = 30.0
+    """Seconds after which a background response whose server stopped renewing its lease (it died) is marked
+    failed by another"""
+    max_background: int = 64
+    """Background responses one server runs at once; more get a 429 with Retry-After"""
 
 
 @dataclass
@@ -191,13 +209,28 @@ class Server:
         self.metrics = Metrics()
         self.running = 0
         self._large_prompts = ThreadPoolExecutor(1, thread_name_prefix="large-prompts")
+        self.access = Access.of(config.api_key, config.api_keys_file)
+        self.store = Store(config.store, ttl=config.store_ttl)
+        self.background = Background(self.store, lease=config.store_lease, limit=config.max_background)
+        self.records = ResponseRecords(self.store, self.background, write_timeout=config.stream_write_timeout)
 
     @property
     def searches_web(self) -> bool:
         """Its searches go to a web search provider (``--web-search``): the Responses API shows web search calls."""
         return isinstance(self.retriever.index, WebSearch)
 
+    async def start(self) -> None:
+        """Make the store's schema (a store it cannot use fails the start) and keep this server's leases."""
+        await self.store.migrate()
+        self.background.start_upkeep()
+
+    async def stop(self) -> None:
+        """Stop this server's background responses (stored as failed) and leases; close the store."""
+        await self.background.close()
+        await self.store.close()
+
     async def close(self) -> None:
+        await self.stop()
         self._large_prompts.shutdown(wait=False, cancel_futures=True)
         await self.retriever.close()
         await self.engine.close()
@@ -351,7 +384,7 @@ class Server:
                 sampling, presence_penalty=body.presence_penalty or 0.0,
                 frequency_penalty=body.frequency_penalty or 0.0, logit_bias=bias,
             )  # fmt: skip
-        return Job(f"{prefix}-{uuid.uuid4().hex}", prompt_ids, limits, sampling, body)
+        return Job(f"{prefix}{uuid.uuid4().hex}", prompt_ids, limits, sampling, body)
 
     def _check_vocabulary(self, tokens: Iterable[int], param: str) -> None:
         """A 400 naming ``param`` when it names a token outside the model's vocabulary."""

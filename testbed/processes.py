@@ -85,13 +85,20 @@ def launched(
 
 
 async def _serve(uv: uvicorn.Server, app) -> None:
-    """``uv.serve()``, with the app's MCP session manager running (its lifespan, which would close the shared
-    engine, is off)."""
-    mcp = getattr(getattr(app, "state", None), "mcp", None)
-    if mcp is None:
-        return await uv.serve()
-    async with mcp.session_manager.run():
-        await uv.serve()
+    """``uv.serve()``, with the app's server started (its store and leases) and its MCP session manager running
+    (its lifespan, which would close the shared engine, is off)."""
+    state = getattr(app, "state", None)
+    mcp, server = getattr(state, "mcp", None), getattr(state, "server", None)
+    if server is not None:
+        await server.start()
+    try:
+        if mcp is None:
+            return await uv.serve()
+        async with mcp.session_manager.run():
+            await uv.serve()
+    finally:
+        if server is not None:
+            await server.stop()
 
 
 async def start_app(app) -> tuple[uvicorn.Server, asyncio.Task[None], str]:

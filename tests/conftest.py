@@ -34,6 +34,7 @@ from research.server.app import Server, ServerConfig, create_app
 from research.testbed.dialects import MAX_LENGTH, toy_dialect_model
 from research.testbed.models import engine_args, load_tokenizer
 from research.testbed.object_store import s3_server
+from research.testbed.postgres import Postgres, binaries, postgres_server
 from research.testbed.processes import ServerProcess, free_port, start_app, stop
 from research.testbed.toy_model import ToyRecipe, toy_model, world_index
 from research.testbed.world import World, make_world
@@ -199,6 +200,15 @@ def script_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -
     """A real LanceDB table on disk over the scripted model's fictional corpus."""
     passages = [Passage(p["id"], p["contents"]) for p in SCRIPT_CORPUS]
     return build_index(tmp_path_factory.mktemp("lance") / "index", passages, embedder=embedder, batch_size=3)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server on loopback (Debian's package; the test skips, saying why, where it is not installed)."""
+    if binaries() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/setup does as root)")
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -51,8 +51,8 @@ ACCEPTED_RESPONSES = [
     {"top_logprobs": 2}, {"include": ["message.output_text.logprobs"]},
 ]  # fmt: skip
 REJECTED_RESPONSES = [
-    ({"previous_response_id": "resp_1"}, "previous_response_id"), ({"conversation": "conv_1"}, "conversation"),
-    ({"tools": [{"type": "function", "name": "f"}]}, "tools"), ({"background": True}, "background"),
+    ({"previous_response_id": "resp_1", "conversation": "conv_1"}, "conversation"),
+    ({"background": True, "store": False}, "background"), ({"tools": [{"type": "function", "name": "f"}]}, "tools"),
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text"),
     ({"top_logprobs": 21}, "top_logprobs"), ({"input": ""}, "input"), ({"logit_bias": {"1": 1}}, "logit_bias"),
     ({"include": ["reasoning.encrypted_content"]}, "include"),
