@@ -64,7 +64,10 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=48, help="requests a phase (default: 48)")
     args = p.parse_args()
     begin = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="failover-") as tmp, toy_topology(Path(tmp)) as (topology, questions):
+    with (
+        tempfile.TemporaryDirectory(prefix="failover-") as tmp,
+        toy_topology(Path(tmp), f"sqlite:///{tmp}/store.sqlite3") as (topology, questions),
+    ):
         rows = asyncio.run(run(topology, questions, args.requests, args.clients))
         resumed = sum(log.read_text().count("resuming from them") for log in Path(tmp).glob("front-*.log"))
     print(f"\n{args.clients} clients, {args.requests} requests a phase, {time.perf_counter() - begin:.0f} s in all; "

@@ -97,11 +97,12 @@ class Topology:
         os.killpg(server.proc.pid, signal.SIGKILL)
         server.proc.wait()
 
-    def restart(self, i: int) -> ServerProcess:
-        """Start replica ``i`` again, as before and on its port (not waited for)."""
-        old = self.replicas[i]
-        self.replicas[i] = _start(self.stack, old.args, old.port, old.log.with_suffix(".restarted.log"), old.env)
-        return self.replicas[i]
+    def restart(self, i: int, *, front: bool = False) -> ServerProcess:
+        """Start replica ``i`` (or front ``i``) again, as before and on its port (not waited for)."""
+        servers = self.fronts if front else self.replicas
+        old = servers[i]
+        servers[i] = _start(self.stack, old.args, old.port, old.log.with_suffix(".restarted.log"), old.env)
+        return servers[i]
 
 
 def _start(stack: ExitStack, command: list[str], port: int, log: Path, env: Mapping[str, str] | None) -> ServerProcess:
@@ -202,6 +203,7 @@ def main() -> int:
     p.add_argument("--replicas", type=int, default=2, help="vllm serve replicas (default: 2)")
     p.add_argument("--fronts", type=int, default=2, help="research-serve --engine upstream fronts (default: 2)")
     p.add_argument("--work", type=Path, help="logs and nginx configs (default: a temporary folder)")
+    p.add_argument("--store", help="the fronts' shared store: postgresql://USER@HOST/DB (default: SQLite in --work)")
     args = p.parse_args()
     if args.replicas < 1 or args.fronts < 1:
         p.error("--replicas and --fronts must be at least 1")
@@ -212,7 +214,8 @@ def main() -> int:
     with ExitStack() as outer:
         work = args.work or Path(outer.enter_context(tempfile.TemporaryDirectory(prefix="topology-")))
         work.mkdir(parents=True, exist_ok=True)
-        with toy_topology(work, replicas=args.replicas, fronts=args.fronts) as (topology, questions):
+        store = args.store or f"sqlite:///{work / 'store.sqlite3'}"
+        with toy_topology(work, store, replicas=args.replicas, fronts=args.fronts) as (topology, questions):
             print(f"\nThe front: {topology.url} (model 'research'); the replicas' balancer: {topology.upstream}")
             print("Held-out questions to ask:", *questions, sep="\n  ")
             print(f"Logs in {work}. Stop with Ctrl-C.", flush=True)
@@ -225,8 +228,9 @@ def main() -> int:
 
 
 @contextmanager
-def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[tuple[Topology, list[str]]]:
-    """The toy model's topology, its world's index on moto's S3; (topology, held-out questions)."""
+def toy_topology(work: Path, store: str, *, replicas: int = 2, fronts: int = 2) -> Iterator[tuple[Topology, list[str]]]:
+    """The toy model's topology, its world's index on moto's S3, the fronts sharing ``store``; (topology, held-out
+    questions)."""
     from research.testbed.models import engine_args
     from research.testbed.serve import MODEL_NAME, toy_server
     from research.testbed.toy_model import ToyRecipe, index_world
@@ -242,7 +246,7 @@ def toy_topology(work: Path, *, replicas: int = 2, fronts: int = 2) -> Iterator[
         index = index_world(make_world(recipe.seed, chains=recipe.chains), "all", "s3://research/toy-world").uri
         at = flags.index("--index")
         flags[at + 1] = index
-        serve = [sys.executable, "-m", "research.server.cli", *flags, "--engine", "upstream"]
+        serve = [sys.executable, "-m", "research.server.cli", *flags, "--engine", "upstream", "--store", store]
 
         def replica(port: int) -> list[str]:
             return engine.vllm_serve(model, port=port, name=MODEL_NAME, cuda=False)

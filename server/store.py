@@ -213,8 +213,11 @@ class Store:
     async def migrate(self) -> int:
         """Create the schema or bring it to :data:`SCHEMA_VERSION`; the version it is at."""
         async with self.engine.begin() as conn:
-            if self.postgres:  # fronts starting together: one migrates, the others wait and find it done
+            # servers starting together: one migrates, the others wait for it and find it done
+            if self.postgres:
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727271)"))
+            else:  # the write lock now (the driver would only take it at the first write, after the check)
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
             await conn.run_sync(lambda sync: version_table.create(sync, checkfirst=True))
             found = (await conn.execute(sa.select(version_table.c.version))).scalar()
             if found is None:

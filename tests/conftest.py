@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import wait as wait_futures
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# research-serve processes the tests start keep their default response store here, not in the home folder
+os.environ.setdefault("RESEARCH_STATE_DIR", tempfile.mkdtemp(prefix="research-state-"))
 
 import httpx
 import pytest
@@ -216,6 +220,21 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """An S3 server on loopback (moto's) with the bucket ``research``; the environment that points LanceDB at it."""
     with s3_server(tmp_path_factory.mktemp("s3"), "research") as env:
         yield env
+
+
+@pytest.fixture
+def held(script_index: PassageIndex, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Event, Event]]:
+    """The scripted index's searches wait until ``release`` is set (60 s at most); ``reading`` says one started."""
+    search, reading, release = script_index.search, Event(), Event()
+
+    def waiting(queries, **kwargs):
+        reading.set()
+        release.wait(60)
+        return search(queries, **kwargs)
+
+    monkeypatch.setattr(script_index, "search", waiting)
+    yield reading, release
+    release.set()
 
 
 @pytest_asyncio.fixture

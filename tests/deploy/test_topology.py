@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from research.retrieval import Passage, build_index
+from research.testbed.postgres import binaries
 from research.testbed.processes import ServerProcess
 from tests.conftest import MODEL
 from tests.support.scripted import SCRIPT_CORPUS, SCRIPT_QUESTION
@@ -36,9 +37,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+LEASE = 2.0
+"""The fronts' ``--store-lease``: a killed front's background responses are failed within it (and one upkeep)."""
+
+
 @pytest.fixture(scope="module")
-def topology(vllm_serve, vllm_replica, model_path, embedder, s3, tmp_path_factory):
+def topology(request, vllm_serve, vllm_replica, model_path, embedder, s3, tmp_path_factory):
     work = tmp_path_factory.mktemp("topology")
+    # the fronts share a PostgreSQL store (a SQLite file where PostgreSQL is not installed)
+    store = request.getfixturevalue("postgres").url if binaries() else f"sqlite:///{work / 'store.sqlite3'}"
     with pytest.MonkeyPatch.context() as patch:
         for name, value in s3.items():
             patch.setenv(name, value)  # LanceDB in this process reads them as the fronts will
@@ -46,6 +53,7 @@ def topology(vllm_serve, vllm_replica, model_path, embedder, s3, tmp_path_factor
         index = build_index("s3://research/script", passages, embedder=embedder).uri
     serve = [sys.executable, "-m", "research.server.cli", "--model", str(model_path), "--index", index]
     serve += ["--engine", "upstream", "--served-model-name", MODEL, "--template", "instruct"]
+    serve += ["--store", store, "--store-lease", str(LEASE)]
 
     def front(port: int, upstream: str) -> list[str]:
         return [*serve, "--upstream-url", upstream, "--port", str(port)]
@@ -127,6 +135,40 @@ async def mid_generation(core: psutil.Process, replica: ServerProcess) -> None:
             tokens = await settled(replica, "vllm:generation_tokens_total")
             if tokens > generated and metric(replica, "vllm:num_requests_running") >= 1:
                 return
+
+
+async def test_a_background_response_is_streamed_through_another_front_and_failed_when_its_front_dies(topology):
+    """Created through front A, polled and streamed to its end through front B; a second one, held by front A
+    (every engine suspended), is failed within the lease once A is killed -9, and B's stream of it ends."""
+    running, _ = topology
+    a, b = (openai.AsyncOpenAI(base_url=f"{f.health.removesuffix('/health')}/v1", api_key="none", max_retries=0)
+            for f in running.fronts)  # fmt: skip
+    ask = {"model": MODEL, "input": SCRIPT_QUESTION, "temperature": 0, "background": True}
+    async with a, b:
+        done = await a.responses.create(**ask)
+        events = [event async for event in await b.responses.retrieve(done.id, stream=True)]
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        assert events[-1].type == "response.completed" and "Marxville" in events[-1].response.output_text
+        assert (await b.responses.retrieve(done.id)).output_text == events[-1].response.output_text
+
+        cores = [engine_core(r) for r in running.replicas if r.proc.poll() is None]
+        with suspended(cores):
+            held = await a.responses.create(**ask)
+            assert (await b.responses.retrieve(held.id)).status in ("queued", "in_progress")
+            following = asyncio.create_task(_events(b, held.id))
+            running.kill(running.fronts[0])
+            killed = time.monotonic()
+            async with asyncio.timeout(60):
+                while (await b.responses.retrieve(held.id)).status != "failed":
+                    await asyncio.sleep(0.1)
+            failed_after = time.monotonic() - killed
+        assert failed_after < LEASE + LEASE / 3 + 5, failed_after  # the lease, one upkeep, slack for two cores
+        assert (await asyncio.wait_for(following, 30))[-1] == "response.failed"
+    running.restart(0, front=True).wait_healthy(600)  # the tests below use both fronts
+
+
+async def _events(client: openai.AsyncOpenAI, id: str) -> list[str]:
+    return [event.type async for event in await client.responses.retrieve(id, stream=True)]
 
 
 async def test_a_replica_killed_mid_stream_loses_no_request(topology):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 
 import httpx
 import openai
@@ -108,17 +107,10 @@ async def test_mcp_needs_the_api_key_as_v1_does(transformers_engine, script_inde
 
 
 async def test_a_caller_that_goes_away_mid_search_aborts_ask_and_frees_its_slot(
-    transformers_engine, script_index, wait_idle, monkeypatch
+    transformers_engine, script_index, wait_idle, held
 ):
     """The index read is held until the caller has gone, so ``ask`` cannot have finished by itself."""
-    search, reading, release = script_index.search, threading.Event(), threading.Event()
-
-    def held(queries, **kwargs):
-        reading.set()
-        release.wait(60)
-        return search(queries, **kwargs)
-
-    monkeypatch.setattr(script_index, "search", held)
+    reading, release = held
     params = {"name": "ask", "arguments": {"question": SCRIPT_QUESTION}}
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
     accept = {"accept": "application/json, text/event-stream"}

@@ -4,7 +4,6 @@ and on a real PostgreSQL server (:func:`tests.conftest.postgres`)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,21 +40,6 @@ async def stored(request, transformers_engine, script_index, tmp_path_factory) -
 @pytest.fixture
 def client(stored: Live) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=stored.url, api_key="unused", max_retries=0)
-
-
-@pytest.fixture
-def held(script_index, monkeypatch):
-    """The index's searches wait until ``release`` is set; ``reading`` says one has started."""
-    search, reading, release = script_index.search, threading.Event(), threading.Event()
-
-    def waiting(queries, **kwargs):
-        reading.set()
-        release.wait(60)
-        return search(queries, **kwargs)
-
-    monkeypatch.setattr(script_index, "search", waiting)
-    yield reading, release
-    release.set()
 
 
 async def until(condition, timeout: float = 60.0) -> None:
@@ -223,6 +207,16 @@ async def test_conversations_keep_each_turn(client):
     assert absent.value.code == "conversation_not_found"
     with pytest.raises(openai.NotFoundError):
         await client.responses.create(input="more", conversation=conversation.id, **TURN)
+
+
+async def test_a_conversation_over_the_context_is_a_400_naming_its_stored_messages(client, stored):
+    long = "Freedonia " * 1000  # 2,000 tokens a message: two of them and the question do not fit 4,096
+    items = [{"role": "user", "content": long}, {"role": "assistant", "content": long}]
+    conversation = await client.conversations.create(items=items)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.responses.create(input=SCRIPT_QUESTION, conversation=conversation.id, **TURN)
+    assert refused.value.code == "context_length_exceeded" and "2 stored messages" in refused.value.message
+    assert stored.engine.max_model_len == 4096
 
 
 async def test_previous_response_id_and_conversation_together_are_a_400(client):
