@@ -282,7 +282,7 @@ async def test_langchain_use_previous_response_id_over_three_turns(recall):
         """Count the letters of a word."""
         return str(len(word.strip()))
 
-    chat = ChatOpenAI(base_url=recall.url, api_key="unused", model=MODEL, temperature=0, max_tokens=600,
+    chat = ChatOpenAI(base_url=recall.url, api_key="unused", model=MODEL, temperature=0, max_tokens=300,
                       use_previous_response_id=True)  # fmt: skip
     model = chat.bind_tools([count_letters])
     messages: list = [HumanMessage(LETTERS_QUESTION)]
