@@ -21,7 +21,7 @@ from typing import Any
 
 from research.http_errors import APIError
 from research.server.response_items import ResponseObject, StreamEvent
-from research.server.store import Store
+from research.server.store import Store, failed_event
 
 log = logging.getLogger("research.server")
 
@@ -67,9 +67,8 @@ class Background:
         while True:
             try:
                 ended = await self.store.maintain(self.front, self.lease_until(), lease_ran_out)
-                for id in ended & self.tasks.keys():  # cancelled through another front
-                    self.cancelling.add(id)
-                    self.tasks[id].cancel()
+                for id in ended:  # cancelled through another front
+                    self._stop(id)
             except APIError as exc:  # the store is down: leases lapse only if it stays down past the lease
                 log.warning("store upkeep failed: %s", exc.message)
             except Exception:
@@ -138,16 +137,21 @@ class Background:
 
     async def _fail(self, response: ResponseObject, pending: list[dict[str, Any]], seq: int, message: str) -> None:
         body = failed(response.model_dump(mode="json"), message)
-        pending.append({"type": "response.failed", "sequence_number": seq + len(pending), "response": body})
+        pending.append(failed_event(body, seq + len(pending)))
         with suppress(APIError):  # the store is down: the lease runs out and another front marks it failed
             await self.store.update_response(response.id, body, pending, first_seq=seq)
 
-    async def cancel(self, id: str) -> None:
-        """Stop this front's task running ``id`` (the store says ``cancelled`` already) and wait for it."""
+    def _stop(self, id: str) -> asyncio.Task[None] | None:
+        """Cancel this front's task running ``id`` (the store says ``cancelled`` already), if it runs here."""
         task = self.tasks.get(id)
         if task is not None:
             self.cancelling.add(id)
             task.cancel()
+        return task
+
+    async def cancel(self, id: str) -> None:
+        """Stop this front's task running ``id`` (the store says ``cancelled`` already) and wait for it."""
+        if (task := self._stop(id)) is not None:
             await asyncio.gather(task, return_exceptions=True)
 
     # -- following --------------------------------------------------------------------------------

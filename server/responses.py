@@ -364,9 +364,9 @@ class ResponsesServing(OpenAIServing):
                 ) from None  # fmt: skip
             raise
         turn = Turn(owner, new_response(job), [as_item(item) for item in body.own_items], body.store is not False)
+        if body.background:  # stored: its request says store true
+            server.background.check_room()
         if turn.stored:
-            if body.background:
-                server.background.check_room()
             await server.records.start(owner, turn.response, [*history, *turn.own], turn.own)
         if body.background:
             created = turn.response.model_dump(mode="json")

@@ -221,7 +221,7 @@ class Server:
 
     async def start(self) -> None:
         """Make the store's schema (a store it cannot use fails the start) and keep this server's leases."""
-        await self.store.migrate()
+        await self.store.ready()
         self.background.start_upkeep()
 
     async def stop(self) -> None:

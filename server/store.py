@@ -160,6 +160,33 @@ def _dump(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
+def failed_event(body: dict[str, Any], seq: int) -> dict[str, Any]:
+    """The ``response.failed`` event that ends a failed response's stream (``body``: the response as failed)."""
+    return {"type": "response.failed", "sequence_number": seq, "response": body}
+
+
+def _event_rows(id: str, first_seq: int, new_events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"response_id": id, "seq": first_seq + i, "type": e["type"], "data": _dump(e)} for i, e in enumerate(new_events)
+    ]
+
+
+async def _last_seq(conn: AsyncConnection, id: str) -> int:
+    """The sequence number of response ``id``'s last stored event (-1 before the first)."""
+    found = (await conn.execute(sa.select(sa.func.max(events.c.seq)).where(events.c.response_id == id))).scalar()
+    return -1 if found is None else int(found)
+
+
+def _owned(table: sa.Table, id: str, owner: str) -> sa.ColumnElement[bool]:
+    """Row ``id`` of ``table`` if it is ``owner``'s and has not expired: how every client's read and write names it."""
+    c = table.c
+    return sa.and_(c.id == id, c.owner == owner, c.expires_at > time.time())
+
+
+CHILDREN = {responses: events.c.response_id, conversations: conversation_items.c.conversation_id}
+"""Each table of owned rows, and the column by which its child rows (stream events, items) name their parent."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
     """A stored response's row."""
@@ -233,12 +260,16 @@ class Store:
             await conn.execute(version_table.update().values(version=SCHEMA_VERSION))
         return SCHEMA_VERSION
 
+    async def ready(self) -> int:
+        """:meth:`migrate`, once for this store (again only if it failed); the schema's version."""
+        if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
+            self._ready = asyncio.ensure_future(self.migrate())
+        return await asyncio.shield(self._ready)
+
     async def _call(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """``work`` in one transaction, the schema made first; an unreachable database is a 503."""
         try:
-            if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
-                self._ready = asyncio.ensure_future(self.migrate())
-            await asyncio.shield(self._ready)
+            await self.ready()
             async with self.engine.begin() as conn:
                 return await work(conn)
         except (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError) as exc:
@@ -264,11 +295,9 @@ class Store:
 
     async def response(self, id: str, owner: str) -> StoredResponse | None:
         """The response ``id`` of ``owner`` (None if absent, expired or another owner's)."""
-        r = responses.c
 
         async def work(conn: AsyncConnection) -> Any:
-            query = sa.select(responses).where(r.id == id, r.owner == owner, r.expires_at > time.time())
-            return (await conn.execute(query)).mappings().first()
+            return (await conn.execute(sa.select(responses).where(_owned(responses, id, owner)))).mappings().first()
 
         row = await self._call(work)
         if row is None:
@@ -277,6 +306,14 @@ class Store:
             row["id"], row["status"], row["background"], row["body"], row["context"], row["input_items"],
             row["conversation_id"], row["lease_owner"],
         )  # fmt: skip
+
+    async def status(self, id: str, owner: str) -> str | None:
+        """The status of ``owner``'s response ``id`` (None if absent): what a stream's follower polls."""
+
+        async def work(conn: AsyncConnection) -> str | None:
+            return (await conn.execute(sa.select(responses.c.status).where(_owned(responses, id, owner)))).scalar()
+
+        return await self._call(work)
 
     async def update_response(
         self, id: str, body: dict[str, Any], new_events: Sequence[dict[str, Any]] = (), *, first_seq: int = 0
@@ -292,11 +329,7 @@ class Store:
             if (await conn.execute(query)).rowcount == 0:
                 return False
             if new_events:
-                rows = [
-                    {"response_id": id, "seq": first_seq + i, "type": e["type"], "data": _dump(e)}
-                    for i, e in enumerate(new_events)
-                ]
-                await conn.execute(events.insert(), rows)
+                await conn.execute(events.insert(), _event_rows(id, first_seq, new_events))
             return True
 
         return await self._call(work)
@@ -325,13 +358,16 @@ class Store:
         return await self._call(work)
 
     async def delete_response(self, id: str, owner: str) -> bool:
-        r = responses.c
+        return await self._delete_owned(responses, id, owner)
+
+    async def _delete_owned(self, table: sa.Table, id: str, owner: str) -> bool:
+        """Delete ``owner``'s row ``id`` of ``table`` and its child rows; False if there was none."""
+        key = CHILDREN[table]
 
         async def work(conn: AsyncConnection) -> bool:
-            query = responses.delete().where(r.id == id, r.owner == owner, r.expires_at > time.time())
-            if (await conn.execute(query)).rowcount == 0:
+            if (await conn.execute(table.delete().where(_owned(table, id, owner)))).rowcount == 0:
                 return False
-            await conn.execute(events.delete().where(events.c.response_id == id))
+            await conn.execute(key.table.delete().where(key == id))
             return True
 
         return await self._call(work)
@@ -348,13 +384,7 @@ class Store:
 
     async def last_event(self, id: str) -> int:
         """The sequence number of a response's last stored event (-1 before the first)."""
-
-        async def work(conn: AsyncConnection) -> int:
-            query = sa.select(sa.func.max(events.c.seq)).where(events.c.response_id == id)
-            found = (await conn.execute(query)).scalar()
-            return -1 if found is None else int(found)
-
-        return await self._call(work)
+        return await self._call(lambda conn: _last_seq(conn, id))
 
     # -- leases and upkeep --------------------------------------------------------------------------
     async def maintain(self, front: str, until: float, failed: Callable[[dict[str, Any]], dict[str, Any]]) -> set[str]:
@@ -369,20 +399,14 @@ class Store:
             )
             dead = sa.select(r.id, r.body).where(r.status.in_(ACTIVE), r.lease_until < now, r.lease_owner != front)
             for row in (await conn.execute(dead.with_for_update() if self.postgres else dead)).all():
-                body = failed(row.body)
-                last = await conn.execute(sa.select(sa.func.max(events.c.seq)).where(events.c.response_id == row.id))
-                seq = (last.scalar() or 0) + 1
+                body, seq = failed(row.body), await _last_seq(conn, row.id) + 1
                 query = responses.update().where(r.id == row.id, r.status.in_(ACTIVE))
                 if (await conn.execute(query.values(status="failed", body=body))).rowcount:
-                    event = {"type": "response.failed", "sequence_number": seq, "response": body}
-                    await conn.execute(events.insert().values(response_id=row.id, seq=seq, type=event["type"],
-                                                              data=_dump(event)))  # fmt: skip
-            expired = sa.select(r.id).where(r.expires_at <= now)
-            await conn.execute(events.delete().where(events.c.response_id.in_(expired)))
-            await conn.execute(responses.delete().where(r.expires_at <= now))
-            gone = sa.select(conversations.c.id).where(conversations.c.expires_at <= now)
-            await conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id.in_(gone)))
-            await conn.execute(conversations.delete().where(conversations.c.expires_at <= now))
+                    await conn.execute(events.insert(), _event_rows(row.id, seq, [failed_event(body, seq)]))
+            for table, key in CHILDREN.items():
+                expired = table.c.expires_at <= now
+                await conn.execute(key.table.delete().where(key.in_(sa.select(table.c.id).where(expired))))
+                await conn.execute(table.delete().where(expired))
             mine = sa.select(r.id).where(r.lease_owner == front, r.status.not_in(ACTIVE))
             return {row.id for row in (await conn.execute(mine)).all()}
 
@@ -426,32 +450,21 @@ class Store:
         c = conversations.c
 
         async def work(conn: AsyncConnection) -> Any:
-            query = sa.select(c.created_at, c.metadata).where(c.id == id, c.owner == owner, c.expires_at > time.time())
+            query = sa.select(c.created_at, c.metadata).where(_owned(conversations, id, owner))
             return (await conn.execute(query)).first()
 
         row = await self._call(work)
         return None if row is None else (row.created_at, row.metadata)
 
     async def update_conversation(self, id: str, owner: str, meta: dict[str, str]) -> bool:
-        c = conversations.c
-
         async def work(conn: AsyncConnection) -> bool:
-            query = conversations.update().where(c.id == id, c.owner == owner, c.expires_at > time.time())
-            return (await conn.execute(query.values(metadata=meta))).rowcount == 1
+            query = conversations.update().where(_owned(conversations, id, owner)).values(metadata=meta)
+            return (await conn.execute(query)).rowcount == 1
 
         return await self._call(work)
 
     async def delete_conversation(self, id: str, owner: str) -> bool:
-        c = conversations.c
-
-        async def work(conn: AsyncConnection) -> bool:
-            query = conversations.delete().where(c.id == id, c.owner == owner, c.expires_at > time.time())
-            if (await conn.execute(query)).rowcount == 0:
-                return False
-            await conn.execute(conversation_items.delete().where(conversation_items.c.conversation_id == id))
-            return True
-
-        return await self._call(work)
+        return await self._delete_owned(conversations, id, owner)
 
     @staticmethod
     async def _add_items(conn: AsyncConnection, id: str, items: Iterable[dict[str, Any]]) -> None:
@@ -461,11 +474,10 @@ class Store:
 
     async def add_items(self, id: str, owner: str, items: Sequence[dict[str, Any]]) -> bool:
         """Append ``items`` to ``owner``'s conversation ``id``; False if there is none."""
-        c = conversations.c
 
         async def work(conn: AsyncConnection) -> bool:
-            query = sa.select(c.id).where(c.id == id, c.owner == owner, c.expires_at > time.time())
-            if (await conn.execute(query)).first() is None:
+            found = await conn.execute(sa.select(conversations.c.id).where(_owned(conversations, id, owner)))
+            if found.first() is None:
                 return False
             await self._add_items(conn, id, items)
             return True

@@ -15,6 +15,7 @@ from research.server.middleware import TimedStream
 from research.server.records import Limit, ResponseRecords, not_found, page
 from research.server.response_items import ResponseObject
 from research.server.routing import SSE_EVENT, sse
+from research.server.store import ACTIVE
 
 StartingAfter = Annotated[int | None, Query(description="with stream: the events after this sequence number")]
 
@@ -87,8 +88,7 @@ def follow(records: ResponseRecords, id: str, owner: str, after: int) -> TimedSt
     """A stored background response's stream, from the event after ``after`` to its end."""
 
     async def active() -> bool:
-        row = await records.store.response(id, owner)
-        return row is not None and row.active
+        return await records.store.status(id, owner) in ACTIVE
 
     async def body() -> AsyncIterator[bytes]:
         async for kind, data in records.background.follow(id, after, active):

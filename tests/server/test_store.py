@@ -74,3 +74,15 @@ async def test_a_finished_response_cannot_be_cancelled_or_overwritten_by_a_late_
     assert await store.events_after(body["id"], -1) == []
     assert not await store.cancel_response(body["id"], "me")  # ended: stays as it ended
     await store.close()
+
+
+async def test_a_response_failed_by_its_lease_before_any_event_streams_from_sequence_number_0(url):
+    store = Store(url)
+    body = response("in_progress")
+    await store.add_response("me", body, background=True, context=[], input_items=[], lease_owner="dead",
+                             lease_until=time.time() - 1)  # fmt: skip
+    await store.maintain("alive", time.time() + 30, lambda b: {**b, "status": "failed"})
+    assert await store.status(body["id"], "me") == "failed"
+    [(seq, kind, _)] = await store.events_after(body["id"], -1)
+    assert (seq, kind) == (0, "response.failed") and await store.last_event(body["id"]) == 0
+    await store.close()
